@@ -1,0 +1,95 @@
+// Codec: frames, verifies and unframes wire messages. Every decode path goes through here:
+// the frame's length and checksum, then the FlatBuffers Verifier with explicit depth, table
+// and size limits, then the schema version and the cluster id.
+//
+// A frame is a 16-byte header followed by the FlatBuffer of an Envelope:
+//   bytes 0..3   magic "SSF1"
+//   bytes 4..7   payload length, little-endian (the frame must be exactly 16 + length bytes)
+//   bytes 8..15  XXH3-64 of the payload, little-endian
+// The checksum makes any bit flip of a frame a rejection rather than accepted garbage; the
+// Verifier then guarantees that even a frame built by a hostile sender is safe to read.
+//
+// Thread-safety: stateless functions; safe from any thread.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "statesync/common/status.h"
+#include "statesync/fb/records_generated.h"
+#include "statesync/fb/wire_generated.h"
+
+namespace statesync::wire {
+
+inline constexpr std::uint16_t kSchemaVersion = 1;
+inline constexpr std::size_t kFrameHeaderBytes = 16;
+
+struct DecodeLimits {
+  std::size_t max_message_bytes = 64u << 20;  // a frame larger than this is refused unread
+  flatbuffers::uoffset_t max_depth = 16;      // nesting of tables and vectors
+  flatbuffers::uoffset_t max_tables = 1u << 20;
+};
+
+// Why a frame was refused; each reason has its own counter in the adapters.
+enum class DecodeError : std::uint8_t {
+  kNone = 0,
+  kTooShort,          // fewer bytes than a frame header
+  kTooLarge,          // larger than DecodeLimits::max_message_bytes
+  kBadMagic,          // not a statesync frame
+  kLengthMismatch,    // truncated or with trailing bytes
+  kChecksumMismatch,  // the payload was altered
+  kMalformed,         // the FlatBuffers Verifier refused it
+  kWrongVersion,      // schema_version differs from kSchemaVersion
+  kWrongCluster,      // cluster_id differs from ours
+  kNoBody,            // a valid envelope with nothing in it
+};
+inline constexpr int kDecodeErrorCount = 10;
+std::string_view DecodeErrorName(DecodeError error);
+
+struct Decoded {
+  const fb::Envelope* envelope = nullptr;  // valid while the frame's bytes live
+  DecodeError error = DecodeError::kNone;
+  std::string reason;  // a sentence for the log: what was wrong and by how much
+  bool ok() const { return error == DecodeError::kNone; }
+};
+
+// Wraps a finished FlatBuffer (an Envelope) in a frame.
+std::string Frame(std::span<const std::uint8_t> payload);
+inline std::string Frame(const flatbuffers::FlatBufferBuilder& builder) {
+  return Frame({builder.GetBufferPointer(), builder.GetSize()});
+}
+
+// Checks the frame header and checksum; on success `payload` views the Envelope bytes.
+Decoded Unframe(std::span<const std::uint8_t> frame, const DecodeLimits& limits,
+                std::span<const std::uint8_t>* payload);
+
+// Runs the Verifier (with the limits) on an Envelope FlatBuffer, without a frame.
+Decoded VerifyEnvelope(std::span<const std::uint8_t> payload, const DecodeLimits& limits);
+
+// The whole path: Unframe, VerifyEnvelope, schema version, cluster id, non-empty body.
+Decoded Decode(std::span<const std::uint8_t> frame, std::uint64_t cluster_id,
+               const DecodeLimits& limits = {});
+
+// Verifies a record value (the bytes stored in RocksDB and carried in Delta.value) as the
+// FlatBuffer of type T (FirewallSession, CallSession, Cdr, BlobChunk, GenericRecord).
+template <typename T>
+const T* VerifyRecord(std::span<const std::uint8_t> bytes, const DecodeLimits& limits = {}) {
+  if (bytes.size() < sizeof(flatbuffers::uoffset_t) || bytes.size() > limits.max_message_bytes) {
+    return nullptr;
+  }
+  flatbuffers::Verifier verifier(bytes.data(), bytes.size(), limits.max_depth, limits.max_tables);
+  if (!verifier.VerifyBuffer<T>(nullptr)) return nullptr;
+  return flatbuffers::GetRoot<T>(bytes.data());
+}
+
+inline std::span<const std::uint8_t> AsBytes(std::string_view s) {
+  return {reinterpret_cast<const std::uint8_t*>(s.data()), s.size()};
+}
+inline std::string_view AsChars(std::span<const std::uint8_t> b) {
+  return {reinterpret_cast<const char*>(b.data()), b.size()};
+}
+
+}  // namespace statesync::wire

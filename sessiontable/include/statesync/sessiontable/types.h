@@ -1,0 +1,57 @@
+// Basic vocabulary of the session table and of replication: tables, positions in a history,
+// delta kinds, time and the per-table sync policy.
+//
+// Thread-safety: plain values.
+#pragma once
+
+#include <chrono>
+#include <compare>
+#include <cstdint>
+#include <string>
+
+namespace statesync {
+
+// Absolute wall-clock time in milliseconds since the Unix epoch. The pure components never read
+// a clock: time reaches them as a value (Tick(now)), which keeps every scenario deterministic.
+using TimePoint = std::chrono::time_point<std::chrono::system_clock, std::chrono::milliseconds>;
+inline constexpr TimePoint kNever{};  // an expiry deadline of zero means "never expires"
+
+using Epoch = std::uint64_t;
+using Seq = std::uint64_t;
+
+// A place in a replication history: seq is gap-free and increasing within the stream; the epoch
+// increases at every promotion while seq carries on.
+struct Position {
+  Epoch epoch = 0;
+  Seq seq = 0;
+  auto operator<=>(const Position&) const = default;
+};
+
+enum class TableId : std::uint16_t {
+  kFwSessions = 1,
+  kCalls = 2,
+  kCdrs = 3,
+  kBlobs = 4,
+  kFirstUser = 16,  // user tables with opaque values use ids from here on
+};
+inline constexpr TableId UserTable(std::uint16_t n) {
+  return static_cast<TableId>(static_cast<std::uint16_t>(TableId::kFirstUser) + n);
+}
+inline bool IsUserTable(TableId t) { return t >= TableId::kFirstUser; }
+std::string TableName(TableId t);  // "fw_sessions", "calls", ..., "user_16"
+
+enum class DeltaKind : std::uint8_t { kUpsert = 0, kDelete = 1, kExpire = 2 };
+
+// Per-table replication policy (the firewall's session-pickup knobs).
+struct SyncPolicy {
+  // A record younger than this is not replicated; one that reaches this age is emitted then,
+  // and one that is deleted or expires younger is never sent at all.
+  std::chrono::milliseconds pickup_delay{0};
+  // Replicate UDP, ICMP and ICMPv6 firewall sessions. Off: they stay local to the primary.
+  bool connectionless = true;
+  // Replicate firewall sessions that were expected by a helper (they have an expectation
+  // parent). Off: they stay local to the primary.
+  bool expectations = true;
+};
+
+}  // namespace statesync

@@ -1,0 +1,410 @@
+// Partition: the storage of one kind of record inside the SessionTable. Records live in slots of
+// a chunked arena (stable addresses, no copy when it grows); a hash set of slot numbers indexes
+// them by key, its hasher reading the key from the slot, so the index costs about 4-8 bytes a
+// record instead of a copy of the key. Firewall partitions also keep an expiry wheel and the
+// expectation parents (rare, so in a side map rather than in every slot).
+//
+// Internal to sessiontable. Thread-safety: none (owned by one SessionTable).
+#pragma once
+
+#include <xxhash.h>
+
+#include <array>
+#include <boost/unordered/unordered_flat_map.hpp>
+#include <boost/unordered/unordered_flat_set.hpp>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <queue>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include "statesync/sessiontable/records.h"
+
+namespace statesync::detail {
+
+// Slot state bits.
+enum SlotFlag : std::uint8_t {
+  kLive = 1,        // in use and in the index
+  kTombstone = 2,   // deleted; the delete delta is still pending, so the key stays indexed
+  kExpired = 4,     // with kTombstone: the delete came from expiry
+  kPending = 8,     // has an entry in the change log (pending_seq32 tells which)
+  kHeld = 16,       // younger than pickup_delay, not yet in the log
+  kLocal = 32,      // kept on this node by the table's policy
+  kHasParent = 64,  // firewall: the expectation parent is in the side map
+};
+
+// ---- firewall sessions: a compact layout for IPv4, a wide one for IPv6 ----
+template <bool kV6>
+struct FwTraits {
+  static constexpr bool kExpires = true;
+  using Addr = std::conditional_t<kV6, std::array<std::uint8_t, 16>, std::uint32_t>;
+
+  struct Key {
+    Addr src{};
+    Addr dst{};
+    std::uint16_t sport = 0;
+    std::uint16_t dport = 0;
+    std::uint16_t zone = 0;
+    std::uint8_t proto = 0;
+    bool operator==(const Key&) const = default;
+  };
+
+  // Field order packs the IPv4 slot into 88 bytes.
+  struct Slot {
+    std::int64_t expiry_ms;
+    std::uint64_t orig_packets;
+    std::uint64_t orig_bytes;
+    std::uint64_t reply_packets;
+    std::uint64_t reply_bytes;
+    Addr src;
+    Addr dst;
+    Addr rsrc;
+    Addr rdst;
+    std::uint32_t status;
+    std::uint32_t mark;
+    std::uint32_t pending_seq32;  // low 32 bits of the pending log entry's seq
+    std::uint32_t sched_sec;      // the expiry wheel second it is filed under; 0 = none
+    std::uint16_t sport;
+    std::uint16_t dport;
+    std::uint16_t zone;
+    std::uint16_t rsport;
+    std::uint16_t rdport;
+    std::uint8_t proto;
+    std::uint8_t tcp_state;
+    std::uint8_t sctp_state;
+    std::uint8_t flags;
+  };
+
+  static Addr ToAddr(const IpAddress& a) {
+    if constexpr (kV6) {
+      return a.bytes;
+    } else {
+      return a.v4();
+    }
+  }
+  static IpAddress FromAddr(const Addr& a) {
+    if constexpr (kV6) {
+      return IpAddress::V6(a);
+    } else {
+      return IpAddress::V4(a);
+    }
+  }
+  static L3Family Family() { return kV6 ? L3Family::IPv6 : L3Family::IPv4; }
+
+  static Key KeyOf(const Slot& s) { return {s.src, s.dst, s.sport, s.dport, s.zone, s.proto}; }
+  static Key KeyOf(const Tuple& orig, std::uint16_t zone) {
+    return {ToAddr(orig.src), ToAddr(orig.dst), orig.src_port, orig.dst_port, zone, orig.proto};
+  }
+  static std::uint64_t Hash(const Key& k) {
+    constexpr std::size_t kAddr = sizeof(Addr);
+    unsigned char b[2 * kAddr + 7];
+    std::memcpy(b, &k.src, kAddr);
+    std::memcpy(b + kAddr, &k.dst, kAddr);
+    std::memcpy(b + 2 * kAddr, &k.sport, 2);
+    std::memcpy(b + 2 * kAddr + 2, &k.dport, 2);
+    std::memcpy(b + 2 * kAddr + 4, &k.zone, 2);
+    b[2 * kAddr + 6] = k.proto;
+    return XXH3_64bits(b, sizeof(b));
+  }
+  static bool Matches(const Slot& s, const Key& k) {
+    return s.src == k.src && s.dst == k.dst && s.sport == k.sport && s.dport == k.dport &&
+           s.zone == k.zone && s.proto == k.proto;
+  }
+
+  // Copies the record into the slot; leaves flags and bookkeeping alone.
+  static void Write(Slot& s, const FirewallSession& f) {
+    s.expiry_ms = f.expiry.time_since_epoch().count();
+    s.orig_packets = f.orig_packets;
+    s.orig_bytes = f.orig_bytes;
+    s.reply_packets = f.reply_packets;
+    s.reply_bytes = f.reply_bytes;
+    s.src = ToAddr(f.orig.src);
+    s.dst = ToAddr(f.orig.dst);
+    s.rsrc = ToAddr(f.reply.src);
+    s.rdst = ToAddr(f.reply.dst);
+    s.status = f.status;
+    s.mark = f.mark;
+    s.sport = f.orig.src_port;
+    s.dport = f.orig.dst_port;
+    s.zone = f.zone;
+    s.rsport = f.reply.src_port;
+    s.rdport = f.reply.dst_port;
+    s.proto = f.orig.proto;
+    s.tcp_state = static_cast<std::uint8_t>(f.tcp_state);
+    s.sctp_state = static_cast<std::uint8_t>(f.sctp_state);
+  }
+  static void Read(const Slot& s, FirewallSession* f) {
+    f->orig = Tuple{FromAddr(s.src), FromAddr(s.dst), s.sport, s.dport, Family(), s.proto};
+    f->reply = Tuple{FromAddr(s.rsrc), FromAddr(s.rdst), s.rsport, s.rdport, Family(), s.proto};
+    f->zone = s.zone;
+    f->tcp_state = static_cast<TcpState>(s.tcp_state);
+    f->sctp_state = static_cast<SctpState>(s.sctp_state);
+    f->status = s.status;
+    f->mark = s.mark;
+    f->expiry = TimePoint(std::chrono::milliseconds(s.expiry_ms));
+    f->orig_packets = s.orig_packets;
+    f->orig_bytes = s.orig_bytes;
+    f->reply_packets = s.reply_packets;
+    f->reply_bytes = s.reply_bytes;
+  }
+};
+
+// ---- opaque records: calls, CDRs, blobs metadata and user tables ----
+struct OpaqueTraits {
+  static constexpr bool kExpires = false;
+  using Key = std::string_view;
+  struct Slot {
+    std::string key;
+    std::string value;
+    std::uint32_t pending_seq32 = 0;
+    std::uint32_t sched_sec = 0;
+    std::uint8_t flags = 0;
+  };
+  static Key KeyOf(const Slot& s) { return s.key; }
+  static std::uint64_t Hash(Key k) { return XXH3_64bits(k.data(), k.size()); }
+  static bool Matches(const Slot& s, Key k) { return s.key == k; }
+};
+
+template <typename Traits>
+class Partition {
+ public:
+  using Slot = typename Traits::Slot;
+  using Key = typename Traits::Key;
+  static constexpr std::uint32_t kChunkBits = 14;
+  static constexpr std::uint32_t kChunkSlots = 1u << kChunkBits;
+  static constexpr std::uint32_t kWheelBuckets = 4096;  // one second each: a 68-minute turn
+
+  Partition(TableId table, std::uint16_t id)
+      : table_(table), id_(id), index_(0, IndexHash{this}, IndexEq{this}) {}
+  Partition(const Partition&) = delete;
+  Partition& operator=(const Partition&) = delete;
+
+  TableId table() const { return table_; }
+  std::uint16_t id() const { return id_; }
+
+  Slot& at(std::uint32_t i) { return chunks_[i >> kChunkBits][i & (kChunkSlots - 1)]; }
+  const Slot& at(std::uint32_t i) const { return chunks_[i >> kChunkBits][i & (kChunkSlots - 1)]; }
+  std::uint32_t high_water() const { return high_; }
+
+  // Includes tombstones (a pending delete keeps its key indexed so that it can be revived).
+  std::optional<std::uint32_t> Find(const Key& k) const {
+    auto it = index_.find(k);
+    if (it == index_.end()) return std::nullopt;
+    return *it;
+  }
+
+  // A zeroed slot; the caller writes the record, then calls Index().
+  std::uint32_t Allocate() {
+    std::uint32_t i;
+    if (!free_.empty()) {
+      i = free_.back();
+      free_.pop_back();
+    } else {
+      if (high_ == chunks_.size() * kChunkSlots) {
+        chunks_.push_back(std::make_unique<Slot[]>(kChunkSlots));
+      }
+      i = high_++;
+    }
+    at(i) = Slot{};
+    return i;
+  }
+  void Index(std::uint32_t i) {
+    index_.insert(i);
+    at(i).flags |= kLive;
+    ++visible_;
+  }
+  // Removes the record entirely: from the index, the side maps, and back to the free list.
+  void Free(std::uint32_t i) {
+    Slot& s = at(i);
+    index_.erase(i);
+    if (s.flags & kHasParent) parents_.erase(i);
+    if (s.flags & kHeld) held_release_.erase(i);
+    if (!(s.flags & kTombstone)) --visible_;
+    s.flags = 0;
+    s.sched_sec = 0;
+    if constexpr (std::is_same_v<Traits, OpaqueTraits>) {
+      std::string().swap(s.key);
+      std::string().swap(s.value);
+    }
+    free_.push_back(i);
+  }
+  void MarkTombstone(std::uint32_t i, bool expired) {
+    Slot& s = at(i);
+    if (!(s.flags & kTombstone)) --visible_;
+    s.flags |= kTombstone;
+    if (expired) {
+      s.flags |= kExpired;
+    } else {
+      s.flags &= static_cast<std::uint8_t>(~kExpired);
+    }
+  }
+  void Revive(std::uint32_t i) {
+    Slot& s = at(i);
+    if (s.flags & kTombstone) ++visible_;
+    s.flags &= static_cast<std::uint8_t>(~(kTombstone | kExpired));
+  }
+  std::size_t visible() const { return visible_; }
+
+  // ---- expectation parents (firewall) ----
+  void SetParent(std::uint32_t i, const std::optional<Tuple>& parent) {
+    Slot& s = at(i);
+    if (parent) {
+      parents_[i] = *parent;
+      s.flags |= kHasParent;
+    } else if (s.flags & kHasParent) {
+      parents_.erase(i);
+      s.flags &= static_cast<std::uint8_t>(~kHasParent);
+    }
+  }
+  std::optional<Tuple> Parent(std::uint32_t i) const {
+    if (!(at(i).flags & kHasParent)) return std::nullopt;
+    return parents_.at(i);
+  }
+
+  // ---- pickup delay: records held back until they reach their release time ----
+  struct HeldEntry {
+    std::int64_t release_ms;
+    std::uint32_t slot;
+    bool operator>(const HeldEntry& o) const { return release_ms > o.release_ms; }
+  };
+  void Hold(std::uint32_t i, std::int64_t release_ms) {
+    at(i).flags |= kHeld;
+    held_release_[i] = release_ms;
+    held_.push({release_ms, i});
+  }
+  // Calls `release(slot)` for each held record due at `now_ms`, in release order, while it
+  // returns true (false: the change log is full, stop for now).
+  template <typename Fn>
+  void ReleaseDue(std::int64_t now_ms, Fn&& release) {
+    while (!held_.empty() && held_.top().release_ms <= now_ms) {
+      const HeldEntry e = held_.top();
+      auto it = held_release_.find(e.slot);
+      if (it == held_release_.end() || it->second != e.release_ms) {
+        held_.pop();  // the record died young, or its slot now holds another record
+        continue;
+      }
+      if (!release(e.slot)) return;
+      held_.pop();
+      held_release_.erase(it);
+      at(e.slot).flags &= static_cast<std::uint8_t>(~kHeld);
+    }
+  }
+
+  // ---- expiry wheel ----
+  // Files slot i under the second of its deadline. Lazy: a deadline that moves later keeps the
+  // earlier filing (checked and refiled when that second comes); only an earlier one refiles.
+  void Schedule(std::uint32_t i, std::int64_t expiry_ms) {
+    if (expiry_ms <= 0) return;
+    Slot& s = at(i);
+    std::uint32_t sec = static_cast<std::uint32_t>(expiry_ms / 1000);
+    if (sec < next_sec_) sec = next_sec_;  // overdue: the next Tick looks at next_sec_
+    if (s.sched_sec == 0 || sec < s.sched_sec) {
+      s.sched_sec = sec;
+      wheel_[sec % kWheelBuckets].push_back(i);
+    }
+  }
+
+  // Visits the records whose deadline is <= now_ms and calls `expire(slot)` for each; stops
+  // (and resumes there at the next call) when `expire` returns false.
+  template <typename Fn>
+  void ExpireDue(std::int64_t now_ms, Fn&& expire) {
+    const std::uint32_t now_sec = static_cast<std::uint32_t>(now_ms / 1000);
+    if (next_sec_ == 0 || now_sec - next_sec_ >= kWheelBuckets) {
+      // A first Tick or a jump longer than a turn of the wheel: one pass over every bucket.
+      for (std::uint32_t b = 0; b < kWheelBuckets; ++b) {
+        if (!ProcessBucket(b, now_sec, now_ms, expire)) return;  // resume with a full pass
+      }
+    } else {
+      for (std::uint32_t sec = next_sec_; sec <= now_sec; ++sec) {
+        if (!ProcessBucket(sec % kWheelBuckets, now_sec, now_ms, expire)) {
+          next_sec_ = sec;
+          return;
+        }
+      }
+    }
+    // The current second is only partly over: it is looked at again by the next Tick.
+    next_sec_ = now_sec;
+  }
+
+  std::size_t wheel_entries() const {
+    std::size_t n = 0;
+    for (const auto& b : wheel_) n += b.size();
+    return n;
+  }
+
+ private:
+  template <typename Fn>
+  bool ProcessBucket(std::uint32_t b, std::uint32_t now_sec, std::int64_t now_ms, Fn& expire) {
+    if (wheel_[b].empty()) return true;
+    std::vector<std::uint32_t> items;
+    items.swap(wheel_[b]);
+    std::vector<std::uint32_t>& keep = wheel_[b];
+    for (std::size_t k = 0; k < items.size(); ++k) {
+      const std::uint32_t i = items[k];
+      Slot& s = at(i);
+      if (!(s.flags & kLive) || (s.flags & kTombstone) || s.sched_sec == 0 ||
+          s.sched_sec % kWheelBuckets != b) {
+        continue;  // a stale filing: the record is gone or filed elsewhere
+      }
+      if (s.sched_sec > now_sec) {
+        keep.push_back(i);  // due on a later turn of the wheel
+        continue;
+      }
+      if (s.expiry_ms <= 0) {
+        s.sched_sec = 0;  // no longer expires
+        continue;
+      }
+      if (s.expiry_ms <= now_ms) {
+        if (!expire(i)) {
+          keep.insert(keep.end(), items.begin() + static_cast<std::ptrdiff_t>(k), items.end());
+          return false;
+        }
+        continue;
+      }
+      const std::uint32_t sec = static_cast<std::uint32_t>(s.expiry_ms / 1000);
+      s.sched_sec = sec;
+      if (sec % kWheelBuckets == b) {
+        keep.push_back(i);
+      } else {
+        wheel_[sec % kWheelBuckets].push_back(i);
+      }
+    }
+    return true;
+  }
+
+  struct IndexHash {
+    const Partition* p;
+    using is_transparent = void;
+    using is_avalanching = void;  // XXH3 mixes well; skip boost's extra mixing step
+    std::size_t operator()(std::uint32_t i) const { return Traits::Hash(Traits::KeyOf(p->at(i))); }
+    std::size_t operator()(const Key& k) const { return Traits::Hash(k); }
+  };
+  struct IndexEq {
+    const Partition* p;
+    using is_transparent = void;
+    // Two slot numbers are equal only when they are the same slot: keys are unique because
+    // every insert is preceded by a Find.
+    bool operator()(std::uint32_t a, std::uint32_t b) const { return a == b; }
+    bool operator()(const Key& k, std::uint32_t i) const { return Traits::Matches(p->at(i), k); }
+    bool operator()(std::uint32_t i, const Key& k) const { return Traits::Matches(p->at(i), k); }
+  };
+
+  TableId table_;
+  std::uint16_t id_;
+  std::vector<std::unique_ptr<Slot[]>> chunks_;
+  std::vector<std::uint32_t> free_;
+  std::uint32_t high_ = 0;
+  std::size_t visible_ = 0;
+  boost::unordered_flat_set<std::uint32_t, IndexHash, IndexEq> index_;
+  boost::unordered_flat_map<std::uint32_t, Tuple> parents_;
+  boost::unordered_flat_map<std::uint32_t, std::int64_t> held_release_;
+  std::priority_queue<HeldEntry, std::vector<HeldEntry>, std::greater<>> held_;
+  std::array<std::vector<std::uint32_t>, Traits::kExpires ? kWheelBuckets : 1> wheel_{};
+  std::uint32_t next_sec_ = 0;
+};
+
+}  // namespace statesync::detail
