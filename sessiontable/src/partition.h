@@ -1,17 +1,16 @@
 // Partition: the storage of one kind of record inside the SessionTable. Records live in slots of
-// a chunked arena (stable addresses, no copy when it grows); a hash set of slot numbers indexes
-// them by key, its hasher reading the key from the slot, so the index costs about 4-8 bytes a
-// record instead of a copy of the key. Firewall partitions also keep an expiry wheel and the
+// a chunked arena (stable addresses, no copy when it grows); a SlotIndex maps a key's hash to
+// its slot, so the index costs 8 bytes an entry (about 13 a record) instead of a copy of the key. Firewall partitions also keep an expiry wheel and the
 // expectation parents (rare, so in a side map rather than in every slot).
 //
 // Internal to sessiontable. Thread-safety: none (owned by one SessionTable).
 #pragma once
 
+#define XXH_INLINE_ALL
 #include <xxhash.h>
 
 #include <array>
 #include <boost/unordered/unordered_flat_map.hpp>
-#include <boost/unordered/unordered_flat_set.hpp>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -22,9 +21,13 @@
 #include <type_traits>
 #include <vector>
 
+#include "large_buffer.h"
+#include "slot_index.h"
 #include "statesync/sessiontable/records.h"
 
 namespace statesync::detail {
+
+inline constexpr std::uint32_t kNoSlot = 0xffffffffu;
 
 // Slot state bits.
 enum SlotFlag : std::uint8_t {
@@ -174,12 +177,14 @@ class Partition {
  public:
   using Slot = typename Traits::Slot;
   using Key = typename Traits::Key;
-  static constexpr std::uint32_t kChunkBits = 14;
+  // Firewall records are plain data and live in huge-page chunks of 64Ki (zeroed memory is an
+  // empty slot); opaque records hold strings and use small ordinary chunks.
+  static constexpr bool kPlainSlots = std::is_trivially_default_constructible_v<Slot>;
+  static constexpr std::uint32_t kChunkBits = kPlainSlots ? 16 : 12;
   static constexpr std::uint32_t kChunkSlots = 1u << kChunkBits;
   static constexpr std::uint32_t kWheelBuckets = 4096;  // one second each: a 68-minute turn
 
-  Partition(TableId table, std::uint16_t id)
-      : table_(table), id_(id), index_(0, IndexHash{this}, IndexEq{this}) {}
+  Partition(TableId table, std::uint16_t id) : table_(table), id_(id) {}
   Partition(const Partition&) = delete;
   Partition& operator=(const Partition&) = delete;
 
@@ -191,10 +196,26 @@ class Partition {
   std::uint32_t high_water() const { return high_; }
 
   // Includes tombstones (a pending delete keeps its key indexed so that it can be revived).
-  std::optional<std::uint32_t> Find(const Key& k) const {
-    auto it = index_.find(k);
-    if (it == index_.end()) return std::nullopt;
-    return *it;
+  std::optional<std::uint32_t> Find(const Key& k) const { return Find(k, Traits::Hash(k)); }
+  std::optional<std::uint32_t> Find(const Key& k, std::uint64_t hash) const {
+    return index_.Find(hash, [&](std::uint32_t i) { return Traits::Matches(at(i), k); });
+  }
+  // Starts loading the index entry of a key that a batch will look up soon.
+  void PrefetchIndex(std::uint64_t hash) const { index_.Prefetch(hash); }
+  // Starts loading the record that the index's first entry with this hash points to (without
+  // reading the record itself, which is what would stall).
+  // Returns that slot, or kNoSlot.
+  std::uint32_t PrefetchCandidate(std::uint64_t hash) const {
+    auto i = index_.Find(hash, [](std::uint32_t) { return true; });
+    if (!i) return kNoSlot;
+    PrefetchSlot(*i);
+    return *i;
+  }
+  // Starts loading a record that a batch will write soon.
+  void PrefetchSlot(std::uint32_t i) const {
+    const char* p = reinterpret_cast<const char*>(&at(i));
+    __builtin_prefetch(p, 1);
+    __builtin_prefetch(p + sizeof(Slot) - 1, 1);
   }
 
   // A zeroed slot; the caller writes the record, then calls Index().
@@ -204,23 +225,22 @@ class Partition {
       i = free_.back();
       free_.pop_back();
     } else {
-      if (high_ == chunks_.size() * kChunkSlots) {
-        chunks_.push_back(std::make_unique<Slot[]>(kChunkSlots));
-      }
+      if (high_ == chunks_.size() * kChunkSlots) AddChunk();
       i = high_++;
     }
     at(i) = Slot{};
     return i;
   }
-  void Index(std::uint32_t i) {
-    index_.insert(i);
+  void Index(std::uint32_t i) { Index(i, Traits::Hash(Traits::KeyOf(at(i)))); }
+  void Index(std::uint32_t i, std::uint64_t hash) {
+    index_.Insert(hash, i);
     at(i).flags |= kLive;
     ++visible_;
   }
   // Removes the record entirely: from the index, the side maps, and back to the free list.
   void Free(std::uint32_t i) {
     Slot& s = at(i);
-    index_.erase(i);
+    index_.Erase(Traits::Hash(Traits::KeyOf(s)), i);
     if (s.flags & kHasParent) parents_.erase(i);
     if (s.flags & kHeld) held_release_.erase(i);
     if (!(s.flags & kTombstone)) --visible_;
@@ -232,6 +252,7 @@ class Partition {
     }
     free_.push_back(i);
   }
+  void Reserve(std::size_t more) { index_.Reserve(index_.size() + more); }
   void MarkTombstone(std::uint32_t i, bool expired) {
     Slot& s = at(i);
     if (!(s.flags & kTombstone)) --visible_;
@@ -376,30 +397,25 @@ class Partition {
     return true;
   }
 
-  struct IndexHash {
-    const Partition* p;
-    using is_transparent = void;
-    using is_avalanching = void;  // XXH3 mixes well; skip boost's extra mixing step
-    std::size_t operator()(std::uint32_t i) const { return Traits::Hash(Traits::KeyOf(p->at(i))); }
-    std::size_t operator()(const Key& k) const { return Traits::Hash(k); }
-  };
-  struct IndexEq {
-    const Partition* p;
-    using is_transparent = void;
-    // Two slot numbers are equal only when they are the same slot: keys are unique because
-    // every insert is preceded by a Find.
-    bool operator()(std::uint32_t a, std::uint32_t b) const { return a == b; }
-    bool operator()(const Key& k, std::uint32_t i) const { return Traits::Matches(p->at(i), k); }
-    bool operator()(std::uint32_t i, const Key& k) const { return Traits::Matches(p->at(i), k); }
-  };
+  void AddChunk() {
+    if constexpr (kPlainSlots) {
+      chunk_memory_.emplace_back(sizeof(Slot) * kChunkSlots);
+      chunks_.push_back(chunk_memory_.back().template as<Slot>());
+    } else {
+      owned_chunks_.push_back(std::make_unique<Slot[]>(kChunkSlots));
+      chunks_.push_back(owned_chunks_.back().get());
+    }
+  }
 
   TableId table_;
   std::uint16_t id_;
-  std::vector<std::unique_ptr<Slot[]>> chunks_;
+  std::vector<Slot*> chunks_;
+  std::vector<LargeBuffer> chunk_memory_;             // plain slots
+  std::vector<std::unique_ptr<Slot[]>> owned_chunks_;  // slots with strings
   std::vector<std::uint32_t> free_;
   std::uint32_t high_ = 0;
   std::size_t visible_ = 0;
-  boost::unordered_flat_set<std::uint32_t, IndexHash, IndexEq> index_;
+  SlotIndex index_;
   boost::unordered_flat_map<std::uint32_t, Tuple> parents_;
   boost::unordered_flat_map<std::uint32_t, std::int64_t> held_release_;
   std::priority_queue<HeldEntry, std::vector<HeldEntry>, std::greater<>> held_;

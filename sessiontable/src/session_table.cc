@@ -53,7 +53,10 @@ class SessionTable::Impl {
     return count_ - before;
   }
   TimePoint now() const { return now_; }
-  void SetPolicy(TableId t, const SyncPolicy& p) { policies_[static_cast<std::uint16_t>(t)] = p; }
+  void SetPolicy(TableId t, const SyncPolicy& p) {
+    policies_[static_cast<std::uint16_t>(t)] = p;
+    if (t == TableId::kFwSessions) fw_policy_ = p;
+  }
   SyncPolicy policy(TableId t) const {
     auto it = policies_.find(static_cast<std::uint16_t>(t));
     return it == policies_.end() ? SyncPolicy{} : it->second;
@@ -62,8 +65,62 @@ class SessionTable::Impl {
   // ---- mutations ----
   Result<Mutation> UpsertFirewall(const FirewallSession& s) {
     if (Status st = CheckFirewall(s); !st.ok()) return st;
-    if (s.orig.family == L3Family::IPv6) return UpsertFw(fw6_, s);
-    return UpsertFw(fw4_, s);
+    if (s.orig.family == L3Family::IPv6) {
+      return UpsertFw(fw6_, s, FwTraits<true>::Hash(FwTraits<true>::KeyOf(s.orig, s.zone)));
+    }
+    return UpsertFw(fw4_, s, FwTraits<false>::Hash(FwTraits<false>::KeyOf(s.orig, s.zone)));
+  }
+
+  // A software pipeline over the batch: item j + kIndexAhead has its index entry requested,
+  // item j + kSlotAhead its record (found through the now-cached index), and item j is applied
+  // with both already on their way, so that the cache misses of several items overlap.
+  BatchResult UpsertFirewallBatch(std::span<const FirewallSession> in) {
+    constexpr std::size_t kIndexAhead = 24;
+    constexpr std::size_t kSlotAhead = 12;
+    constexpr std::size_t kRing = 32;  // > kIndexAhead, a power of two
+    std::uint64_t hashes[kRing];
+    std::uint32_t candidates[kRing];  // the slot the index points to for that hash, if any
+    auto is_v6 = [&](std::size_t j) { return in[j].orig.family == L3Family::IPv6; };
+    auto request_index = [&](std::size_t j) {
+      const auto& s = in[j];
+      if (is_v6(j)) {
+        hashes[j % kRing] = FwTraits<true>::Hash(FwTraits<true>::KeyOf(s.orig, s.zone));
+        fw6_.PrefetchIndex(hashes[j % kRing]);
+      } else {
+        hashes[j % kRing] = FwTraits<false>::Hash(FwTraits<false>::KeyOf(s.orig, s.zone));
+        fw4_.PrefetchIndex(hashes[j % kRing]);
+      }
+    };
+    auto request_slot = [&](std::size_t j) {
+      candidates[j % kRing] = is_v6(j) ? fw6_.PrefetchCandidate(hashes[j % kRing])
+                                       : fw4_.PrefetchCandidate(hashes[j % kRing]);
+    };
+    BatchResult r;
+    const std::size_t n = in.size();
+    for (std::size_t j = 0; j < std::min(n, kIndexAhead); ++j) request_index(j);
+    for (std::size_t j = 0; j < std::min(n, kSlotAhead); ++j) request_slot(j);
+    for (std::size_t j = 0; j < n; ++j) {
+      if (j + kIndexAhead < n) request_index(j + kIndexAhead);
+      if (j + kSlotAhead < n) request_slot(j + kSlotAhead);
+      const FirewallSession& s = in[j];
+      Result<Mutation> m = Mutation{};
+      if (Status st = CheckFirewall(s); !st.ok()) {
+        m = st;
+      } else if (is_v6(j)) {
+        m = UpsertFw(fw6_, s, hashes[j % kRing], candidates[j % kRing]);
+      } else {
+        m = UpsertFw(fw4_, s, hashes[j % kRing], candidates[j % kRing]);
+      }
+      if (!m.ok()) {
+        r.status = m.status();
+        break;
+      }
+      ++r.applied;
+      if (m->replication == Mutation::Replication::kQueued && r.last_queued < m->position) {
+        r.last_queued = m->position;
+      }
+    }
+    return r;
   }
 
   Result<Mutation> Upsert(TableId table, std::string_view key, std::string_view value) {
@@ -78,7 +135,7 @@ class SessionTable::Impl {
     if (Status st = VerifyValue(table, value); !st.ok()) return st;
     if (key.empty()) return Status::InvalidArgument("an empty key in table " + TableName(table));
     auto& p = Opaque(table);
-    return UpsertIn(p, key, false, policy(table), [&](std::uint32_t, OpaqueTraits::Slot& s) {
+    return UpsertIn(p, key, OpaqueTraits::Hash(key), detail::kNoSlot, false, policy(table), [&](std::uint32_t, OpaqueTraits::Slot& s) {
       if (s.key.empty()) s.key.assign(key);
       s.value.assign(value);
     });
@@ -163,8 +220,14 @@ class SessionTable::Impl {
 
   // ---- the change log ----
   std::size_t Drain(std::size_t max, const std::function<void(const DeltaView&)>& fn) {
+    constexpr std::size_t kAhead = 8;  // records requested ahead of the one being encoded
     std::size_t n = 0;
     while (n < max && count_ > 0) {
+      if (count_ > kAhead) {
+        std::size_t ahead = head_ + kAhead;
+        if (ahead >= ring_.size()) ahead -= ring_.size();
+        WithPartition(ring_[ahead].part, [&](auto& p) { p.PrefetchSlot(ring_[ahead].slot); });
+      }
       const LogEntry e = ring_[head_];
       DeltaView d;
       d.position = {last_.epoch, first_seq_};
@@ -197,6 +260,13 @@ class SessionTable::Impl {
   }
   Status Load(TableId table, std::string_view key, std::string_view value) {
     return Install(table, DeltaKind::kUpsert, key, value);
+  }
+  void Reserve(TableId table, std::size_t records) {
+    if (table == TableId::kFwSessions) {
+      fw4_.Reserve(records);
+    } else {
+      Opaque(table).Reserve(records);
+    }
   }
   Status ResetPosition(Position last) {
     if (count_ != 0) {
@@ -311,11 +381,20 @@ class SessionTable::Impl {
   }
 
   // The common path of every upsert on the primary. `write(slot, slot_ref)` copies the record.
+  // `hint` is a slot that probably holds the key (kNoSlot: no idea); it spares the index probe.
   template <typename T, typename Writer>
-  Result<Mutation> UpsertIn(Partition<T>& p, const typename T::Key& key, bool local,
-                            const SyncPolicy& policy, Writer&& write) {
+  Result<Mutation> UpsertIn(Partition<T>& p, const typename T::Key& key, std::uint64_t hash,
+                            std::uint32_t hint, bool local, const SyncPolicy& policy,
+                            Writer&& write) {
     if (!writable_) return ReadOnly();
-    if (auto found = p.Find(key)) {
+    std::optional<std::uint32_t> found;
+    if (hint != detail::kNoSlot && (p.at(hint).flags & detail::kLive) &&
+        T::Matches(p.at(hint), key)) {
+      found = hint;
+    } else {
+      found = p.Find(key, hash);
+    }
+    if (found) {
       const std::uint32_t i = *found;
       auto& s = p.at(i);
       const std::uint8_t flags = s.flags;
@@ -345,7 +424,7 @@ class SessionTable::Impl {
     const std::uint32_t i = p.Allocate();
     auto& s = p.at(i);
     write(i, s);
-    p.Index(i);
+    p.Index(i, hash);
     Schedule(p, i);
     ++stats_.upserts;
     if (local) {
@@ -364,12 +443,13 @@ class SessionTable::Impl {
   }
 
   template <bool kV6>
-  Result<Mutation> UpsertFw(Partition<FwTraits<kV6>>& p, const FirewallSession& f) {
+  Result<Mutation> UpsertFw(Partition<FwTraits<kV6>>& p, const FirewallSession& f,
+                            std::uint64_t hash, std::uint32_t hint = detail::kNoSlot) {
     using T = FwTraits<kV6>;
-    const SyncPolicy pol = policy(TableId::kFwSessions);
+    const SyncPolicy& pol = fw_policy_;
     const bool local = (!pol.connectionless && IsConnectionless(f.orig.proto)) ||
                        (!pol.expectations && f.expectation_parent.has_value());
-    return UpsertIn(p, T::KeyOf(f.orig, f.zone), local, pol,
+    return UpsertIn(p, T::KeyOf(f.orig, f.zone), hash, hint, local, pol,
                     [&](std::uint32_t i, typename T::Slot& s) {
                       T::Write(s, f);
                       p.SetParent(i, f.expectation_parent);
@@ -580,6 +660,7 @@ class SessionTable::Impl {
   std::vector<std::unique_ptr<Partition<OpaqueTraits>>> opaque_;
   boost::unordered_flat_map<std::uint16_t, std::size_t> opaque_by_table_;
   boost::unordered_flat_map<std::uint16_t, SyncPolicy> policies_;
+  SyncPolicy fw_policy_;  // policies_[fw_sessions], read on every firewall upsert
   SessionTableStats stats_;
   flatbuffers::FlatBufferBuilder builder_{256};
   std::string key_buf_;
@@ -595,6 +676,9 @@ void SessionTable::SetPolicy(TableId t, const SyncPolicy& p) { impl_->SetPolicy(
 SyncPolicy SessionTable::policy(TableId t) const { return impl_->policy(t); }
 Result<Mutation> SessionTable::UpsertFirewall(const FirewallSession& s) {
   return impl_->UpsertFirewall(s);
+}
+BatchResult SessionTable::UpsertFirewallBatch(std::span<const FirewallSession> s) {
+  return impl_->UpsertFirewallBatch(s);
 }
 Result<Mutation> SessionTable::UpsertCall(const CallSession& c) {
   return impl_->Upsert(TableId::kCalls, c.call_id, EncodeCallSession(c));
@@ -643,6 +727,7 @@ Status SessionTable::Apply(const DeltaView& d) { return impl_->Apply(d); }
 Status SessionTable::Load(TableId t, std::string_view k, std::string_view v) {
   return impl_->Load(t, k, v);
 }
+void SessionTable::Reserve(TableId t, std::size_t n) { impl_->Reserve(t, n); }
 Status SessionTable::ResetPosition(Position last) { return impl_->ResetPosition(last); }
 Status SessionTable::BecomeWritable(Epoch e) { return impl_->BecomeWritable(e); }
 void SessionTable::BecomeReadOnly() { impl_->BecomeReadOnly(); }

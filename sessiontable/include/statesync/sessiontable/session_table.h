@@ -21,6 +21,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -49,6 +50,13 @@ struct DeltaView {
   DeltaKind kind = DeltaKind::kUpsert;
   std::string_view key;
   std::string_view value;  // the record's encoding; empty for kDelete and kExpire
+};
+
+// What became of a batch of mutations.
+struct BatchResult {
+  std::size_t applied = 0;  // the first `applied` items took effect
+  Position last_queued;     // the highest position among them (zero if none was queued)
+  Status status;            // why the batch stopped early (OK when all were applied)
 };
 
 struct SessionTableOptions {
@@ -93,6 +101,10 @@ class SessionTable {
   // ---- mutations on a writable table ----
   // REQUIRES: writable(); otherwise FailedPrecondition.
   Result<Mutation> UpsertFirewall(const FirewallSession& session);
+  // Upserts in order and stops at the first failure (for instance a full change log: drain,
+  // then retry from `applied`). Faster than one call each: it fetches the index entries and
+  // records of later items while it works on the current one.
+  BatchResult UpsertFirewallBatch(std::span<const FirewallSession> sessions);
   Result<Mutation> UpsertCall(const CallSession& call);
   Result<Mutation> UpsertCdr(const Cdr& cdr);
   // Any table by key and encoded value; for built-in tables the value is verified and, for
@@ -123,6 +135,8 @@ class SessionTable {
   // ---- the subordinate side and start-up ----
   // Installs a replicated delta without logging it. REQUIRES: position follows the table's.
   Status Apply(const DeltaView& delta);
+  // Makes room for `records` more records of `table` (spares rehashing during a load).
+  void Reserve(TableId table, std::size_t records);
   // Installs a record read from the store at start-up (no log, no position change).
   Status Load(TableId table, std::string_view key, std::string_view value);
   // Sets the position of the history after a load or a snapshot. REQUIRES: nothing pending.

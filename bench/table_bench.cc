@@ -1,0 +1,262 @@
+// SessionTable benchmarks on one core: upserts (new keys and updates of existing ones, with
+// the change log drained as replication would), gets, expiries, at 1M and 10M IPv4 firewall
+// sessions, and the resident bytes per IPv4 session.
+#include <benchmark/benchmark.h>
+
+#include <random>
+#include <vector>
+
+#include "bench_util.h"
+#include "statesync/sessiontable/session_table.h"
+#include "statesync/workload/workload.h"
+
+namespace statesync {
+namespace {
+
+const TimePoint kNow{std::chrono::milliseconds(1'780'000'000'000)};
+constexpr std::size_t kDrainEvery = 65536;
+
+std::vector<FirewallSession> Sessions(std::size_t n) {
+  std::vector<FirewallSession> out;
+  out.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) out.push_back(workload::Ipv4Session(i, kNow));
+  return out;
+}
+
+std::vector<FirewallSession> RandomSample(const std::vector<FirewallSession>& from, std::size_t n,
+                                          std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<FirewallSession> out;
+  out.reserve(n);
+  for (std::size_t k = 0; k < n; ++k) out.push_back(from[rng() % from.size()]);
+  return out;
+}
+
+// Drains the change log the way replication does, but without encoding the values (which
+// the drain benchmark measures on its own).
+std::size_t DrainKinds(SessionTable& t) {
+  std::size_t n = 0;
+  t.Drain(SIZE_MAX, [&n](const DeltaView& d) { n += static_cast<std::size_t>(d.kind) + 1; });
+  return n;
+}
+
+// Drains outside the timed region: the upsert benchmarks time the upserts alone, and
+// BM_DrainEncoded times the drain.
+void DrainUntimed(benchmark::State& state, SessionTable& t) {
+  state.PauseTiming();
+  DrainKinds(t);
+  state.ResumeTiming();
+}
+
+void Fill(SessionTable& t, const std::vector<FirewallSession>& sessions) {
+  constexpr std::size_t kBatch = 4096;
+  for (std::size_t k = 0; k < sessions.size(); k += kBatch) {
+    const std::size_t len = std::min(kBatch, sessions.size() - k);
+    if (t.UpsertFirewallBatch(std::span(sessions).subspan(k, len)).applied != len) std::abort();
+    if (t.pending() + kBatch > t.change_log_capacity()) DrainKinds(t);
+  }
+  DrainKinds(t);
+}
+
+// Inserts N new sessions into an empty table.
+void BM_UpsertNew(benchmark::State& state) {
+  const auto n = static_cast<std::size_t>(state.range(0));
+  const auto sessions = Sessions(n);
+  for (auto _ : state) {
+    state.PauseTiming();
+    auto t = std::make_unique<SessionTable>();
+    t->Tick(kNow);
+    state.ResumeTiming();
+    for (std::size_t i = 0; i < n; ++i) {
+      benchmark::DoNotOptimize(t->UpsertFirewall(sessions[i]));
+      if ((i + 1) % kDrainEvery == 0) DrainUntimed(state, *t);
+    }
+    DrainUntimed(state, *t);
+    state.PauseTiming();
+    t.reset();
+    state.ResumeTiming();
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
+}
+BENCHMARK(BM_UpsertNew)->Arg(1'000'000)->Arg(10'000'000)->Unit(benchmark::kMillisecond)->Iterations(3);
+
+// Updates existing sessions in random order (new counters and a later deadline).
+void BM_UpsertExisting(benchmark::State& state) {
+  const auto n = static_cast<std::size_t>(state.range(0));
+  auto sessions = Sessions(n);
+  SessionTable t;
+  t.Tick(kNow);
+  Fill(t, sessions);
+  // The updates, in random key order, laid out in the order they are applied so that reading
+  // them is sequential: only the table's own accesses are random.
+  std::vector<FirewallSession> updates = RandomSample(sessions, 1'000'000, 42);
+  for (auto& s : updates) {
+    s.orig_packets += 1;
+    s.expiry += std::chrono::milliseconds(1);
+  }
+  for (auto _ : state) {
+    for (std::size_t k = 0; k < updates.size(); ++k) {
+      benchmark::DoNotOptimize(t.UpsertFirewall(updates[k]));
+      if ((k + 1) % kDrainEvery == 0) DrainUntimed(state, t);
+    }
+    DrainUntimed(state, t);
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * updates.size()));
+}
+BENCHMARK(BM_UpsertExisting)->Arg(1'000'000)->Arg(10'000'000)->Unit(benchmark::kMillisecond);
+
+// The same updates through UpsertFirewallBatch, 256 at a time.
+void BM_UpsertExistingBatch(benchmark::State& state) {
+  const auto n = static_cast<std::size_t>(state.range(0));
+  auto sessions = Sessions(n);
+  SessionTable t;
+  t.Tick(kNow);
+  Fill(t, sessions);
+  std::vector<FirewallSession> updates = RandomSample(sessions, 1'000'000, 42);
+  for (auto& s : updates) {
+    s.orig_packets += 1;
+    s.expiry += std::chrono::milliseconds(1);
+  }
+  constexpr std::size_t kBatch = 256;
+  for (auto _ : state) {
+    for (std::size_t k = 0; k < updates.size(); k += kBatch) {
+      const std::size_t len = std::min(kBatch, updates.size() - k);
+      const BatchResult r = t.UpsertFirewallBatch(std::span(updates).subspan(k, len));
+      if (r.applied != len) state.SkipWithError(r.status.ToString().c_str());
+      if (t.pending() + kBatch > kDrainEvery) DrainUntimed(state, t);
+    }
+    DrainUntimed(state, t);
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * updates.size()));
+}
+BENCHMARK(BM_UpsertExistingBatch)->Arg(1'000'000)->Arg(10'000'000)->Unit(benchmark::kMillisecond);
+
+// New sessions through UpsertFirewallBatch.
+void BM_UpsertNewBatch(benchmark::State& state) {
+  const auto n = static_cast<std::size_t>(state.range(0));
+  const auto sessions = Sessions(n);
+  constexpr std::size_t kBatch = 256;
+  for (auto _ : state) {
+    state.PauseTiming();
+    auto t = std::make_unique<SessionTable>();
+    t->Tick(kNow);
+    state.ResumeTiming();
+    for (std::size_t k = 0; k < n; k += kBatch) {
+      const std::size_t len = std::min(kBatch, n - k);
+      const BatchResult r = t->UpsertFirewallBatch(std::span(sessions).subspan(k, len));
+      if (r.applied != len) state.SkipWithError(r.status.ToString().c_str());
+      if (t->pending() + kBatch > kDrainEvery) DrainUntimed(state, *t);
+    }
+    DrainUntimed(state, *t);
+    state.PauseTiming();
+    t.reset();
+    state.ResumeTiming();
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
+}
+BENCHMARK(BM_UpsertNewBatch)->Arg(1'000'000)->Arg(10'000'000)->Unit(benchmark::kMillisecond)->Iterations(3);
+
+void BM_Get(benchmark::State& state) {
+  const auto n = static_cast<std::size_t>(state.range(0));
+  const auto sessions = Sessions(n);
+  SessionTable t;
+  t.Tick(kNow);
+  Fill(t, sessions);
+  struct Probe {
+    Tuple orig;
+    std::uint16_t zone;
+  };
+  std::vector<Probe> probes;
+  for (const auto& s : RandomSample(sessions, 1'000'000, 7)) probes.push_back({s.orig, s.zone});
+  for (auto _ : state) {
+    for (const auto& p : probes) benchmark::DoNotOptimize(t.GetFirewall(p.orig, p.zone));
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * probes.size()));
+}
+BENCHMARK(BM_Get)->Arg(1'000'000)->Arg(10'000'000)->Unit(benchmark::kMillisecond);
+
+// N sessions with deadlines spread over 100 s; Tick walks through them in 100 ms steps and
+// the expire deltas are drained.
+void BM_Expire(benchmark::State& state) {
+  const auto n = static_cast<std::size_t>(state.range(0));
+  std::vector<FirewallSession> sessions;
+  sessions.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    sessions.push_back(workload::Ipv4Session(
+        i, kNow, std::chrono::milliseconds(1000 + static_cast<std::int64_t>(i % 100'000))));
+  }
+  std::size_t expired = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    auto t = std::make_unique<SessionTable>();
+    t->Tick(kNow);
+    Fill(*t, sessions);
+    const auto before = t->stats().expired;
+    state.ResumeTiming();
+    for (TimePoint now = kNow; now <= kNow + std::chrono::seconds(102);
+         now += std::chrono::milliseconds(100)) {
+      t->Tick(now);
+      DrainKinds(*t);
+    }
+    expired += t->stats().expired - before;
+    state.PauseTiming();
+    if (t->size(TableId::kFwSessions) != 0) state.SkipWithError("not everything expired");
+    t.reset();
+    state.ResumeTiming();
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(expired));
+}
+BENCHMARK(BM_Expire)->Arg(1'000'000)->Arg(10'000'000)->Unit(benchmark::kMillisecond)->Iterations(2);
+
+// Drain with the value encoding that replication needs (FlatBuffers), of 1M new sessions
+// (log order = record order).
+void BM_DrainEncoded(benchmark::State& state) {
+  const auto sessions = Sessions(1'000'000);
+  for (auto _ : state) {
+    state.PauseTiming();
+    SessionTableOptions o;
+    o.change_log_capacity = sessions.size();
+    auto t = std::make_unique<SessionTable>(o);
+    t->Tick(kNow);
+    for (const auto& s : sessions) benchmark::DoNotOptimize(t->UpsertFirewall(s));
+    state.ResumeTiming();
+    std::size_t bytes = 0;
+    t->Drain(SIZE_MAX, [&bytes](const DeltaView& d) { bytes += d.key.size() + d.value.size(); });
+    benchmark::DoNotOptimize(bytes);
+    state.PauseTiming();
+    t.reset();
+    state.ResumeTiming();
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * sessions.size()));
+}
+BENCHMARK(BM_DrainEncoded)->Unit(benchmark::kMillisecond)->Iterations(3);
+
+// Resident bytes per IPv4 session at N sessions: the RSS growth of building the table,
+// index, expiry wheel and all, divided by N. Records are generated on the fly so that only
+// the table's memory is counted.
+void BM_MemoryPerSession(benchmark::State& state) {
+  const auto n = static_cast<std::size_t>(state.range(0));
+  double per_session = 0;
+  for (auto _ : state) {
+    const std::uint64_t before = bench::ResidentBytes();
+    auto t = std::make_unique<SessionTable>();
+    t->Tick(kNow);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (!t->UpsertFirewall(workload::Ipv4Session(i, kNow)).ok()) std::abort();
+      if (t->pending() == t->change_log_capacity()) DrainKinds(*t);
+    }
+    DrainKinds(*t);
+    const std::uint64_t after = bench::ResidentBytes();
+    per_session = static_cast<double>(after - before) / static_cast<double>(n);
+    state.PauseTiming();
+    t.reset();
+    state.ResumeTiming();
+  }
+  state.counters["bytes_per_session"] = per_session;
+}
+BENCHMARK(BM_MemoryPerSession)->Arg(10'000'000)->Unit(benchmark::kMillisecond)->Iterations(1);
+
+}  // namespace
+}  // namespace statesync
+
+BENCHMARK_MAIN();
