@@ -257,6 +257,9 @@ class Partition {
     Slot& s = at(i);
     if (!(s.flags & kTombstone)) --visible_;
     s.flags |= kTombstone;
+    // No longer filed in the expiry wheel (its entries there are now stale); a revival files
+    // it again through Schedule.
+    s.sched_sec = 0;
     if (expired) {
       s.flags |= kExpired;
     } else {
