@@ -103,8 +103,14 @@ Decoded VerifyEnvelope(std::span<const std::uint8_t> payload, const DecodeLimits
   if (!fb::VerifyEnvelopeBuffer(verifier)) {
     return Fail(DecodeError::kMalformed, "the FlatBuffers verifier refused the envelope");
   }
+  const fb::Envelope* env = fb::GetEnvelope(payload.data());
+  // The Verifier accepts a union type without its value (the value is optional), so a reader
+  // that trusts body_type() would follow a null pointer: refuse it here.
+  if (env->body_type() == fb::Body::NONE || env->body() == nullptr) {
+    return Fail(DecodeError::kNoBody, "the envelope carries no message");
+  }
   Decoded d;
-  d.envelope = fb::GetEnvelope(payload.data());
+  d.envelope = env;
   return d;
 }
 
@@ -125,9 +131,6 @@ Decoded Decode(std::span<const std::uint8_t> frame, std::uint64_t cluster_id,
     return Fail(DecodeError::kWrongCluster, "cluster id " + std::to_string(env->cluster_id()) +
                                                 " is not ours (" + std::to_string(cluster_id) +
                                                 ")");
-  }
-  if (env->body_type() == fb::Body::NONE || env->body() == nullptr) {
-    return Fail(DecodeError::kNoBody, "the envelope carries no message");
   }
   return d;
 }

@@ -66,10 +66,11 @@ inline std::string Frame(const flatbuffers::FlatBufferBuilder& builder) {
 Decoded Unframe(std::span<const std::uint8_t> frame, const DecodeLimits& limits,
                 std::span<const std::uint8_t>* payload);
 
-// Runs the Verifier (with the limits) on an Envelope FlatBuffer, without a frame.
+// Runs the Verifier (with the limits) on an Envelope FlatBuffer, without a frame, and checks
+// that it carries a message: an accepted envelope is safe to read in full.
 Decoded VerifyEnvelope(std::span<const std::uint8_t> payload, const DecodeLimits& limits);
 
-// The whole path: Unframe, VerifyEnvelope, schema version, cluster id, non-empty body.
+// The whole path: Unframe, VerifyEnvelope, schema version, cluster id.
 Decoded Decode(std::span<const std::uint8_t> frame, std::uint64_t cluster_id,
                const DecodeLimits& limits = {});
 
