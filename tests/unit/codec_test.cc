@@ -101,10 +101,12 @@ std::vector<std::string> EveryMessage() {
 std::uint64_t Touch(const fbs::Envelope* e) {
   std::uint64_t sum = e->schema_version() + e->cluster_id();
   auto str = [&sum](const flatbuffers::String* s) {
-    if (s) for (char c : s->string_view()) sum += static_cast<unsigned char>(c);
+    if (s == nullptr) return;
+    for (char c : s->string_view()) sum += static_cast<unsigned char>(c);
   };
   auto bytes = [&sum](const flatbuffers::Vector<std::uint8_t>* v) {
-    if (v) for (std::uint8_t c : *v) sum += c;
+    if (v == nullptr) return;
+    for (std::uint8_t c : *v) sum += c;
   };
   auto pos = [&sum](const fbs::Position* p) {
     if (p) sum += p->epoch() + p->seq();
@@ -125,7 +127,9 @@ std::uint64_t Touch(const fbs::Envelope* e) {
     case fbs::Body::DeltaBatch: {
       auto* m = e->body_as_DeltaBatch();
       str(m->replication_id());
-      if (m->deltas()) for (auto* d : *m->deltas()) delta(d);
+      if (m->deltas()) {
+        for (auto* d : *m->deltas()) delta(d);
+      }
       break;
     }
     case fbs::Body::Heartbeat: {
@@ -150,7 +154,9 @@ std::uint64_t Touch(const fbs::Envelope* e) {
     }
     case fbs::Body::SnapshotChunk: {
       auto* m = e->body_as_SnapshotChunk();
-      if (m->records()) for (auto* d : *m->records()) delta(d);
+      if (m->records()) {
+        for (auto* d : *m->records()) delta(d);
+      }
       sum += m->records_total();
       break;
     }
@@ -384,8 +390,11 @@ TEST(CodecFuzz, MutatedRecordsAreRefusedOrSafe) {
     if (!s.ok()) ++refused;
     auto b = Mutate(Bytes(call), rng);
     auto c = DecodeCallSession(b);
-    if (c.ok()) EXPECT_LE(c->call_id.size(), b.size());
-    else ++refused;
+    if (c.ok()) {
+      EXPECT_LE(c->call_id.size(), b.size());
+    } else {
+      ++refused;
+    }
   }
   EXPECT_GT(refused, 1000);
 }
