@@ -35,6 +35,16 @@ Decoded Fail(DecodeError error, std::string reason) {
 
 }  // namespace
 
+AlignedBytes::AlignedBytes(std::span<const std::uint8_t> bytes) {
+  if (reinterpret_cast<std::uintptr_t>(bytes.data()) % 8 == 0) {
+    view_ = bytes;
+    return;
+  }
+  copy_.resize((bytes.size() + 7) / 8);
+  if (!bytes.empty()) std::memcpy(copy_.data(), bytes.data(), bytes.size());
+  view_ = {reinterpret_cast<const std::uint8_t*>(copy_.data()), bytes.size()};
+}
+
 std::string_view DecodeErrorName(DecodeError error) {
   switch (error) {
     case DecodeError::kNone: return "none";
@@ -98,6 +108,12 @@ Decoded VerifyEnvelope(std::span<const std::uint8_t> payload, const DecodeLimits
     return Fail(DecodeError::kTooLarge, "an envelope of " + std::to_string(payload.size()) +
                                             " bytes exceeds the limit");
   }
+  Decoded d;
+  if (reinterpret_cast<std::uintptr_t>(payload.data()) % 8 != 0) {
+    d.aligned_copy.resize((payload.size() + 7) / 8);
+    std::memcpy(d.aligned_copy.data(), payload.data(), payload.size());
+    payload = {reinterpret_cast<const std::uint8_t*>(d.aligned_copy.data()), payload.size()};
+  }
   flatbuffers::Verifier verifier(payload.data(), payload.size(), limits.max_depth,
                                  limits.max_tables);
   if (!fb::VerifyEnvelopeBuffer(verifier)) {
@@ -109,7 +125,6 @@ Decoded VerifyEnvelope(std::span<const std::uint8_t> payload, const DecodeLimits
   if (env->body_type() == fb::Body::NONE || env->body() == nullptr) {
     return Fail(DecodeError::kNoBody, "the envelope carries no message");
   }
-  Decoded d;
   d.envelope = env;
   return d;
 }

@@ -136,7 +136,8 @@ std::string EncodeFirewallSession(const FirewallSession& s) {
 }
 
 Result<FirewallSession> DecodeFirewallSession(std::span<const std::uint8_t> bytes) {
-  const auto* f = wire::VerifyRecord<fb::FirewallSession>(bytes);
+  const wire::AlignedBytes aligned(bytes);
+  const auto* f = wire::VerifyRecord<fb::FirewallSession>(aligned.view());
   if (f == nullptr) return Status::Corruption("not a valid FirewallSession record");
   if (f->orig() == nullptr) return Status::Corruption("a FirewallSession without its orig tuple");
   FirewallSession s;
@@ -186,7 +187,8 @@ std::string EncodeCallSession(const CallSession& c) {
 }
 
 Result<CallSession> DecodeCallSession(std::span<const std::uint8_t> bytes) {
-  const auto* f = wire::VerifyRecord<fb::CallSession>(bytes);
+  const wire::AlignedBytes aligned(bytes);
+  const auto* f = wire::VerifyRecord<fb::CallSession>(aligned.view());
   if (f == nullptr) return Status::Corruption("not a valid CallSession record");
   CallSession c;
   c.call_id = Str(f->call_id());
@@ -226,7 +228,8 @@ std::string EncodeCdr(const Cdr& c) {
 }
 
 Result<Cdr> DecodeCdr(std::span<const std::uint8_t> bytes) {
-  const auto* f = wire::VerifyRecord<fb::Cdr>(bytes);
+  const wire::AlignedBytes aligned(bytes);
+  const auto* f = wire::VerifyRecord<fb::Cdr>(aligned.view());
   if (f == nullptr) return Status::Corruption("not a valid Cdr record");
   Cdr c;
   c.id = Str(f->id());
@@ -250,12 +253,13 @@ Status VerifyValue(TableId table, std::string_view value) {
                  ? Status::Ok()
                  : Status::Corruption("the value is not a valid FirewallSession");
     case TableId::kCalls:
-      return wire::VerifyRecord<fb::CallSession>(bytes)
+      return wire::VerifyRecord<fb::CallSession>(wire::AlignedBytes(bytes).view())
                  ? Status::Ok()
                  : Status::Corruption("the value is not a valid CallSession");
     case TableId::kCdrs:
-      return wire::VerifyRecord<fb::Cdr>(bytes) ? Status::Ok()
-                                                : Status::Corruption("the value is not a valid Cdr");
+      return wire::VerifyRecord<fb::Cdr>(wire::AlignedBytes(bytes).view())
+                 ? Status::Ok()
+                 : Status::Corruption("the value is not a valid Cdr");
     default:
       return Status::Ok();
   }

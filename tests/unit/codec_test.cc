@@ -244,7 +244,8 @@ TEST(Codec, EveryRecordRoundTrips) {
   flatbuffers::FlatBufferBuilder b;
   std::vector<std::uint8_t> key{1, 2, 3}, value{4, 5};
   b.Finish(fbs::CreateGenericRecordDirect(b, 17, &key, &value));
-  auto* g = wire::VerifyRecord<fbs::GenericRecord>({b.GetBufferPointer(), b.GetSize()});
+  const wire::AlignedBytes generic({b.GetBufferPointer(), b.GetSize()});
+  auto* g = wire::VerifyRecord<fbs::GenericRecord>(generic.view());
   ASSERT_NE(g, nullptr);
   EXPECT_EQ(g->table_id(), 17);
   EXPECT_EQ(g->value()->Get(1), 5);

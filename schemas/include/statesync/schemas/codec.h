@@ -17,6 +17,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "statesync/common/status.h"
 #include "statesync/fb/records_generated.h"
@@ -49,10 +50,28 @@ enum class DecodeError : std::uint8_t {
 inline constexpr int kDecodeErrorCount = 10;
 std::string_view DecodeErrorName(DecodeError error);
 
+// FlatBuffers reads scalars in place, so a buffer must start on an 8-byte boundary. Bytes from
+// a RocksDB slice or inside a std::string need not; this views them, through an aligned copy
+// when they are not aligned.
+class AlignedBytes {
+ public:
+  explicit AlignedBytes(std::span<const std::uint8_t> bytes);
+  AlignedBytes(const AlignedBytes&) = delete;
+  AlignedBytes& operator=(const AlignedBytes&) = delete;
+  std::span<const std::uint8_t> view() const { return view_; }
+
+ private:
+  std::vector<std::uint64_t> copy_;
+  std::span<const std::uint8_t> view_;
+};
+
 struct Decoded {
-  const fb::Envelope* envelope = nullptr;  // valid while the frame's bytes live
+  // Valid while the frame's bytes live (or, when they were not aligned, while this lives: it
+  // then points into aligned_copy).
+  const fb::Envelope* envelope = nullptr;
   DecodeError error = DecodeError::kNone;
   std::string reason;  // a sentence for the log: what was wrong and by how much
+  std::vector<std::uint64_t> aligned_copy;
   bool ok() const { return error == DecodeError::kNone; }
 };
 
@@ -67,7 +86,8 @@ Decoded Unframe(std::span<const std::uint8_t> frame, const DecodeLimits& limits,
                 std::span<const std::uint8_t>* payload);
 
 // Runs the Verifier (with the limits) on an Envelope FlatBuffer, without a frame, and checks
-// that it carries a message: an accepted envelope is safe to read in full.
+// that it carries a message: an accepted envelope is safe to read in full. Misaligned bytes are
+// copied (into Decoded::aligned_copy) first.
 Decoded VerifyEnvelope(std::span<const std::uint8_t> payload, const DecodeLimits& limits);
 
 // The whole path: Unframe, VerifyEnvelope, schema version, cluster id.
@@ -76,8 +96,11 @@ Decoded Decode(std::span<const std::uint8_t> frame, std::uint64_t cluster_id,
 
 // Verifies a record value (the bytes stored in RocksDB and carried in Delta.value) as the
 // FlatBuffer of type T (FirewallSession, CallSession, Cdr, BlobChunk, GenericRecord).
+// REQUIRES: bytes.data() is 8-byte aligned (see AlignedBytes).
 template <typename T>
 const T* VerifyRecord(std::span<const std::uint8_t> bytes, const DecodeLimits& limits = {}) {
+  STATESYNC_CHECK(reinterpret_cast<std::uintptr_t>(bytes.data()) % 8 == 0,
+                  "FlatBuffers need an 8-byte aligned buffer; wrap it in AlignedBytes");
   if (bytes.size() < sizeof(flatbuffers::uoffset_t) || bytes.size() > limits.max_message_bytes) {
     return nullptr;
   }
