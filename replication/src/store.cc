@@ -86,22 +86,25 @@ rocksdb::DBOptions MakeDbOptions(const StoreOptions& o) {
 // Options for one table's column family. The write pattern is a stream of batches of mostly
 // distinct keys, with point reads rare (start-up reads everything with an iterator). A profile
 // of the default path puts most of the time in the skiplist insert, so the tuned memtable is a
-// vector (an append; sorted once, in the background, when it is flushed) sized to absorb
-// several seconds of full-rate writes, and the first levels are not compressed so that flushes
-// and compactions, which share this machine's second core, keep up.
+// vector (an append; sorted once, in the background, when it is flushed). Eight 64 MiB
+// memtables let the writer go on while earlier ones flush, and universal compaction rewrites
+// each record fewer times than levelled compaction: on this 2-core machine flushes and
+// compactions share one core, and what they cannot absorb turns into write stalls. Measured
+// choices are in docs/BENCHMARKS.md.
 rocksdb::ColumnFamilyOptions MakeCfOptions(const StoreOptions& o, std::optional<TableId> table) {
   rocksdb::ColumnFamilyOptions cf;
   if (!o.tuned) return cf;
   const bool is_table = table.has_value();
-  cf.write_buffer_size = is_table ? o.memtable_budget_bytes / 4 : 16ull << 20;
-  cf.max_write_buffer_number = 4;
+  constexpr int kMemtables = 8;
+  cf.write_buffer_size = is_table ? o.memtable_budget_bytes / kMemtables : 16ull << 20;
+  cf.max_write_buffer_number = kMemtables;
   cf.min_write_buffer_number_to_merge = 1;
   if (is_table) cf.memtable_factory = std::make_shared<rocksdb::VectorRepFactory>();
+  cf.compaction_style = rocksdb::kCompactionStyleUniversal;
   cf.level0_file_num_compaction_trigger = 4;
   cf.level0_slowdown_writes_trigger = 40;
   cf.level0_stop_writes_trigger = 64;
   cf.target_file_size_base = 128ull << 20;
-  cf.max_bytes_for_level_base = 1ull << 30;
   cf.compression_per_level = {rocksdb::kNoCompression, rocksdb::kNoCompression,
                               rocksdb::kLZ4Compression, rocksdb::kLZ4Compression,
                               rocksdb::kLZ4Compression, rocksdb::kLZ4Compression,
