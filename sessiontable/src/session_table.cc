@@ -71,53 +71,51 @@ class SessionTable::Impl {
     return UpsertFw(fw4_, s, FwTraits<false>::Hash(FwTraits<false>::KeyOf(s.orig, s.zone)));
   }
 
-  // A software pipeline over the batch: item j + kIndexAhead has its index entry requested,
-  // item j + kSlotAhead its record (found through the now-cached index), and item j is applied
-  // with both already on their way, so that the cache misses of several items overlap.
+  // The batch goes in groups: the index entries of a whole group are requested, then (through
+  // the now-cached index) its records, then the group is applied. The cache misses of a group
+  // overlap instead of being paid one after the other, and a group's lines (128 index lines,
+  // 256 record lines: 24 KiB) stay in the first cache levels until they are used. Measured
+  // against a sliding prefetch pipeline: +15 % at 1M sessions, +30 % at 10M (BENCHMARKS.md).
   BatchResult UpsertFirewallBatch(std::span<const FirewallSession> in) {
-    constexpr std::size_t kIndexAhead = 24;
-    constexpr std::size_t kSlotAhead = 12;
-    constexpr std::size_t kRing = 32;  // > kIndexAhead, a power of two
-    std::uint64_t hashes[kRing];
-    std::uint32_t candidates[kRing];  // the slot the index points to for that hash, if any
-    auto is_v6 = [&](std::size_t j) { return in[j].orig.family == L3Family::IPv6; };
-    auto request_index = [&](std::size_t j) {
-      const auto& s = in[j];
-      if (is_v6(j)) {
-        hashes[j % kRing] = FwTraits<true>::Hash(FwTraits<true>::KeyOf(s.orig, s.zone));
-        fw6_.PrefetchIndex(hashes[j % kRing]);
-      } else {
-        hashes[j % kRing] = FwTraits<false>::Hash(FwTraits<false>::KeyOf(s.orig, s.zone));
-        fw4_.PrefetchIndex(hashes[j % kRing]);
-      }
-    };
-    auto request_slot = [&](std::size_t j) {
-      candidates[j % kRing] = is_v6(j) ? fw6_.PrefetchCandidate(hashes[j % kRing])
-                                       : fw4_.PrefetchCandidate(hashes[j % kRing]);
-    };
+    constexpr std::size_t kGroup = 128;
+    std::uint64_t hashes[kGroup];
+    std::uint32_t candidates[kGroup];  // the slot the index points to for that hash, if any
     BatchResult r;
-    const std::size_t n = in.size();
-    for (std::size_t j = 0; j < std::min(n, kIndexAhead); ++j) request_index(j);
-    for (std::size_t j = 0; j < std::min(n, kSlotAhead); ++j) request_slot(j);
-    for (std::size_t j = 0; j < n; ++j) {
-      if (j + kIndexAhead < n) request_index(j + kIndexAhead);
-      if (j + kSlotAhead < n) request_slot(j + kSlotAhead);
-      const FirewallSession& s = in[j];
-      Result<Mutation> m = Mutation{};
-      if (Status st = CheckFirewall(s); !st.ok()) {
-        m = st;
-      } else if (is_v6(j)) {
-        m = UpsertFw(fw6_, s, hashes[j % kRing], candidates[j % kRing]);
-      } else {
-        m = UpsertFw(fw4_, s, hashes[j % kRing], candidates[j % kRing]);
+    for (std::size_t base = 0; base < in.size(); base += kGroup) {
+      const std::size_t n = std::min(kGroup, in.size() - base);
+      for (std::size_t k = 0; k < n; ++k) {
+        const FirewallSession& s = in[base + k];
+        if (s.orig.family == L3Family::IPv6) {
+          hashes[k] = FwTraits<true>::Hash(FwTraits<true>::KeyOf(s.orig, s.zone));
+          fw6_.PrefetchIndex(hashes[k]);
+        } else {
+          hashes[k] = FwTraits<false>::Hash(FwTraits<false>::KeyOf(s.orig, s.zone));
+          fw4_.PrefetchIndex(hashes[k]);
+        }
       }
-      if (!m.ok()) {
-        r.status = m.status();
-        break;
+      for (std::size_t k = 0; k < n; ++k) {
+        candidates[k] = in[base + k].orig.family == L3Family::IPv6
+                            ? fw6_.PrefetchCandidate(hashes[k])
+                            : fw4_.PrefetchCandidate(hashes[k]);
       }
-      ++r.applied;
-      if (m->replication == Mutation::Replication::kQueued && r.last_queued < m->position) {
-        r.last_queued = m->position;
+      for (std::size_t k = 0; k < n; ++k) {
+        const FirewallSession& s = in[base + k];
+        Result<Mutation> m = Mutation{};
+        if (Status st = CheckFirewall(s); !st.ok()) {
+          m = st;
+        } else if (s.orig.family == L3Family::IPv6) {
+          m = UpsertFw(fw6_, s, hashes[k], candidates[k]);
+        } else {
+          m = UpsertFw(fw4_, s, hashes[k], candidates[k]);
+        }
+        if (!m.ok()) {
+          r.status = m.status();
+          return r;
+        }
+        ++r.applied;
+        if (m->replication == Mutation::Replication::kQueued && r.last_queued < m->position) {
+          r.last_queued = m->position;
+        }
       }
     }
     return r;
