@@ -78,7 +78,11 @@ void BM_UpsertNew(benchmark::State& state) {
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
 }
-BENCHMARK(BM_UpsertNew)->Arg(1'000'000)->Arg(10'000'000)->Unit(benchmark::kMillisecond)->Iterations(3);
+BENCHMARK(BM_UpsertNew)
+    ->Arg(1'000'000)
+    ->Arg(10'000'000)
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(3);
 
 // Updates existing sessions in random order (new counters and a later deadline).
 void BM_UpsertExisting(benchmark::State& state) {
@@ -154,7 +158,11 @@ void BM_UpsertNewBatch(benchmark::State& state) {
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
 }
-BENCHMARK(BM_UpsertNewBatch)->Arg(1'000'000)->Arg(10'000'000)->Unit(benchmark::kMillisecond)->Iterations(3);
+BENCHMARK(BM_UpsertNewBatch)
+    ->Arg(1'000'000)
+    ->Arg(10'000'000)
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(3);
 
 void BM_Get(benchmark::State& state) {
   const auto n = static_cast<std::size_t>(state.range(0));

@@ -47,16 +47,26 @@ AlignedBytes::AlignedBytes(std::span<const std::uint8_t> bytes) {
 
 std::string_view DecodeErrorName(DecodeError error) {
   switch (error) {
-    case DecodeError::kNone: return "none";
-    case DecodeError::kTooShort: return "too_short";
-    case DecodeError::kTooLarge: return "too_large";
-    case DecodeError::kBadMagic: return "bad_magic";
-    case DecodeError::kLengthMismatch: return "length_mismatch";
-    case DecodeError::kChecksumMismatch: return "checksum_mismatch";
-    case DecodeError::kMalformed: return "malformed";
-    case DecodeError::kWrongVersion: return "wrong_version";
-    case DecodeError::kWrongCluster: return "wrong_cluster";
-    case DecodeError::kNoBody: return "no_body";
+    case DecodeError::kNone:
+      return "none";
+    case DecodeError::kTooShort:
+      return "too_short";
+    case DecodeError::kTooLarge:
+      return "too_large";
+    case DecodeError::kBadMagic:
+      return "bad_magic";
+    case DecodeError::kLengthMismatch:
+      return "length_mismatch";
+    case DecodeError::kChecksumMismatch:
+      return "checksum_mismatch";
+    case DecodeError::kMalformed:
+      return "malformed";
+    case DecodeError::kWrongVersion:
+      return "wrong_version";
+    case DecodeError::kWrongCluster:
+      return "wrong_cluster";
+    case DecodeError::kNoBody:
+      return "no_body";
   }
   return "unknown";
 }
@@ -105,8 +115,8 @@ Decoded VerifyEnvelope(std::span<const std::uint8_t> payload, const DecodeLimits
                                              " bytes is too short to hold a root offset");
   }
   if (payload.size() > limits.max_message_bytes) {
-    return Fail(DecodeError::kTooLarge, "an envelope of " + std::to_string(payload.size()) +
-                                            " bytes exceeds the limit");
+    return Fail(DecodeError::kTooLarge,
+                "an envelope of " + std::to_string(payload.size()) + " bytes exceeds the limit");
   }
   Decoded d;
   if (reinterpret_cast<std::uintptr_t>(payload.data()) % 8 != 0) {

@@ -25,7 +25,8 @@ class LargeBuffer {
     if (bytes == 0) return;
     // Over-map by one huge page so that the usable range can start on a huge-page boundary.
     map_bytes_ = bytes + kHugePage;
-    void* p = ::mmap(nullptr, map_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void* p =
+        ::mmap(nullptr, map_bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) throw std::bad_alloc();
     map_ = p;
     auto addr = reinterpret_cast<std::uintptr_t>(p);

@@ -1,7 +1,8 @@
 // Partition: the storage of one kind of record inside the SessionTable. Records live in slots of
 // a chunked arena (stable addresses, no copy when it grows); a SlotIndex maps a key's hash to
-// its slot, so the index costs 8 bytes an entry (about 13 a record) instead of a copy of the key. Firewall partitions also keep an expiry wheel and the
-// expectation parents (rare, so in a side map rather than in every slot).
+// its slot, so the index costs 8 bytes an entry (about 13 a record) instead of a copy of the key.
+// Firewall partitions also keep an expiry wheel and the expectation parents (rare, so in a side map
+// rather than in every slot).
 //
 // Internal to sessiontable. Thread-safety: none (owned by one SessionTable).
 #pragma once
@@ -414,7 +415,7 @@ class Partition {
   TableId table_;
   std::uint16_t id_;
   std::vector<Slot*> chunks_;
-  std::vector<LargeBuffer> chunk_memory_;             // plain slots
+  std::vector<LargeBuffer> chunk_memory_;              // plain slots
   std::vector<std::unique_ptr<Slot[]>> owned_chunks_;  // slots with strings
   std::vector<std::uint32_t> free_;
   std::uint32_t high_ = 0;

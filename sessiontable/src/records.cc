@@ -28,7 +28,9 @@ std::string Finish(flatbuffers::FlatBufferBuilder& b) {
   return std::string(reinterpret_cast<const char*>(b.GetBufferPointer()), b.GetSize());
 }
 
-std::string Str(const flatbuffers::String* s) { return s ? s->str() : std::string(); }
+std::string Str(const flatbuffers::String* s) {
+  return s ? s->str() : std::string();
+}
 
 void PutBe16(std::string& out, std::uint16_t v) {
   out.push_back(static_cast<char>(v >> 8));
@@ -43,11 +45,16 @@ std::uint16_t GetBe16(const char* p) {
 
 std::string TableName(TableId t) {
   switch (t) {
-    case TableId::kFwSessions: return "fw_sessions";
-    case TableId::kCalls: return "calls";
-    case TableId::kCdrs: return "cdrs";
-    case TableId::kBlobs: return "blobs";
-    default: return "user_" + std::to_string(static_cast<unsigned>(t));
+    case TableId::kFwSessions:
+      return "fw_sessions";
+    case TableId::kCalls:
+      return "calls";
+    case TableId::kCdrs:
+      return "cdrs";
+    case TableId::kBlobs:
+      return "blobs";
+    default:
+      return "user_" + std::to_string(static_cast<unsigned>(t));
   }
 }
 

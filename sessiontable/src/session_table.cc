@@ -25,8 +25,12 @@ bool IsConnectionless(std::uint8_t proto) {
          proto == kProtoUdpLite;
 }
 
-Mutation Queued(Position p) { return {Mutation::Replication::kQueued, p}; }
-Mutation Just(Mutation::Replication r) { return {r, {}}; }
+Mutation Queued(Position p) {
+  return {Mutation::Replication::kQueued, p};
+}
+Mutation Just(Mutation::Replication r) {
+  return {r, {}};
+}
 
 }  // namespace
 
@@ -133,10 +137,11 @@ class SessionTable::Impl {
     if (Status st = VerifyValue(table, value); !st.ok()) return st;
     if (key.empty()) return Status::InvalidArgument("an empty key in table " + TableName(table));
     auto& p = Opaque(table);
-    return UpsertIn(p, key, OpaqueTraits::Hash(key), detail::kNoSlot, false, policy(table), [&](std::uint32_t, OpaqueTraits::Slot& s) {
-      if (s.key.empty()) s.key.assign(key);
-      s.value.assign(value);
-    });
+    return UpsertIn(p, key, OpaqueTraits::Hash(key), detail::kNoSlot, false, policy(table),
+                    [&](std::uint32_t, OpaqueTraits::Slot& s) {
+                      if (s.key.empty()) s.key.assign(key);
+                      s.value.assign(value);
+                    });
   }
 
   Result<Mutation> Delete(TableId table, std::string_view key) {
@@ -246,10 +251,10 @@ class SessionTable::Impl {
   Status Apply(const DeltaView& d) {
     if (writable_) return Status::FailedPrecondition("Apply is for a read-only table");
     if (d.position.seq != last_.seq + 1 || d.position.epoch < last_.epoch) {
-      return Status::FailedPrecondition(
-          "delta (" + std::to_string(d.position.epoch) + ", " + std::to_string(d.position.seq) +
-          ") does not follow (" + std::to_string(last_.epoch) + ", " + std::to_string(last_.seq) +
-          ")");
+      return Status::FailedPrecondition("delta (" + std::to_string(d.position.epoch) + ", " +
+                                        std::to_string(d.position.seq) + ") does not follow (" +
+                                        std::to_string(last_.epoch) + ", " +
+                                        std::to_string(last_.seq) + ")");
     }
     if (Status st = Install(d.table, d.kind, d.key, d.value); !st.ok()) return st;
     last_ = d.position;
@@ -268,8 +273,8 @@ class SessionTable::Impl {
   }
   Status ResetPosition(Position last) {
     if (count_ != 0) {
-      return Status::FailedPrecondition("cannot reset the position with " +
-                                        std::to_string(count_) + " deltas pending");
+      return Status::FailedPrecondition("cannot reset the position with " + std::to_string(count_) +
+                                        " deltas pending");
     }
     last_ = last;
     return Status::Ok();
@@ -664,14 +669,21 @@ class SessionTable::Impl {
   std::string key_buf_;
 };
 
-SessionTable::SessionTable(SessionTableOptions options)
-    : impl_(std::make_unique<Impl>(options)) {}
+SessionTable::SessionTable(SessionTableOptions options) : impl_(std::make_unique<Impl>(options)) {}
 SessionTable::~SessionTable() = default;
 
-std::size_t SessionTable::Tick(TimePoint now) { return impl_->Tick(now); }
-TimePoint SessionTable::now() const { return impl_->now(); }
-void SessionTable::SetPolicy(TableId t, const SyncPolicy& p) { impl_->SetPolicy(t, p); }
-SyncPolicy SessionTable::policy(TableId t) const { return impl_->policy(t); }
+std::size_t SessionTable::Tick(TimePoint now) {
+  return impl_->Tick(now);
+}
+TimePoint SessionTable::now() const {
+  return impl_->now();
+}
+void SessionTable::SetPolicy(TableId t, const SyncPolicy& p) {
+  impl_->SetPolicy(t, p);
+}
+SyncPolicy SessionTable::policy(TableId t) const {
+  return impl_->policy(t);
+}
 Result<Mutation> SessionTable::UpsertFirewall(const FirewallSession& s) {
   return impl_->UpsertFirewall(s);
 }
@@ -687,7 +699,9 @@ Result<Mutation> SessionTable::UpsertCdr(const Cdr& c) {
 Result<Mutation> SessionTable::Upsert(TableId t, std::string_view k, std::string_view v) {
   return impl_->Upsert(t, k, v);
 }
-Result<Mutation> SessionTable::Delete(TableId t, std::string_view k) { return impl_->Delete(t, k); }
+Result<Mutation> SessionTable::Delete(TableId t, std::string_view k) {
+  return impl_->Delete(t, k);
+}
 std::optional<FirewallSession> SessionTable::GetFirewall(const Tuple& o, std::uint16_t z) const {
   return impl_->GetFirewall(o, z);
 }
@@ -713,23 +727,47 @@ void SessionTable::Scan(TableId t,
                         std::string_view from, std::string_view to) const {
   impl_->Scan(t, fn, from, to);
 }
-std::size_t SessionTable::size(TableId t) const { return impl_->size(t); }
-std::size_t SessionTable::total_size() const { return impl_->total_size(); }
+std::size_t SessionTable::size(TableId t) const {
+  return impl_->size(t);
+}
+std::size_t SessionTable::total_size() const {
+  return impl_->total_size();
+}
 std::size_t SessionTable::Drain(std::size_t max, const std::function<void(const DeltaView&)>& fn) {
   return impl_->Drain(max, fn);
 }
-std::size_t SessionTable::pending() const { return impl_->pending(); }
-std::size_t SessionTable::change_log_capacity() const { return impl_->capacity(); }
-Position SessionTable::last_position() const { return impl_->last_position(); }
-Status SessionTable::Apply(const DeltaView& d) { return impl_->Apply(d); }
+std::size_t SessionTable::pending() const {
+  return impl_->pending();
+}
+std::size_t SessionTable::change_log_capacity() const {
+  return impl_->capacity();
+}
+Position SessionTable::last_position() const {
+  return impl_->last_position();
+}
+Status SessionTable::Apply(const DeltaView& d) {
+  return impl_->Apply(d);
+}
 Status SessionTable::Load(TableId t, std::string_view k, std::string_view v) {
   return impl_->Load(t, k, v);
 }
-void SessionTable::Reserve(TableId t, std::size_t n) { impl_->Reserve(t, n); }
-Status SessionTable::ResetPosition(Position last) { return impl_->ResetPosition(last); }
-Status SessionTable::BecomeWritable(Epoch e) { return impl_->BecomeWritable(e); }
-void SessionTable::BecomeReadOnly() { impl_->BecomeReadOnly(); }
-bool SessionTable::writable() const { return impl_->writable(); }
-const SessionTableStats& SessionTable::stats() const { return impl_->stats(); }
+void SessionTable::Reserve(TableId t, std::size_t n) {
+  impl_->Reserve(t, n);
+}
+Status SessionTable::ResetPosition(Position last) {
+  return impl_->ResetPosition(last);
+}
+Status SessionTable::BecomeWritable(Epoch e) {
+  return impl_->BecomeWritable(e);
+}
+void SessionTable::BecomeReadOnly() {
+  impl_->BecomeReadOnly();
+}
+bool SessionTable::writable() const {
+  return impl_->writable();
+}
+const SessionTableStats& SessionTable::stats() const {
+  return impl_->stats();
+}
 
 }  // namespace statesync

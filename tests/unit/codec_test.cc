@@ -19,7 +19,9 @@ namespace fbs = statesync::fb;
 constexpr std::uint64_t kCluster = 0x5eed;
 const TimePoint kT0{std::chrono::milliseconds(1'780'000'000'000)};
 
-std::vector<std::uint8_t> Bytes(const std::string& s) { return {s.begin(), s.end()}; }
+std::vector<std::uint8_t> Bytes(const std::string& s) {
+  return {s.begin(), s.end()};
+}
 
 template <typename Fn>
 std::string Envelope(fbs::Body type, Fn&& body, std::uint64_t cluster = kCluster,
@@ -214,8 +216,7 @@ TEST(Codec, EveryMessageRoundTrips) {
   EXPECT_EQ(batch->deltas()->Get(2)->position()->seq(), 102u);
   EXPECT_EQ(batch->deltas()->Get(2)->position()->epoch(), 7u);
   auto value = batch->deltas()->Get(1)->value();
-  EXPECT_EQ(*DecodeFirewallSession({value->data(), value->size()}),
-            workload::Ipv4Session(1, kT0));
+  EXPECT_EQ(*DecodeFirewallSession({value->data(), value->size()}), workload::Ipv4Session(1, kT0));
   auto hb = DecodeString(messages[1]).envelope->body_as_Heartbeat();
   EXPECT_EQ(hb->serial()->str(), "FGT-0001");
   EXPECT_EQ(hb->effective_role(), fbs::Role::Primary);
@@ -275,9 +276,8 @@ TEST(Codec, EachKindOfBadFrameIsRefusedWithItsReason) {
   const std::string old = Envelope(
       fbs::Body::Control, [](auto& b) { return fbs::CreateControl(b).Union(); }, kCluster, 0);
   EXPECT_EQ(DecodeString(old).error, DecodeError::kWrongVersion);
-  const std::string empty = Envelope(fbs::Body::NONE, [](auto&) {
-    return flatbuffers::Offset<void>();
-  });
+  const std::string empty =
+      Envelope(fbs::Body::NONE, [](auto&) { return flatbuffers::Offset<void>(); });
   EXPECT_EQ(DecodeString(empty).error, DecodeError::kNoBody);
   // A correct frame around bytes that are not an Envelope: the checksum passes, the Verifier
   // does not.
@@ -318,7 +318,8 @@ std::vector<std::uint8_t> Mutate(std::vector<std::uint8_t> b, std::mt19937_64& r
       break;
     case 4: {
       const std::size_t at = n >= 4 ? rng() % (n - 3) : 0;
-      const std::uint32_t v = rng() % 3 == 0 ? 0xffffffffu : static_cast<std::uint32_t>(rng() % 4096);
+      const std::uint32_t v =
+          rng() % 3 == 0 ? 0xffffffffu : static_cast<std::uint32_t>(rng() % 4096);
       if (n >= 4) std::memcpy(&b[at], &v, 4);
       break;
     }

@@ -34,7 +34,9 @@ std::vector<Drained> DrainAll(SessionTable& t, std::size_t max = SIZE_MAX) {
   return out;
 }
 
-std::string KeyOf(const FirewallSession& s) { return FirewallKey(s.orig, s.zone); }
+std::string KeyOf(const FirewallSession& s) {
+  return FirewallKey(s.orig, s.zone);
+}
 
 FirewallSession Session(std::uint64_t i, TimePoint expiry_at = kT0 + seconds(300)) {
   FirewallSession s = workload::Ipv4Session(i, kT0);
@@ -309,8 +311,7 @@ TEST(SessionTableOverflow, ExpiryAndPickupWaitForRoomInTheLog) {
 TEST(SessionTableRoles, AReadOnlyTableRefusesLocalWritesAndAppliesDeltasInOrder) {
   SessionTable replica(SessionTableOptions{.writable = false});
   replica.Tick(kT0);
-  EXPECT_EQ(replica.UpsertFirewall(Session(1)).status().code(),
-            Status::Code::kFailedPrecondition);
+  EXPECT_EQ(replica.UpsertFirewall(Session(1)).status().code(), Status::Code::kFailedPrecondition);
   const FirewallSession s = Session(1, kT0 + seconds(1));
   const std::string key = KeyOf(s);
   const std::string value = EncodeFirewallSession(s);
@@ -378,8 +379,9 @@ TEST(SessionTableRecords, ScanVisitsLiveRecordsInAKeyRange) {
   }
   ASSERT_TRUE(t.Delete(UserTable(2), "k5").ok());
   std::vector<std::string> keys;
-  t.Scan(UserTable(2), [&](std::string_view k, std::string_view) { keys.emplace_back(k); },
-         "k3", "k7");
+  t.Scan(
+      UserTable(2), [&](std::string_view k, std::string_view) { keys.emplace_back(k); }, "k3",
+      "k7");
   std::sort(keys.begin(), keys.end());
   EXPECT_EQ(keys, (std::vector<std::string>{"k3", "k4", "k6"}));
   std::size_t fw = 0;

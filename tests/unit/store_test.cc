@@ -95,7 +95,8 @@ TEST_P(StoreTest, ReopenGivesTheSameContentAndAppliedPosition) {
             break;
           }
           default: {
-            FirewallSession s = i % 2 ? workload::Ipv4Session(i, kT0) : workload::Ipv6Session(i, kT0);
+            FirewallSession s =
+                i % 2 ? workload::Ipv4Session(i, kT0) : workload::Ipv6Session(i, kT0);
             s.orig_packets = rng();
             keys.push_back(FirewallKey(s.orig, s.zone));
             values.push_back(EncodeFirewallSession(s));

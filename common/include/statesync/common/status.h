@@ -18,19 +18,21 @@ class Status {
  public:
   enum class Code : unsigned char {
     kOk = 0,
-    kInvalidArgument,   // the caller passed something malformed (a bad key, a bad config value)
-    kNotFound,          // the key or file does not exist
-    kCorruption,        // stored or received bytes failed verification
-    kIOError,           // the operating system or the storage engine reported a failure
-    kResourceExhausted, // a bounded queue or log is full; nothing was changed, retry later
-    kFailedPrecondition,// the call is not allowed in the current state
-    kStaleEpoch,        // a message from an epoch older than the newest one seen
-    kUnavailable,       // a peer cannot be reached
+    kInvalidArgument,     // the caller passed something malformed (a bad key, a bad config value)
+    kNotFound,            // the key or file does not exist
+    kCorruption,          // stored or received bytes failed verification
+    kIOError,             // the operating system or the storage engine reported a failure
+    kResourceExhausted,   // a bounded queue or log is full; nothing was changed, retry later
+    kFailedPrecondition,  // the call is not allowed in the current state
+    kStaleEpoch,          // a message from an epoch older than the newest one seen
+    kUnavailable,         // a peer cannot be reached
   };
 
   Status() = default;
   static Status Ok() { return Status(); }
-  static Status InvalidArgument(std::string msg) { return {Code::kInvalidArgument, std::move(msg)}; }
+  static Status InvalidArgument(std::string msg) {
+    return {Code::kInvalidArgument, std::move(msg)};
+  }
   static Status NotFound(std::string msg) { return {Code::kNotFound, std::move(msg)}; }
   static Status Corruption(std::string msg) { return {Code::kCorruption, std::move(msg)}; }
   static Status IOError(std::string msg) { return {Code::kIOError, std::move(msg)}; }
@@ -52,15 +54,24 @@ class Status {
 
   static std::string_view CodeName(Code code) {
     switch (code) {
-      case Code::kOk: return "OK";
-      case Code::kInvalidArgument: return "invalid argument";
-      case Code::kNotFound: return "not found";
-      case Code::kCorruption: return "corruption";
-      case Code::kIOError: return "I/O error";
-      case Code::kResourceExhausted: return "resource exhausted";
-      case Code::kFailedPrecondition: return "failed precondition";
-      case Code::kStaleEpoch: return "stale epoch";
-      case Code::kUnavailable: return "unavailable";
+      case Code::kOk:
+        return "OK";
+      case Code::kInvalidArgument:
+        return "invalid argument";
+      case Code::kNotFound:
+        return "not found";
+      case Code::kCorruption:
+        return "corruption";
+      case Code::kIOError:
+        return "I/O error";
+      case Code::kResourceExhausted:
+        return "resource exhausted";
+      case Code::kFailedPrecondition:
+        return "failed precondition";
+      case Code::kStaleEpoch:
+        return "stale epoch";
+      case Code::kUnavailable:
+        return "unavailable";
     }
     return "unknown";
   }
@@ -76,8 +87,8 @@ class Status {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}          // NOLINT(google-explicit-constructor)
-  Result(Status status) : v_(std::move(status)) {    // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}        // NOLINT(google-explicit-constructor)
+  Result(Status status) : v_(std::move(status)) {  // NOLINT(google-explicit-constructor)
     if (std::get<Status>(v_).ok()) {
       std::fprintf(stderr, "statesync: a Result was built from an OK Status without a value\n");
       std::abort();
@@ -97,7 +108,8 @@ class [[nodiscard]] Result {
   std::variant<T, Status> v_;
 };
 
-[[noreturn]] inline void CheckFailed(const char* expr, const char* file, int line, const char* why) {
+[[noreturn]] inline void CheckFailed(const char* expr, const char* file, int line,
+                                     const char* why) {
   std::fprintf(stderr, "statesync: invariant broken at %s:%d: %s (%s)\n", file, line, why, expr);
   std::abort();
 }
@@ -105,7 +117,7 @@ class [[nodiscard]] Result {
 }  // namespace statesync
 
 // Aborts with a clear message when an invariant does not hold. Not for errors that can happen.
-#define STATESYNC_CHECK(cond, why) \
-  do {                             \
+#define STATESYNC_CHECK(cond, why)                                         \
+  do {                                                                     \
     if (!(cond)) ::statesync::CheckFailed(#cond, __FILE__, __LINE__, why); \
   } while (0)

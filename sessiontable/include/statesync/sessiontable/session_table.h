@@ -72,14 +72,14 @@ struct SessionTableStats {
   std::uint64_t upserts = 0;
   std::uint64_t deletes = 0;
   std::uint64_t expired = 0;
-  std::uint64_t coalesced = 0;        // mutations folded into an entry already pending
-  std::uint64_t held = 0;             // new records held back by pickup_delay
-  std::uint64_t released = 0;         // held records that reached the pickup age and were queued
-  std::uint64_t died_young = 0;       // held records deleted or expired before being sent
-  std::uint64_t kept_local = 0;       // records kept local by connectionless/expectations
+  std::uint64_t coalesced = 0;   // mutations folded into an entry already pending
+  std::uint64_t held = 0;        // new records held back by pickup_delay
+  std::uint64_t released = 0;    // held records that reached the pickup age and were queued
+  std::uint64_t died_young = 0;  // held records deleted or expired before being sent
+  std::uint64_t kept_local = 0;  // records kept local by connectionless/expectations
   std::uint64_t log_full_refusals = 0;
   std::uint64_t drained = 0;
-  std::uint64_t applied = 0;          // replicated deltas installed by Apply
+  std::uint64_t applied = 0;  // replicated deltas installed by Apply
 };
 
 class SessionTable {
@@ -119,7 +119,8 @@ class SessionTable {
   std::optional<std::string> Get(TableId table, std::string_view key) const;
   // Visits every live record of `table` whose key is in [from, to) (an empty `to` means no
   // upper bound), in no particular order.
-  void Scan(TableId table, const std::function<void(std::string_view key, std::string_view value)>& fn,
+  void Scan(TableId table,
+            const std::function<void(std::string_view key, std::string_view value)>& fn,
             std::string_view from = {}, std::string_view to = {}) const;
   std::size_t size(TableId table) const;
   std::size_t total_size() const;

@@ -37,7 +37,9 @@ enum class TableId : std::uint16_t {
 inline constexpr TableId UserTable(std::uint16_t n) {
   return static_cast<TableId>(static_cast<std::uint16_t>(TableId::kFirstUser) + n);
 }
-inline bool IsUserTable(TableId t) { return t >= TableId::kFirstUser; }
+inline bool IsUserTable(TableId t) {
+  return t >= TableId::kFirstUser;
+}
 std::string TableName(TableId t);  // "fw_sessions", "calls", ..., "user_16"
 
 enum class DeltaKind : std::uint8_t { kUpsert = 0, kDelete = 1, kExpire = 2 };

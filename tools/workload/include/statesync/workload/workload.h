@@ -19,7 +19,7 @@ inline FirewallSession Ipv4Session(std::uint64_t i, TimePoint now,
   const std::uint16_t client_port = static_cast<std::uint16_t>(1024 + i % 60000);
   const bool udp = i % 8 == 7;
   const std::uint32_t server = 0xc6336400u + static_cast<std::uint32_t>(i % 200);  // 198.51.100.x
-  const std::uint32_t nat = 0xcb007100u + static_cast<std::uint32_t>(i % 16);       // 203.0.113.x
+  const std::uint32_t nat = 0xcb007100u + static_cast<std::uint32_t>(i % 16);      // 203.0.113.x
   FirewallSession s;
   s.orig.family = L3Family::IPv4;
   s.orig.proto = udp ? kProtoUdp : kProtoTcp;
