@@ -3,6 +3,10 @@
 // sessions, and the resident bytes per IPv4 session.
 #include <benchmark/benchmark.h>
 
+#include <array>
+#include <boost/container_hash/hash.hpp>
+#include <boost/unordered/unordered_flat_map.hpp>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -263,6 +267,78 @@ void BM_MemoryPerSession(benchmark::State& state) {
   state.counters["bytes_per_session"] = per_session;
 }
 BENCHMARK(BM_MemoryPerSession)->Arg(10'000'000)->Unit(benchmark::kMillisecond)->Iterations(1);
+
+// ---- baseline: what one writes first, a flat hash map from the 16-byte key to the session ----
+// No change log, no expiry, no policies: only the map. Same inputs as the cases above.
+using BaselineKey = std::array<char, kFwKeyV4Bytes>;
+struct BaselineHash {
+  std::size_t operator()(const BaselineKey& k) const {
+    return boost::hash_range(k.begin(), k.end());
+  }
+};
+using BaselineMap = boost::unordered_flat_map<BaselineKey, FirewallSession, BaselineHash>;
+
+BaselineKey KeyArray(const FirewallSession& s) {
+  BaselineKey k;
+  const std::string bytes = FirewallKey(s.orig, s.zone);
+  std::memcpy(k.data(), bytes.data(), k.size());
+  return k;
+}
+
+void BM_BaselineMapUpsertNew(benchmark::State& state) {
+  const auto n = static_cast<std::size_t>(state.range(0));
+  const auto sessions = Sessions(n);
+  std::vector<BaselineKey> keys;
+  keys.reserve(n);
+  for (const auto& s : sessions) keys.push_back(KeyArray(s));
+  for (auto _ : state) {
+    BaselineMap map;
+    for (std::size_t i = 0; i < n; ++i) map.insert_or_assign(keys[i], sessions[i]);
+    benchmark::DoNotOptimize(map.size());
+    state.PauseTiming();
+    map = BaselineMap();
+    state.ResumeTiming();
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
+}
+BENCHMARK(BM_BaselineMapUpsertNew)->Arg(1'000'000)->Arg(10'000'000)->Unit(benchmark::kMillisecond)->Iterations(3);
+
+void BM_BaselineMapUpsertExisting(benchmark::State& state) {
+  const auto n = static_cast<std::size_t>(state.range(0));
+  const auto sessions = Sessions(n);
+  BaselineMap map;
+  for (const auto& s : sessions) map.insert_or_assign(KeyArray(s), s);
+  std::vector<FirewallSession> updates = RandomSample(sessions, 1'000'000, 42);
+  std::vector<BaselineKey> keys;
+  for (auto& s : updates) {
+    s.orig_packets += 1;
+    keys.push_back(KeyArray(s));
+  }
+  for (auto _ : state) {
+    for (std::size_t k = 0; k < updates.size(); ++k) map.insert_or_assign(keys[k], updates[k]);
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * updates.size()));
+}
+BENCHMARK(BM_BaselineMapUpsertExisting)->Arg(1'000'000)->Arg(10'000'000)->Unit(benchmark::kMillisecond);
+
+void BM_BaselineMapMemoryPerSession(benchmark::State& state) {
+  const auto n = static_cast<std::size_t>(state.range(0));
+  double per_session = 0;
+  for (auto _ : state) {
+    const std::uint64_t before = bench::ResidentBytes();
+    auto map = std::make_unique<BaselineMap>();
+    for (std::size_t i = 0; i < n; ++i) {
+      const FirewallSession s = workload::Ipv4Session(i, kNow);
+      map->insert_or_assign(KeyArray(s), s);
+    }
+    per_session = static_cast<double>(bench::ResidentBytes() - before) / static_cast<double>(n);
+    state.PauseTiming();
+    map.reset();
+    state.ResumeTiming();
+  }
+  state.counters["bytes_per_session"] = per_session;
+}
+BENCHMARK(BM_BaselineMapMemoryPerSession)->Arg(10'000'000)->Unit(benchmark::kMillisecond)->Iterations(1);
 
 }  // namespace
 }  // namespace statesync

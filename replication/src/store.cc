@@ -156,8 +156,10 @@ class Store::Impl {
     for (TableId t : kBuiltinTables) want(TableName(t));
 
     std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
-    for (const auto& n : names)
+    descriptors.reserve(names.size());
+    for (const auto& n : names) {
       descriptors.emplace_back(n, MakeCfOptions(options, TableFromCfName(n)));
+    }
     rocksdb::DB* db = nullptr;
     rocksdb::Status s = rocksdb::DB::Open(MakeDbOptions(options), options.dir.string(), descriptors,
                                           &handles_, &db);
