@@ -52,6 +52,27 @@ void DrainUntimed(benchmark::State& state, SessionTable& t) {
   state.ResumeTiming();
 }
 
+// Upserts `sessions` into `t`, one call each or through UpsertFirewallBatch (256 a call),
+// draining outside the timed region whenever 64Ki deltas are pending.
+void UpsertAll(benchmark::State& state, SessionTable& t, std::span<const FirewallSession> sessions,
+               bool batched) {
+  constexpr std::size_t kBatch = 256;
+  if (!batched) {
+    for (std::size_t i = 0; i < sessions.size(); ++i) {
+      benchmark::DoNotOptimize(t.UpsertFirewall(sessions[i]));
+      if ((i + 1) % kDrainEvery == 0) DrainUntimed(state, t);
+    }
+  } else {
+    for (std::size_t k = 0; k < sessions.size(); k += kBatch) {
+      const std::size_t len = std::min(kBatch, sessions.size() - k);
+      const BatchResult r = t.UpsertFirewallBatch(sessions.subspan(k, len));
+      if (r.applied != len) state.SkipWithError(r.status.ToString().c_str());
+      if (t.pending() + kBatch > kDrainEvery) DrainUntimed(state, t);
+    }
+  }
+  DrainUntimed(state, t);
+}
+
 void Fill(SessionTable& t, const std::vector<FirewallSession>& sessions) {
   constexpr std::size_t kBatch = 4096;
   for (std::size_t k = 0; k < sessions.size(); k += kBatch) {
@@ -63,7 +84,7 @@ void Fill(SessionTable& t, const std::vector<FirewallSession>& sessions) {
 }
 
 // Inserts N new sessions into an empty table.
-void BM_UpsertNew(benchmark::State& state) {
+void UpsertNew(benchmark::State& state, bool batched) {
   const auto n = static_cast<std::size_t>(state.range(0));
   const auto sessions = Sessions(n);
   for (auto _ : state) {
@@ -71,25 +92,32 @@ void BM_UpsertNew(benchmark::State& state) {
     auto t = std::make_unique<SessionTable>();
     t->Tick(kNow);
     state.ResumeTiming();
-    for (std::size_t i = 0; i < n; ++i) {
-      benchmark::DoNotOptimize(t->UpsertFirewall(sessions[i]));
-      if ((i + 1) % kDrainEvery == 0) DrainUntimed(state, *t);
-    }
-    DrainUntimed(state, *t);
+    UpsertAll(state, *t, sessions, batched);
     state.PauseTiming();
     t.reset();
     state.ResumeTiming();
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
 }
+void BM_UpsertNew(benchmark::State& state) {
+  UpsertNew(state, false);
+}
+void BM_UpsertNewBatch(benchmark::State& state) {
+  UpsertNew(state, true);
+}
 BENCHMARK(BM_UpsertNew)
     ->Arg(1'000'000)
     ->Arg(10'000'000)
     ->Unit(benchmark::kMillisecond)
     ->Iterations(3);
+BENCHMARK(BM_UpsertNewBatch)
+    ->Arg(1'000'000)
+    ->Arg(10'000'000)
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(3);
 
-// Updates existing sessions in random order (new counters and a later deadline).
-void BM_UpsertExisting(benchmark::State& state) {
+// Updates 1M random existing sessions (new counters and a later deadline) of a table of N.
+void UpsertExisting(benchmark::State& state, bool batched) {
   const auto n = static_cast<std::size_t>(state.range(0));
   auto sessions = Sessions(n);
   SessionTable t;
@@ -102,71 +130,17 @@ void BM_UpsertExisting(benchmark::State& state) {
     s.orig_packets += 1;
     s.expiry += std::chrono::milliseconds(1);
   }
-  for (auto _ : state) {
-    for (std::size_t k = 0; k < updates.size(); ++k) {
-      benchmark::DoNotOptimize(t.UpsertFirewall(updates[k]));
-      if ((k + 1) % kDrainEvery == 0) DrainUntimed(state, t);
-    }
-    DrainUntimed(state, t);
-  }
+  for (auto _ : state) UpsertAll(state, t, updates, batched);
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * updates.size()));
+}
+void BM_UpsertExisting(benchmark::State& state) {
+  UpsertExisting(state, false);
+}
+void BM_UpsertExistingBatch(benchmark::State& state) {
+  UpsertExisting(state, true);
 }
 BENCHMARK(BM_UpsertExisting)->Arg(1'000'000)->Arg(10'000'000)->Unit(benchmark::kMillisecond);
-
-// The same updates through UpsertFirewallBatch, 256 at a time.
-void BM_UpsertExistingBatch(benchmark::State& state) {
-  const auto n = static_cast<std::size_t>(state.range(0));
-  auto sessions = Sessions(n);
-  SessionTable t;
-  t.Tick(kNow);
-  Fill(t, sessions);
-  std::vector<FirewallSession> updates = RandomSample(sessions, 1'000'000, 42);
-  for (auto& s : updates) {
-    s.orig_packets += 1;
-    s.expiry += std::chrono::milliseconds(1);
-  }
-  constexpr std::size_t kBatch = 256;
-  for (auto _ : state) {
-    for (std::size_t k = 0; k < updates.size(); k += kBatch) {
-      const std::size_t len = std::min(kBatch, updates.size() - k);
-      const BatchResult r = t.UpsertFirewallBatch(std::span(updates).subspan(k, len));
-      if (r.applied != len) state.SkipWithError(r.status.ToString().c_str());
-      if (t.pending() + kBatch > kDrainEvery) DrainUntimed(state, t);
-    }
-    DrainUntimed(state, t);
-  }
-  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * updates.size()));
-}
 BENCHMARK(BM_UpsertExistingBatch)->Arg(1'000'000)->Arg(10'000'000)->Unit(benchmark::kMillisecond);
-
-// New sessions through UpsertFirewallBatch.
-void BM_UpsertNewBatch(benchmark::State& state) {
-  const auto n = static_cast<std::size_t>(state.range(0));
-  const auto sessions = Sessions(n);
-  constexpr std::size_t kBatch = 256;
-  for (auto _ : state) {
-    state.PauseTiming();
-    auto t = std::make_unique<SessionTable>();
-    t->Tick(kNow);
-    state.ResumeTiming();
-    for (std::size_t k = 0; k < n; k += kBatch) {
-      const std::size_t len = std::min(kBatch, n - k);
-      const BatchResult r = t->UpsertFirewallBatch(std::span(sessions).subspan(k, len));
-      if (r.applied != len) state.SkipWithError(r.status.ToString().c_str());
-      if (t->pending() + kBatch > kDrainEvery) DrainUntimed(state, *t);
-    }
-    DrainUntimed(state, *t);
-    state.PauseTiming();
-    t.reset();
-    state.ResumeTiming();
-  }
-  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
-}
-BENCHMARK(BM_UpsertNewBatch)
-    ->Arg(1'000'000)
-    ->Arg(10'000'000)
-    ->Unit(benchmark::kMillisecond)
-    ->Iterations(3);
 
 void BM_Get(benchmark::State& state) {
   const auto n = static_cast<std::size_t>(state.range(0));
@@ -301,7 +275,11 @@ void BM_BaselineMapUpsertNew(benchmark::State& state) {
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
 }
-BENCHMARK(BM_BaselineMapUpsertNew)->Arg(1'000'000)->Arg(10'000'000)->Unit(benchmark::kMillisecond)->Iterations(3);
+BENCHMARK(BM_BaselineMapUpsertNew)
+    ->Arg(1'000'000)
+    ->Arg(10'000'000)
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(3);
 
 void BM_BaselineMapUpsertExisting(benchmark::State& state) {
   const auto n = static_cast<std::size_t>(state.range(0));
@@ -319,7 +297,10 @@ void BM_BaselineMapUpsertExisting(benchmark::State& state) {
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * updates.size()));
 }
-BENCHMARK(BM_BaselineMapUpsertExisting)->Arg(1'000'000)->Arg(10'000'000)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_BaselineMapUpsertExisting)
+    ->Arg(1'000'000)
+    ->Arg(10'000'000)
+    ->Unit(benchmark::kMillisecond);
 
 void BM_BaselineMapMemoryPerSession(benchmark::State& state) {
   const auto n = static_cast<std::size_t>(state.range(0));
@@ -338,7 +319,10 @@ void BM_BaselineMapMemoryPerSession(benchmark::State& state) {
   }
   state.counters["bytes_per_session"] = per_session;
 }
-BENCHMARK(BM_BaselineMapMemoryPerSession)->Arg(10'000'000)->Unit(benchmark::kMillisecond)->Iterations(1);
+BENCHMARK(BM_BaselineMapMemoryPerSession)
+    ->Arg(10'000'000)
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(1);
 
 }  // namespace
 }  // namespace statesync

@@ -233,9 +233,35 @@ class Store::Impl {
   }
 
   Status LoadInto(SessionTable& table, LoadStats* stats) const {
+    if (table.total_size() != 0 || table.pending() != 0) {
+      return Status::FailedPrecondition("LoadInto needs an empty session table");
+    }
     const auto start = std::chrono::steady_clock::now();
     LoadStats local;
+    // One snapshot for every table and the position: a consistent point even if a batch is
+    // being applied meanwhile.
+    const rocksdb::Snapshot* snapshot = db_->GetSnapshot();
+    struct Release {
+      rocksdb::DB* db;
+      const rocksdb::Snapshot* s;
+      ~Release() { db->ReleaseSnapshot(s); }
+    } release{db_.get(), snapshot};
+    Position at;
+    {
+      std::string raw;
+      rocksdb::ReadOptions pro;
+      pro.snapshot = snapshot;
+      rocksdb::Status s = db_->Get(pro, meta_, kAppliedKey, &raw);
+      if (s.ok()) {
+        auto p = DecodePosition(raw);
+        if (!p.ok()) return p.status();
+        at = *p;
+      } else if (!s.IsNotFound()) {
+        return FromRocks(s, "cannot read the applied position");
+      }
+    }
     rocksdb::ReadOptions ro;
+    ro.snapshot = snapshot;
     ro.fill_cache = false;
     ro.readahead_size = 4 << 20;
     ro.adaptive_readahead = true;
@@ -264,7 +290,7 @@ class Store::Impl {
       }
       if (!it->status().ok()) return FromRocks(it->status(), "reading " + TableName(id));
     }
-    if (Status st = table.ResetPosition(applied()); !st.ok()) return st;
+    if (Status st = table.ResetPosition(at); !st.ok()) return st;
     local.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (stats) *stats = local;
     return Status::Ok();

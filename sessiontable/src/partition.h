@@ -10,6 +10,7 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include <algorithm>
 #include <array>
 #include <boost/unordered/unordered_flat_map.hpp>
 #include <cstdint>
@@ -302,8 +303,8 @@ class Partition {
     held_release_[i] = release_ms;
     held_.push({release_ms, i});
   }
-  // Calls `release(slot)` for each held record due at `now_ms`, in release order, while it
-  // returns true (false: the change log is full, stop for now).
+  // Calls `release(slot, release_ms)` for each held record due at `now_ms`, in release order,
+  // while it returns true (false: the change log is full, stop for now; the record stays held).
   template <typename Fn>
   void ReleaseDue(std::int64_t now_ms, Fn&& release) {
     while (!held_.empty() && held_.top().release_ms <= now_ms) {
@@ -313,10 +314,16 @@ class Partition {
         held_.pop();  // the record died young, or its slot now holds another record
         continue;
       }
-      if (!release(e.slot)) return;
-      held_.pop();
+      // The record stays held until `release` decides: it may also free the slot.
+      const std::uint8_t flags_before = at(e.slot).flags;
       held_release_.erase(it);
       at(e.slot).flags &= static_cast<std::uint8_t>(~kHeld);
+      if (!release(e.slot, e.release_ms)) {
+        held_release_[e.slot] = e.release_ms;  // not now: the log is full; try next Tick
+        at(e.slot).flags = flags_before;
+        return;
+      }
+      held_.pop();
     }
   }
 
@@ -326,7 +333,9 @@ class Partition {
   void Schedule(std::uint32_t i, std::int64_t expiry_ms) {
     if (expiry_ms <= 0) return;
     Slot& s = at(i);
-    std::uint32_t sec = static_cast<std::uint32_t>(expiry_ms / 1000);
+    // sched_sec 0 means "not filed": a deadline in the first second of 1970 files under 1, and
+    // one after 2106 under the last second a uint32 holds.
+    std::uint32_t sec = SecondOf(expiry_ms);
     if (sec < next_sec_) sec = next_sec_;  // overdue: the next Tick looks at next_sec_
     if (s.sched_sec == 0 || sec < s.sched_sec) {
       s.sched_sec = sec;
@@ -363,6 +372,11 @@ class Partition {
   }
 
  private:
+  static std::uint32_t SecondOf(std::int64_t ms) {
+    const std::int64_t sec = ms / 1000;
+    return static_cast<std::uint32_t>(std::clamp<std::int64_t>(sec, 1, 0xfffffffe));
+  }
+
   template <typename Fn>
   bool ProcessBucket(std::uint32_t b, std::uint32_t now_sec, std::int64_t now_ms, Fn& expire) {
     if (wheel_[b].empty()) return true;
@@ -391,7 +405,7 @@ class Partition {
         }
         continue;
       }
-      const std::uint32_t sec = static_cast<std::uint32_t>(s.expiry_ms / 1000);
+      const std::uint32_t sec = SecondOf(s.expiry_ms);
       s.sched_sec = sec;
       if (sec % kWheelBuckets == b) {
         keep.push_back(i);

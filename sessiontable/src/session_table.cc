@@ -2,6 +2,7 @@
 
 #include <flatbuffers/flatbuffers.h>
 
+#include <algorithm>
 #include <boost/unordered/unordered_flat_map.hpp>
 #include <vector>
 
@@ -19,6 +20,8 @@ namespace {
 constexpr std::uint16_t kFw4Part = 0;
 constexpr std::uint16_t kFw6Part = 1;
 constexpr std::uint16_t kFirstOpaquePart = 2;
+// Pending seqs are kept as their low 32 bits (FullSeq): the log must stay far below 2^32.
+constexpr std::size_t kMaxChangeLog = std::size_t{1} << 31;
 
 bool IsConnectionless(std::uint8_t proto) {
   return proto == kProtoUdp || proto == kProtoIcmp || proto == kProtoIcmpV6 ||
@@ -39,7 +42,7 @@ class SessionTable::Impl {
   explicit Impl(const SessionTableOptions& options)
       : writable_(options.writable),
         last_(options.start),
-        ring_(options.change_log_capacity > 0 ? options.change_log_capacity : 1),
+        ring_(std::clamp<std::size_t>(options.change_log_capacity, 1, kMaxChangeLog)),
         fw4_(TableId::kFwSessions, kFw4Part),
         fw6_(TableId::kFwSessions, kFw6Part) {}
 
@@ -50,7 +53,9 @@ class SessionTable::Impl {
     const std::size_t before = count_;
     const std::int64_t now_ms = now_.time_since_epoch().count();
     ForEachPartition([&](auto& p) {
-      p.ReleaseDue(now_ms, [&](std::uint32_t slot) { return Release(p, slot); });
+      p.ReleaseDue(now_ms, [&](std::uint32_t slot, std::int64_t release_ms) {
+        return Release(p, slot, release_ms);
+      });
     });
     ExpireDue(fw4_, now_ms);
     ExpireDue(fw6_, now_ms);
@@ -291,7 +296,15 @@ class SessionTable::Impl {
     writable_ = true;
     return Status::Ok();
   }
-  void BecomeReadOnly() { writable_ = false; }
+  Status BecomeReadOnly() {
+    if (count_ != 0) {
+      return Status::FailedPrecondition(
+          "cannot become read-only with " + std::to_string(count_) +
+          " deltas not yet drained: drain them (or hand them to quarantine) first");
+    }
+    writable_ = false;
+    return Status::Ok();
+  }
   bool writable() const { return writable_; }
   const SessionTableStats& stats() const { return stats_; }
 
@@ -493,11 +506,19 @@ class SessionTable::Impl {
     return QueuedAt(s.pending_seq32);
   }
 
-  // Queues a held record that reached its pickup age; false when the log is full.
+  // Queues a held record that reached its pickup age; false when the log is full. A record
+  // whose deadline came before that age died young: it is removed and never sent.
   template <typename T>
-  bool Release(Partition<T>& p, std::uint32_t i) {
-    if (LogFull()) return false;
+  bool Release(Partition<T>& p, std::uint32_t i, std::int64_t release_ms) {
     auto& s = p.at(i);
+    if constexpr (T::kExpires) {
+      if (s.expiry_ms > 0 && s.expiry_ms <= release_ms) {
+        p.Free(i);
+        ++stats_.died_young;
+        return true;
+      }
+    }
+    if (LogFull()) return false;
     s.flags |= detail::kPending;
     s.pending_seq32 = static_cast<std::uint32_t>(Append(p.id(), i));
     ++stats_.released;
@@ -557,8 +578,14 @@ class SessionTable::Impl {
     d.kind = !tomb ? DeltaKind::kUpsert
                    : ((s.flags & detail::kExpired) ? DeltaKind::kExpire : DeltaKind::kDelete);
     if constexpr (std::is_same_v<T, OpaqueTraits>) {
-      d.key = s.key;
-      d.value = tomb ? std::string_view() : std::string_view(s.value);
+      key_buf_.assign(s.key);
+      d.key = key_buf_;
+      if (tomb) {
+        d.value = {};
+      } else {
+        value_buf_.assign(s.value);
+        d.value = value_buf_;
+      }
     } else {
       const FirewallSession f = ReadFw(p, i);
       key_buf_ = FirewallKey(f.orig, f.zone);
@@ -572,12 +599,14 @@ class SessionTable::Impl {
         d.value = {};
       }
     }
-    fn(d);
+    // Finish the bookkeeping before the callback, so that the table is consistent whatever the
+    // callback does (the views point into buffers owned by the table, not into the slot).
     if (tomb) {
       p.Free(i);
     } else {
       s.flags &= static_cast<std::uint8_t>(~detail::kPending);
     }
+    fn(d);
   }
 
   // Installs a replicated or loaded record: no log entry, no policy.
@@ -666,7 +695,8 @@ class SessionTable::Impl {
   SyncPolicy fw_policy_;  // policies_[fw_sessions], read on every firewall upsert
   SessionTableStats stats_;
   flatbuffers::FlatBufferBuilder builder_{256};
-  std::string key_buf_;
+  std::string key_buf_;    // the key of the delta being handed out by Drain
+  std::string value_buf_;  // its value, for opaque records
 };
 
 SessionTable::SessionTable(SessionTableOptions options) : impl_(std::make_unique<Impl>(options)) {}
@@ -760,8 +790,8 @@ Status SessionTable::ResetPosition(Position last) {
 Status SessionTable::BecomeWritable(Epoch e) {
   return impl_->BecomeWritable(e);
 }
-void SessionTable::BecomeReadOnly() {
-  impl_->BecomeReadOnly();
+Status SessionTable::BecomeReadOnly() {
+  return impl_->BecomeReadOnly();
 }
 bool SessionTable::writable() const {
   return impl_->writable();

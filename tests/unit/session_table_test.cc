@@ -219,6 +219,24 @@ TEST_F(SessionTableTest, PickupDelayHoldsYoungSessionsAndNeverSendsThoseThatDieY
   EXPECT_EQ(table_.UpsertFirewall(lives)->replication, Rep::kQueued);
 }
 
+TEST_F(SessionTableTest, AHeldSessionWhoseDeadlineComesBeforeItsPickupAgeIsNeverSent) {
+  table_.SetPolicy(TableId::kFwSessions, SyncPolicy{.pickup_delay = seconds(5)});
+  const FirewallSession short_lived = Session(1, kT0 + seconds(1));
+  const FirewallSession long_lived = Session(2, kT0 + seconds(7));
+  ASSERT_EQ(table_.UpsertFirewall(short_lived)->replication, Rep::kHeld);
+  ASSERT_EQ(table_.UpsertFirewall(long_lived)->replication, Rep::kHeld);
+  // One Tick past both the pickup age and the first deadline, and past the second deadline
+  // too: the first died young (never sent); the second lived to its pickup age, so it is sent
+  // and then expires (the two coalesce into one expire delta).
+  EXPECT_EQ(table_.Tick(kT0 + seconds(8)), 1u);
+  auto deltas = DrainAll(table_);
+  ASSERT_EQ(deltas.size(), 1u);
+  EXPECT_EQ(deltas[0].key, KeyOf(long_lived));
+  EXPECT_EQ(deltas[0].kind, DeltaKind::kExpire);
+  EXPECT_EQ(table_.stats().died_young, 1u);
+  EXPECT_EQ(table_.size(TableId::kFwSessions), 0u);
+}
+
 TEST_F(SessionTableTest, ConnectionlessOffKeepsUdpAndIcmpLocal) {
   table_.SetPolicy(TableId::kFwSessions, SyncPolicy{.connectionless = false});
   FirewallSession udp = Session(7);  // every 8th workload session is UDP
@@ -334,6 +352,17 @@ TEST(SessionTableRoles, AReadOnlyTableRefusesLocalWritesAndAppliesDeltasInOrder)
   ASSERT_EQ(deltas.size(), 1u);
   EXPECT_EQ(deltas[0].position, (Position{2, 2}));
   EXPECT_EQ(deltas[0].kind, DeltaKind::kExpire);
+}
+
+TEST(SessionTableRoles, APrimaryWithUndrainedDeltasCannotBecomeReadOnly) {
+  SessionTable t;
+  t.Tick(kT0);
+  ASSERT_TRUE(t.UpsertFirewall(Session(1)).ok());
+  EXPECT_EQ(t.BecomeReadOnly().code(), Status::Code::kFailedPrecondition);
+  EXPECT_TRUE(t.writable());
+  DrainAll(t);
+  EXPECT_TRUE(t.BecomeReadOnly().ok());
+  EXPECT_FALSE(t.writable());
 }
 
 TEST(SessionTableRecords, CallsCdrsIpv6AndUserTablesRoundTrip) {

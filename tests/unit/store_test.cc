@@ -129,6 +129,8 @@ TEST_P(StoreTest, ReopenGivesTheSameContentAndAppliedPosition) {
   EXPECT_EQ(stats.records, expected.size());
   EXPECT_EQ(table.last_position(), (Position{3, seq}));
   EXPECT_EQ(ReadAll(table, {TableId::kFwSessions, TableId::kCalls, UserTable(4)}), expected);
+  EXPECT_EQ(store->LoadInto(table).code(), Status::Code::kFailedPrecondition)
+      << "a second load into a filled table is refused";
   const auto& [first_key, first_value] = *expected.begin();
   EXPECT_EQ(store->Get(first_key.first, first_key.second).value(), first_value);
   auto tables = store->tables();

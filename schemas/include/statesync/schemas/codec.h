@@ -73,6 +73,13 @@ struct Decoded {
   std::string reason;  // a sentence for the log: what was wrong and by how much
   std::vector<std::uint64_t> aligned_copy;
   bool ok() const { return error == DecodeError::kNone; }
+
+  // Move-only: `envelope` may point into aligned_copy, which a copy would not own.
+  Decoded() = default;
+  Decoded(Decoded&&) = default;
+  Decoded& operator=(Decoded&&) = default;
+  Decoded(const Decoded&) = delete;
+  Decoded& operator=(const Decoded&) = delete;
 };
 
 // Wraps a finished FlatBuffer (an Envelope) in a frame.

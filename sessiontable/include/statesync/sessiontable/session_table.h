@@ -35,7 +35,8 @@ namespace statesync {
 struct Mutation {
   enum class Replication : std::uint8_t {
     kQueued,     // in the change log at `position` (a new entry or coalesced into a pending one)
-    kHeld,       // younger than pickup_delay: replicated when it reaches that age
+    kHeld,       // younger than pickup_delay: an upsert is replicated when it reaches that
+                 // age; a delete of such a record is never sent (it died young)
     kLocalOnly,  // the table's policy keeps it on this node
     kNotFound,   // a delete of a key that does not exist: nothing changed
   };
@@ -60,9 +61,9 @@ struct BatchResult {
 };
 
 struct SessionTableOptions {
-  // Most log entries waiting to be drained. When full, a mutation that would need a new entry
-  // fails with ResourceExhausted and changes nothing; changes to keys already pending still
-  // coalesce; expiry and pickup releases wait for the next Tick.
+  // Most log entries waiting to be drained (at most 2^31). When full, a mutation that would need a
+  // new entry fails with ResourceExhausted and changes nothing; changes to keys already pending
+  // still coalesce; expiry and pickup releases wait for the next Tick.
   std::size_t change_log_capacity = 1u << 20;
   Position start;  // the position of the last delta already in the history (next seq = +1)
   bool writable = true;
@@ -126,7 +127,8 @@ class SessionTable {
   std::size_t total_size() const;
 
   // ---- the change log ----
-  // Hands up to `max` pending deltas, in seq order, to `fn`, and forgets them.
+  // Hands up to `max` pending deltas, in seq order, to `fn`, and forgets them. REQUIRES: `fn`
+  // does not call back into this table (the views point into buffers the next delta reuses).
   std::size_t Drain(std::size_t max, const std::function<void(const DeltaView&)>& fn);
   std::size_t pending() const;
   std::size_t change_log_capacity() const;
@@ -147,7 +149,9 @@ class SessionTable {
   // A writable table accepts local mutations and expires records; promotion makes a table
   // writable in a new epoch. REQUIRES: epoch greater than the current one, nothing pending.
   Status BecomeWritable(Epoch epoch);
-  void BecomeReadOnly();
+  // REQUIRES: nothing pending (FailedPrecondition otherwise: what was never sent must be
+  // drained or quarantined by the caller first).
+  Status BecomeReadOnly();
   bool writable() const;
 
   const SessionTableStats& stats() const;

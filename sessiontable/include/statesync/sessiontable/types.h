@@ -47,9 +47,11 @@ enum class DeltaKind : std::uint8_t { kUpsert = 0, kDelete = 1, kExpire = 2 };
 // Per-table replication policy (the firewall's session-pickup knobs).
 struct SyncPolicy {
   // A record younger than this is not replicated; one that reaches this age is emitted then,
-  // and one that is deleted or expires younger is never sent at all.
+  // and one that is deleted or expires younger is never sent at all. A change of the delay
+  // applies to records created after it; those already held keep their release time.
   std::chrono::milliseconds pickup_delay{0};
   // Replicate UDP, ICMP and ICMPv6 firewall sessions. Off: they stay local to the primary.
+  // This and `expectations` are decided when a record is created and hold for its life.
   bool connectionless = true;
   // Replicate firewall sessions that were expected by a helper (they have an expectation
   // parent). Off: they stay local to the primary.
