@@ -204,21 +204,21 @@ class Partition {
   }
   // Starts loading the index entry of a key that a batch will look up soon.
   void PrefetchIndex(std::uint64_t hash) const { index_.Prefetch(hash); }
-  // Starts loading the record that the index's first entry with this hash points to (without
-  // reading the record itself, which is what would stall).
-  // Returns that slot, or kNoSlot.
-  std::uint32_t PrefetchCandidate(std::uint64_t hash) const {
+  // Loads both cache lines of the record that the index's first entry with this hash points to
+  // (Touch: plain loads, not prefetches), and returns that slot, or kNoSlot.
+  std::uint32_t LoadCandidate(std::uint64_t hash) const {
     auto i = index_.Find(hash, [](std::uint32_t) { return true; });
     if (!i) return kNoSlot;
-    PrefetchSlot(*i);
+    const char* p = reinterpret_cast<const char*>(&at(*i));
+    Touch(p);
+    Touch(p + sizeof(Slot) - 1);
     return *i;
   }
-  // Starts loading a record that a batch will write soon. A read prefetch: on this machine a
-  // write-intent prefetch (prefetchw) measured slower.
+  // Starts loading a record (both of its cache lines) that Drain will read soon.
   void PrefetchSlot(std::uint32_t i) const {
     const char* p = reinterpret_cast<const char*>(&at(i));
-    __builtin_prefetch(p, 0);
-    __builtin_prefetch(p + sizeof(Slot) - 1, 0);
+    __builtin_prefetch(p);
+    __builtin_prefetch(p + sizeof(Slot) - 1);
   }
 
   // A zeroed slot; the caller writes the record, then calls Index().

@@ -103,9 +103,8 @@ class SessionTable::Impl {
         }
       }
       for (std::size_t k = 0; k < n; ++k) {
-        candidates[k] = in[base + k].orig.family == L3Family::IPv6
-                            ? fw6_.PrefetchCandidate(hashes[k])
-                            : fw4_.PrefetchCandidate(hashes[k]);
+        candidates[k] = in[base + k].orig.family == L3Family::IPv6 ? fw6_.LoadCandidate(hashes[k])
+                                                                   : fw4_.LoadCandidate(hashes[k]);
       }
       for (std::size_t k = 0; k < n; ++k) {
         const FirewallSession& s = in[base + k];
