@@ -171,15 +171,9 @@ class Store::Impl {
     }
     write_options_.sync = options.sync_writes;
 
-    std::string raw;
-    s = db_->Get(rocksdb::ReadOptions(), meta_, kAppliedKey, &raw);
-    if (s.ok()) {
-      auto p = DecodePosition(raw);
-      if (!p.ok()) return p.status();
-      applied_ = *p;
-    } else if (!s.IsNotFound()) {
-      return FromRocks(s, "cannot read the applied position");
-    }
+    auto applied = ReadApplied(nullptr);
+    if (!applied.ok()) return applied.status();
+    applied_ = *applied;
     return Status::Ok();
   }
 
@@ -246,20 +240,8 @@ class Store::Impl {
       const rocksdb::Snapshot* s;
       ~Release() { db->ReleaseSnapshot(s); }
     } release{db_.get(), snapshot};
-    Position at;
-    {
-      std::string raw;
-      rocksdb::ReadOptions pro;
-      pro.snapshot = snapshot;
-      rocksdb::Status s = db_->Get(pro, meta_, kAppliedKey, &raw);
-      if (s.ok()) {
-        auto p = DecodePosition(raw);
-        if (!p.ok()) return p.status();
-        at = *p;
-      } else if (!s.IsNotFound()) {
-        return FromRocks(s, "cannot read the applied position");
-      }
-    }
+    auto at = ReadApplied(snapshot);
+    if (!at.ok()) return at.status();
     rocksdb::ReadOptions ro;
     ro.snapshot = snapshot;
     ro.fill_cache = false;
@@ -290,7 +272,7 @@ class Store::Impl {
       }
       if (!it->status().ok()) return FromRocks(it->status(), "reading " + TableName(id));
     }
-    if (Status st = table.ResetPosition(at); !st.ok()) return st;
+    if (Status st = table.ResetPosition(*at); !st.ok()) return st;
     local.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (stats) *stats = local;
     return Status::Ok();
@@ -310,6 +292,17 @@ class Store::Impl {
   }
 
  private:
+  // The applied position stored in `meta` (zero for a new store), as of `snapshot` (null: now).
+  Result<Position> ReadApplied(const rocksdb::Snapshot* snapshot) const {
+    rocksdb::ReadOptions ro;
+    ro.snapshot = snapshot;
+    std::string raw;
+    rocksdb::Status s = db_->Get(ro, meta_, kAppliedKey, &raw);
+    if (s.IsNotFound()) return Position{};
+    if (!s.ok()) return FromRocks(s, "cannot read the applied position");
+    return DecodePosition(raw);
+  }
+
   Result<rocksdb::ColumnFamilyHandle*> Handle(TableId table) {
     std::lock_guard lock(tables_mu_);
     auto it = tables_.find(table);
