@@ -139,6 +139,12 @@ class SessionTable::Impl {
       return UpsertFirewall(*decoded);
     }
     if (Status st = VerifyValue(table, value); !st.ok()) return st;
+    return UpsertOpaque(table, key, value);
+  }
+
+  // An upsert into an opaque-slot table of a value already known to be valid (just verified,
+  // or just encoded by UpsertCall/UpsertCdr).
+  Result<Mutation> UpsertOpaque(TableId table, std::string_view key, std::string_view value) {
     if (key.empty()) return Status::InvalidArgument("an empty key in table " + TableName(table));
     auto& p = Opaque(table);
     return UpsertIn(p, key, OpaqueTraits::Hash(key), detail::kNoSlot, false, policy(table),
@@ -720,10 +726,10 @@ BatchResult SessionTable::UpsertFirewallBatch(std::span<const FirewallSession> s
   return impl_->UpsertFirewallBatch(s);
 }
 Result<Mutation> SessionTable::UpsertCall(const CallSession& c) {
-  return impl_->Upsert(TableId::kCalls, c.call_id, EncodeCallSession(c));
+  return impl_->UpsertOpaque(TableId::kCalls, c.call_id, EncodeCallSession(c));
 }
 Result<Mutation> SessionTable::UpsertCdr(const Cdr& c) {
-  return impl_->Upsert(TableId::kCdrs, c.id, EncodeCdr(c));
+  return impl_->UpsertOpaque(TableId::kCdrs, c.id, EncodeCdr(c));
 }
 Result<Mutation> SessionTable::Upsert(TableId t, std::string_view k, std::string_view v) {
   return impl_->Upsert(t, k, v);
