@@ -220,11 +220,25 @@ BENCHMARK(BM_DrainEncoded)->Unit(benchmark::kMillisecond)->Iterations(3);
 // Resident bytes per IPv4 session at N sessions: the RSS growth of building the table,
 // index, expiry wheel and all, divided by N. Records are generated on the fly so that only
 // the table's memory is counted.
-void BM_MemoryPerSession(benchmark::State& state) {
+// Runs `build(n)` (which returns the structure it filled) and reports its resident bytes per
+// session; the structure is freed outside the timed region.
+template <typename Build>
+void MeasureBytesPerSession(benchmark::State& state, Build&& build) {
   const auto n = static_cast<std::size_t>(state.range(0));
   double per_session = 0;
   for (auto _ : state) {
     const std::uint64_t before = bench::ResidentBytes();
+    auto built = build(n);
+    per_session = static_cast<double>(bench::ResidentBytes() - before) / static_cast<double>(n);
+    state.PauseTiming();
+    built.reset();
+    state.ResumeTiming();
+  }
+  state.counters["bytes_per_session"] = per_session;
+}
+
+void BM_MemoryPerSession(benchmark::State& state) {
+  MeasureBytesPerSession(state, [](std::size_t n) {
     auto t = std::make_unique<SessionTable>();
     t->Tick(kNow);
     for (std::size_t i = 0; i < n; ++i) {
@@ -232,13 +246,8 @@ void BM_MemoryPerSession(benchmark::State& state) {
       if (t->pending() == t->change_log_capacity()) DrainKinds(*t);
     }
     DrainKinds(*t);
-    const std::uint64_t after = bench::ResidentBytes();
-    per_session = static_cast<double>(after - before) / static_cast<double>(n);
-    state.PauseTiming();
-    t.reset();
-    state.ResumeTiming();
-  }
-  state.counters["bytes_per_session"] = per_session;
+    return t;
+  });
 }
 BENCHMARK(BM_MemoryPerSession)->Arg(10'000'000)->Unit(benchmark::kMillisecond)->Iterations(1);
 
@@ -303,21 +312,14 @@ BENCHMARK(BM_BaselineMapUpsertExisting)
     ->Unit(benchmark::kMillisecond);
 
 void BM_BaselineMapMemoryPerSession(benchmark::State& state) {
-  const auto n = static_cast<std::size_t>(state.range(0));
-  double per_session = 0;
-  for (auto _ : state) {
-    const std::uint64_t before = bench::ResidentBytes();
+  MeasureBytesPerSession(state, [](std::size_t n) {
     auto map = std::make_unique<BaselineMap>();
     for (std::size_t i = 0; i < n; ++i) {
       const FirewallSession s = workload::Ipv4Session(i, kNow);
       map->insert_or_assign(KeyArray(s), s);
     }
-    per_session = static_cast<double>(bench::ResidentBytes() - before) / static_cast<double>(n);
-    state.PauseTiming();
-    map.reset();
-    state.ResumeTiming();
-  }
-  state.counters["bytes_per_session"] = per_session;
+    return map;
+  });
 }
 BENCHMARK(BM_BaselineMapMemoryPerSession)
     ->Arg(10'000'000)
