@@ -26,6 +26,7 @@
 #include "large_buffer.h"
 #include "slot_index.h"
 #include "statesync/sessiontable/records.h"
+#include "statesync/sessiontable/session_table.h"
 
 namespace statesync::detail {
 
@@ -58,8 +59,9 @@ struct FwTraits {
     bool operator==(const Key&) const = default;
   };
 
-  // Field order packs the IPv4 slot into 88 bytes.
+  // Field order packs the IPv4 slot into 96 bytes.
   struct Slot {
+    std::uint64_t digest;  // the record's hash in the table digest; 0 = not in it
     std::int64_t expiry_ms;
     std::uint64_t orig_packets;
     std::uint64_t orig_bytes;
@@ -165,6 +167,7 @@ struct OpaqueTraits {
   struct Slot {
     std::string key;
     std::string value;
+    std::uint64_t digest = 0;
     std::uint32_t pending_seq32 = 0;
     std::uint32_t sched_sec = 0;
     std::uint8_t flags = 0;
@@ -174,9 +177,32 @@ struct OpaqueTraits {
   static bool Matches(const Slot& s, Key k) { return s.key == k; }
 };
 
-template <typename Traits>
+// The order-independent digest of one table: per bucket of key hashes, the sum (mod 2^64) of
+// the hashes of the records in it. Sums commute, so two nodes that hold the same records have
+// the same digest whatever order they got them in, and a change costs one subtraction and one
+// addition.
+struct DigestState {
+  std::array<std::uint64_t, kDigestBuckets> buckets{};
+  std::uint64_t records = 0;
+};
+
+inline std::size_t DigestBucket(std::uint64_t key_hash) {
+  static_assert(kDigestBuckets == 256);
+  return static_cast<std::size_t>(key_hash >> 56);
+}
+
+// The hash a record contributes: its table, key (through the key's hash) and value bytes.
+// Never 0, which marks a record not in the digest.
+inline std::uint64_t RecordDigest(TableId table, std::uint64_t key_hash, std::string_view value) {
+  const std::uint64_t seed = key_hash ^ (static_cast<std::uint64_t>(table) * 0x9E3779B97F4A7C15ull);
+  const std::uint64_t h = XXH3_64bits_withSeed(value.data(), value.size(), seed);
+  return h == 0 ? 1 : h;
+}
+
+template <typename TraitsT>
 class Partition {
  public:
+  using Traits = TraitsT;
   using Slot = typename Traits::Slot;
   using Key = typename Traits::Key;
   // Firewall records are plain data and live in huge-page chunks of 64Ki (zeroed memory is an
@@ -186,7 +212,8 @@ class Partition {
   static constexpr std::uint32_t kChunkSlots = 1u << kChunkBits;
   static constexpr std::uint32_t kWheelBuckets = 4096;  // one second each: a 68-minute turn
 
-  Partition(TableId table, std::uint16_t id) : table_(table), id_(id) {}
+  Partition(TableId table, std::uint16_t id, DigestState* digest)
+      : table_(table), id_(id), digest_(digest) {}
   Partition(const Partition&) = delete;
   Partition& operator=(const Partition&) = delete;
 
@@ -240,9 +267,28 @@ class Partition {
     at(i).flags |= kLive;
     ++visible_;
   }
-  // Removes the record entirely: from the index, the side maps, and back to the free list.
+  // Sets the record's contribution to the table digest (0 takes it out).
+  void SetDigest(std::uint32_t i, std::uint64_t record_hash) {
+    Slot& s = at(i);
+    if (s.digest == record_hash) return;
+    auto& bucket = digest_->buckets[DigestBucket(Traits::Hash(Traits::KeyOf(s)))];
+    if (s.digest != 0) {
+      bucket -= s.digest;
+      --digest_->records;
+    }
+    if (record_hash != 0) {
+      bucket += record_hash;
+      ++digest_->records;
+    }
+    s.digest = record_hash;
+  }
+  const DigestState& digest() const { return *digest_; }
+
+  // Removes the record entirely: from the index, the side maps, the digest, and back to the free
+  // list.
   void Free(std::uint32_t i) {
     Slot& s = at(i);
+    if (s.digest != 0) SetDigest(i, 0);
     index_.Erase(Traits::Hash(Traits::KeyOf(s)), i);
     if (s.flags & kHasParent) parents_.erase(i);
     if (s.flags & kHeld) held_release_.erase(i);
@@ -434,6 +480,7 @@ class Partition {
   std::vector<std::uint32_t> free_;
   std::uint32_t high_ = 0;
   std::size_t visible_ = 0;
+  DigestState* digest_;  // shared by the partitions of one table (IPv4 and IPv6 sessions)
   SlotIndex index_;
   boost::unordered_flat_map<std::uint32_t, Tuple> parents_;
   boost::unordered_flat_map<std::uint32_t, std::int64_t> held_release_;

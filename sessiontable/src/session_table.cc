@@ -11,9 +11,12 @@
 
 namespace statesync {
 
+using detail::DigestBucket;
+using detail::DigestState;
 using detail::FwTraits;
 using detail::OpaqueTraits;
 using detail::Partition;
+using detail::RecordDigest;
 
 namespace {
 
@@ -43,8 +46,8 @@ class SessionTable::Impl {
       : writable_(options.writable),
         last_(options.start),
         ring_(std::clamp<std::size_t>(options.change_log_capacity, 1, kMaxChangeLog)),
-        fw4_(TableId::kFwSessions, kFw4Part),
-        fw6_(TableId::kFwSessions, kFw6Part) {}
+        fw4_(TableId::kFwSessions, kFw4Part, &fw_digest_),
+        fw6_(TableId::kFwSessions, kFw6Part, &fw_digest_) {}
 
   // ---- time and policy ----
   std::size_t Tick(TimePoint now) {
@@ -231,6 +234,56 @@ class SessionTable::Impl {
     return n;
   }
 
+  // ---- digests ----
+  const DigestState* DigestOf(TableId table) const {
+    if (table == TableId::kFwSessions) return &fw_digest_;
+    const auto* p = FindOpaque(table);
+    return p == nullptr ? nullptr : &p->digest();
+  }
+  TableDigest Digest(TableId table) const {
+    TableDigest out;
+    const DigestState* d = DigestOf(table);
+    if (d == nullptr) return out;
+    out.records = d->records;
+    for (std::uint64_t b : d->buckets) out.sum += b;
+    return out;
+  }
+  DigestBuckets Buckets(TableId table) const {
+    const DigestState* d = DigestOf(table);
+    return d == nullptr ? DigestBuckets{} : d->buckets;
+  }
+  void ScanBucket(TableId table, std::size_t bucket,
+                  const std::function<void(std::string_view, std::uint64_t)>& fn) const {
+    auto scan = [&](const auto& p, auto key_of) {
+      for (std::uint32_t i = 0; i < p.high_water(); ++i) {
+        const auto& s = p.at(i);
+        if (s.digest == 0) continue;
+        using T = typename std::remove_cvref_t<decltype(p)>::Traits;
+        if (DigestBucket(T::Hash(T::KeyOf(s))) != bucket) continue;
+        fn(key_of(p, i), s.digest);
+      }
+    };
+    if (table == TableId::kFwSessions) {
+      auto fw_key = [](const auto& p, std::uint32_t i) {
+        const FirewallSession f = ReadFw(p, i);
+        return FirewallKey(f.orig, f.zone);
+      };
+      scan(fw4_, fw_key);
+      scan(fw6_, fw_key);
+      return;
+    }
+    if (const auto* p = FindOpaque(table)) {
+      scan(*p, [](const auto& part, std::uint32_t i) { return std::string(part.at(i).key); });
+    }
+  }
+  std::vector<TableId> tables() const {
+    std::vector<TableId> out;
+    if (fw4_.high_water() + fw6_.high_water() > 0) out.push_back(TableId::kFwSessions);
+    for (const auto& p : opaque_) out.push_back(p->table());
+    std::sort(out.begin(), out.end());
+    return out;
+  }
+
   // ---- the change log ----
   std::size_t Drain(std::size_t max, const std::function<void(const DeltaView&)>& fn) {
     constexpr std::size_t kAhead = 8;  // records requested ahead of the one being encoded
@@ -361,7 +414,9 @@ class SessionTable::Impl {
     auto it = opaque_by_table_.find(id);
     if (it != opaque_by_table_.end()) return *opaque_[it->second];
     const auto part = static_cast<std::uint16_t>(kFirstOpaquePart + opaque_.size());
-    opaque_.push_back(std::make_unique<Partition<OpaqueTraits>>(table, part));
+    opaque_digests_.push_back(std::make_unique<DigestState>());
+    opaque_.push_back(
+        std::make_unique<Partition<OpaqueTraits>>(table, part, opaque_digests_.back().get()));
     opaque_by_table_[id] = opaque_.size() - 1;
     return *opaque_.back();
   }
@@ -605,11 +660,14 @@ class SessionTable::Impl {
       }
     }
     // Finish the bookkeeping before the callback, so that the table is consistent whatever the
-    // callback does (the views point into buffers owned by the table, not into the slot).
+    // callback does (the views point into buffers owned by the table, not into the slot). The
+    // digest follows what has been handed out: the replicated state, not local changes still
+    // pending or held.
     if (tomb) {
       p.Free(i);
     } else {
       s.flags &= static_cast<std::uint8_t>(~detail::kPending);
+      p.SetDigest(i, RecordDigest(d.table, T::Hash(T::KeyOf(s)), d.value));
     }
     fn(d);
   }
@@ -635,9 +693,9 @@ class SessionTable::Impl {
       }
       if (Status st = CheckFirewall(*f); !st.ok()) return st;
       if (orig.family == L3Family::IPv6) {
-        InstallFw(fw6_, *f);
+        InstallFw(fw6_, *f, value);
       } else {
-        InstallFw(fw4_, *f);
+        InstallFw(fw4_, *f, value);
       }
       return Status::Ok();
     }
@@ -647,31 +705,36 @@ class SessionTable::Impl {
     }
     if (Status st = VerifyValue(table, value); !st.ok()) return st;
     auto& p = Opaque(table);
-    InstallIn(p, key, [&](std::uint32_t, OpaqueTraits::Slot& s) {
+    InstallIn(p, key, value, [&](std::uint32_t, OpaqueTraits::Slot& s) {
       if (s.key.empty()) s.key.assign(key);
       s.value.assign(value);
     });
     return Status::Ok();
   }
   template <bool kV6>
-  void InstallFw(Partition<FwTraits<kV6>>& p, const FirewallSession& f) {
+  void InstallFw(Partition<FwTraits<kV6>>& p, const FirewallSession& f, std::string_view value) {
     using T = FwTraits<kV6>;
-    InstallIn(p, T::KeyOf(f.orig, f.zone), [&](std::uint32_t i, typename T::Slot& s) {
+    InstallIn(p, T::KeyOf(f.orig, f.zone), value, [&](std::uint32_t i, typename T::Slot& s) {
       T::Write(s, f);
       p.SetParent(i, f.expectation_parent);
     });
   }
+  // `value` is the record's encoding as replicated, which is what the digest hashes.
   template <typename T, typename Writer>
-  void InstallIn(Partition<T>& p, const typename T::Key& key, Writer&& write) {
+  void InstallIn(Partition<T>& p, const typename T::Key& key, std::string_view value,
+                 Writer&& write) {
+    const std::uint64_t key_hash = T::Hash(key);
+    std::uint32_t i;
     if (auto found = p.Find(key)) {
-      write(*found, p.at(*found));
-      p.Revive(*found);
-      Schedule(p, *found);
-      return;
+      i = *found;
+      write(i, p.at(i));
+      p.Revive(i);
+    } else {
+      i = p.Allocate();
+      write(i, p.at(i));
+      p.Index(i, key_hash);
     }
-    const std::uint32_t i = p.Allocate();
-    write(i, p.at(i));
-    p.Index(i);
+    p.SetDigest(i, RecordDigest(p.table(), key_hash, value));
     Schedule(p, i);
   }
   template <typename T>
@@ -691,9 +754,11 @@ class SessionTable::Impl {
   std::vector<LogEntry> ring_;
   std::size_t head_ = 0;
   std::size_t count_ = 0;
-  Seq first_seq_ = 0;  // the seq of ring_[head_] while count_ > 0
+  Seq first_seq_ = 0;      // the seq of ring_[head_] while count_ > 0
+  DigestState fw_digest_;  // before the partitions that point to it
   Partition<FwTraits<false>> fw4_;
   Partition<FwTraits<true>> fw6_;
+  std::vector<std::unique_ptr<DigestState>> opaque_digests_;
   std::vector<std::unique_ptr<Partition<OpaqueTraits>>> opaque_;
   boost::unordered_flat_map<std::uint16_t, std::size_t> opaque_by_table_;
   boost::unordered_flat_map<std::uint16_t, SyncPolicy> policies_;
@@ -767,6 +832,20 @@ std::size_t SessionTable::size(TableId t) const {
 }
 std::size_t SessionTable::total_size() const {
   return impl_->total_size();
+}
+TableDigest SessionTable::Digest(TableId t) const {
+  return impl_->Digest(t);
+}
+DigestBuckets SessionTable::Buckets(TableId t) const {
+  return impl_->Buckets(t);
+}
+void SessionTable::ScanBucket(
+    TableId t, std::size_t bucket,
+    const std::function<void(std::string_view, std::uint64_t)>& fn) const {
+  impl_->ScanBucket(t, bucket, fn);
+}
+std::vector<TableId> SessionTable::tables() const {
+  return impl_->tables();
 }
 std::size_t SessionTable::Drain(std::size_t max, const std::function<void(const DeltaView&)>& fn) {
   return impl_->Drain(max, fn);

@@ -4,6 +4,7 @@
 
 #include <map>
 #include <random>
+#include <set>
 #include <vector>
 
 #include "statesync/schemas/codec.h"
@@ -496,6 +497,11 @@ TEST(SessionTableModel, PrimaryMatchesAReferenceModelAndAReplicaConvergesToIt) {
         }
       } else {
         drain_into_replica(rng() % (small_log ? 4 : 100));
+        if (primary.pending() == 0) {
+          // Whenever the replica is at the primary's position, the digests agree.
+          ASSERT_EQ(primary.Digest(TableId::kFwSessions), replica.Digest(TableId::kFwSessions));
+          ASSERT_EQ(primary.Digest(UserTable(3)), replica.Digest(UserTable(3)));
+        }
       }
     }
     if (small_log) {
@@ -513,7 +519,100 @@ TEST(SessionTableModel, PrimaryMatchesAReferenceModelAndAReplicaConvergesToIt) {
     ASSERT_EQ(contents(primary, UserTable(3)), model_user) << "seed " << seed;
     ASSERT_EQ(contents(replica, TableId::kFwSessions), model_fw) << "seed " << seed;
     ASSERT_EQ(contents(replica, UserTable(3)), model_user) << "seed " << seed;
+    // The digest is kept incrementally; a table loaded from scratch with the same records (in
+    // another order) has the same one.
+    SessionTable fresh(SessionTableOptions{.writable = false});
+    for (auto it = model_fw.rbegin(); it != model_fw.rend(); ++it) {
+      ASSERT_TRUE(fresh.Load(TableId::kFwSessions, it->first, it->second).ok());
+    }
+    for (const auto& [k, v] : model_user) ASSERT_TRUE(fresh.Load(UserTable(3), k, v).ok());
+    for (TableId t : {TableId::kFwSessions, UserTable(3)}) {
+      EXPECT_EQ(primary.Digest(t), replica.Digest(t)) << "seed " << seed;
+      EXPECT_EQ(fresh.Digest(t), primary.Digest(t)) << "seed " << seed;
+      EXPECT_EQ(fresh.Buckets(t), primary.Buckets(t)) << "seed " << seed;
+    }
+    EXPECT_EQ(primary.Digest(TableId::kFwSessions).records, model_fw.size());
   }
+}
+
+TEST(SessionTableDigest, FollowsTheReplicatedStateAndTheDrillDownFindsTheDifferingKeys) {
+  SessionTable primary;
+  SessionTable replica(SessionTableOptions{.writable = false});
+  primary.Tick(kT0);
+  for (std::uint64_t i = 0; i < 5000; ++i) ASSERT_TRUE(primary.UpsertFirewall(Session(i)).ok());
+  // Not drained yet: not in the digest.
+  EXPECT_EQ(primary.Digest(TableId::kFwSessions).records, 0u);
+  primary.Drain(SIZE_MAX, [&](const DeltaView& d) { ASSERT_TRUE(replica.Apply(d).ok()); });
+  EXPECT_EQ(primary.Digest(TableId::kFwSessions).records, 5000u);
+  EXPECT_EQ(primary.Digest(TableId::kFwSessions), replica.Digest(TableId::kFwSessions));
+
+  // A third node that missed one update and holds one record too many.
+  SessionTable other(SessionTableOptions{.writable = false});
+  primary.Scan(TableId::kFwSessions, [&](std::string_view k, std::string_view v) {
+    ASSERT_TRUE(other.Load(TableId::kFwSessions, k, v).ok());
+  });
+  FirewallSession changed = Session(77);
+  changed.orig_packets = 12345;
+  ASSERT_TRUE(primary.UpsertFirewall(changed).ok());
+  primary.Drain(SIZE_MAX, [&](const DeltaView& d) { ASSERT_TRUE(replica.Apply(d).ok()); });
+  const FirewallSession extra = Session(999'999);
+  ASSERT_TRUE(other.Load(TableId::kFwSessions, KeyOf(extra), EncodeFirewallSession(extra)).ok());
+  EXPECT_NE(primary.Digest(TableId::kFwSessions), other.Digest(TableId::kFwSessions));
+
+  std::map<std::string, std::uint64_t> mine, theirs;
+  const DigestBuckets a = primary.Buckets(TableId::kFwSessions);
+  const DigestBuckets b = other.Buckets(TableId::kFwSessions);
+  int differing_buckets = 0;
+  for (std::size_t i = 0; i < kDigestBuckets; ++i) {
+    if (a[i] == b[i]) continue;
+    ++differing_buckets;
+    primary.ScanBucket(TableId::kFwSessions, i,
+                       [&](std::string_view k, std::uint64_t h) { mine.emplace(k, h); });
+    other.ScanBucket(TableId::kFwSessions, i,
+                     [&](std::string_view k, std::uint64_t h) { theirs.emplace(k, h); });
+  }
+  EXPECT_LE(differing_buckets, 2);
+  std::set<std::string> differing;
+  for (const auto& [k, h] : mine) {
+    auto it = theirs.find(k);
+    if (it == theirs.end() || it->second != h) differing.insert(k);
+  }
+  for (const auto& [k, h] : theirs) {
+    if (!mine.count(k)) differing.insert(k);
+  }
+  EXPECT_EQ(differing, (std::set<std::string>{KeyOf(changed), KeyOf(extra)}));
+
+  // Deletes and expiries leave the digest once drained or applied.
+  ASSERT_TRUE(primary.Delete(TableId::kFwSessions, KeyOf(changed)).ok());
+  primary.Tick(kT0 + seconds(301));  // every session expires
+  primary.Drain(SIZE_MAX, [&](const DeltaView& d) { ASSERT_TRUE(replica.Apply(d).ok()); });
+  EXPECT_EQ(primary.Digest(TableId::kFwSessions), TableDigest{});
+  EXPECT_EQ(replica.Digest(TableId::kFwSessions), TableDigest{});
+}
+
+// A promoted replica re-encodes records from its own slots when it sends them on; the bytes
+// must be those it received, or the digest of a node it feeds would differ for the same data.
+TEST(SessionTableDigest, APromotedReplicaReencodesTheBytesItReceived) {
+  SessionTable primary;
+  SessionTable replica(SessionTableOptions{.writable = false});
+  primary.Tick(kT0);
+  for (std::uint64_t i = 0; i < 1000; ++i) {
+    auto make = [](std::uint64_t n) { return n % 2 ? workload::Ipv6Session(n, kT0) : Session(n); };
+    FirewallSession s = make(i);
+    if (i % 7 == 0) s.expectation_parent = make(i + 2).orig;
+    ASSERT_TRUE(primary.UpsertFirewall(s).ok());
+  }
+  primary.Drain(SIZE_MAX, [&](const DeltaView& d) { ASSERT_TRUE(replica.Apply(d).ok()); });
+  const TableDigest before = replica.Digest(TableId::kFwSessions);
+  ASSERT_TRUE(replica.BecomeWritable(2).ok());
+  replica.Tick(kT0);
+  std::vector<FirewallSession> all;
+  replica.Scan(TableId::kFwSessions, [&](std::string_view, std::string_view v) {
+    all.push_back(*DecodeFirewallSession(wire::AsBytes(v)));
+  });
+  for (const auto& s : all) ASSERT_TRUE(replica.UpsertFirewall(s).ok());
+  EXPECT_EQ(replica.Drain(SIZE_MAX, [](const DeltaView&) {}), 1000u);
+  EXPECT_EQ(replica.Digest(TableId::kFwSessions), before);
 }
 
 }  // namespace

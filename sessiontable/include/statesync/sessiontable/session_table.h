@@ -16,6 +16,7 @@
 // Thread-safety: none. One thread owns a SessionTable (the node's event loop).
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -24,6 +25,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "statesync/common/status.h"
 #include "statesync/sessiontable/records.h"
@@ -59,6 +61,21 @@ struct BatchResult {
   Position last_queued;     // the highest position among them (zero if none was queued)
   Status status;            // why the batch stopped early (OK when all were applied)
 };
+
+// The digest of one table: how many records, and the sum (mod 2^64) of their hashes. It covers
+// the replicated state: on a primary the deltas given out by Drain, on a subordinate the deltas
+// applied or loaded. Two nodes at the same position hold the same data exactly when their
+// digests are equal (up to 64-bit hash collisions). Order-independent and kept up to date at
+// every change, so reading it costs O(1).
+inline constexpr std::size_t kDigestBuckets = 256;
+struct TableDigest {
+  std::uint64_t records = 0;
+  std::uint64_t sum = 0;
+  bool operator==(const TableDigest&) const = default;
+};
+// The same per bucket of key hashes (the top 8 bits of a key's hash pick its bucket), for a
+// drill-down: compare the buckets, then list the keys of the buckets that differ.
+using DigestBuckets = std::array<std::uint64_t, kDigestBuckets>;
 
 struct SessionTableOptions {
   // Most log entries waiting to be drained (at most 2^31). When full, a mutation that would need a
@@ -125,6 +142,16 @@ class SessionTable {
             std::string_view from = {}, std::string_view to = {}) const;
   std::size_t size(TableId table) const;
   std::size_t total_size() const;
+
+  // ---- digests (see TableDigest) ----
+  TableDigest Digest(TableId table) const;
+  DigestBuckets Buckets(TableId table) const;
+  // Visits the records of one digest bucket with the hash each contributes.
+  void ScanBucket(
+      TableId table, std::size_t bucket,
+      const std::function<void(std::string_view key, std::uint64_t record_hash)>& fn) const;
+  // Every table that has held a record on this node.
+  std::vector<TableId> tables() const;
 
   // ---- the change log ----
   // Hands up to `max` pending deltas, in seq order, to `fn`, and forgets them. REQUIRES: `fn`
