@@ -6,18 +6,34 @@
 #include <rocksdb/options.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
+#include <xxhash.h>
 
 #include <algorithm>
+#include <atomic>
+#include <boost/unordered/unordered_flat_map.hpp>
 #include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <map>
 #include <mutex>
+#include <shared_mutex>
+#include <thread>
+
+#include "statesync/schemas/codec.h"
 
 namespace statesync {
 namespace {
 
 constexpr char kMetaCf[] = "meta";
 constexpr char kBacklogCf[] = "backlog";
+constexpr char kBlobLaneCf[] = "blob_lane";
+constexpr char kQuarantineCf[] = "quarantine";
 constexpr char kAppliedKey[] = "applied";
+constexpr char kMaterializedKey[] = "materialized";
+constexpr char kReplicationIdKey[] = "replication_id";
+constexpr char kHistoryKey[] = "history";
+constexpr char kBlobCursorKey[] = "blob_cursor";
+constexpr char kQuarantineCountKey[] = "quarantine_count";
 
 const TableId kBuiltinTables[] = {TableId::kFwSessions, TableId::kCalls, TableId::kCdrs,
                                   TableId::kBlobs};
@@ -30,26 +46,135 @@ Status FromRocks(const rocksdb::Status& s, const std::string& what) {
   return Status::IOError(what + ": " + s.ToString());
 }
 
+void PutU64(std::string& out, std::uint64_t v) {
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>(v >> (56 - 8 * i)));
+}
+std::uint64_t GetU64(std::string_view b, std::size_t at) {
+  std::uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<std::uint8_t>(b[at + i]);
+  return v;
+}
 std::string EncodePosition(Position p) {
-  std::string out(16, '\0');
-  for (int i = 0; i < 8; ++i) {
-    out[i] = static_cast<char>(p.epoch >> (56 - 8 * i));
-    out[8 + i] = static_cast<char>(p.seq >> (56 - 8 * i));
-  }
+  std::string out;
+  PutU64(out, p.epoch);
+  PutU64(out, p.seq);
   return out;
 }
-
 Result<Position> DecodePosition(std::string_view b) {
   if (b.size() != 16) {
-    return Status::Corruption("the stored position has " + std::to_string(b.size()) +
+    return Status::Corruption("a stored position has " + std::to_string(b.size()) +
                               " bytes, not 16");
   }
-  Position p;
-  for (int i = 0; i < 8; ++i) {
-    p.epoch = (p.epoch << 8) | static_cast<std::uint8_t>(b[i]);
-    p.seq = (p.seq << 8) | static_cast<std::uint8_t>(b[8 + i]);
+  return Position{GetU64(b, 0), GetU64(b, 8)};
+}
+std::string PosText(Position p) {
+  return "(" + std::to_string(p.epoch) + ", " + std::to_string(p.seq) + ")";
+}
+rocksdb::Slice ToSlice(std::string_view v) {
+  return {v.data(), v.size()};
+}
+std::string_view ToView(const rocksdb::Slice& s) {
+  return {s.data(), s.size()};
+}
+
+// Journal keys in the backlog family: 'd' + first seq (the frame) and 'i' + first seq (a small
+// index entry: last position, time written, frame size), so that opening a store reads only the
+// index, never the frames.
+std::string JournalKey(char kind, Seq first) {
+  std::string k(1, kind);
+  PutU64(k, first);
+  return k;
+}
+struct JournalIndexEntry {
+  Seq first = 0;
+  Position last;
+  std::int64_t written_ms = 0;
+  std::uint64_t bytes = 0;
+};
+std::string EncodeIndexEntry(const JournalIndexEntry& e) {
+  std::string v = EncodePosition(e.last);
+  PutU64(v, static_cast<std::uint64_t>(e.written_ms));
+  PutU64(v, e.bytes);
+  return v;
+}
+
+// Blob lane keys: 'c' + seq + offset (a chunk), 'm' + seq (the info of a complete blob),
+// 'i' + blob id (its seq).
+std::string ChunkKey(std::uint64_t seq, std::uint64_t offset) {
+  std::string k(1, 'c');
+  PutU64(k, seq);
+  PutU64(k, offset);
+  return k;
+}
+std::string BlobInfoKey(std::uint64_t seq) {
+  std::string k(1, 'm');
+  PutU64(k, seq);
+  return k;
+}
+std::string BlobIdKey(std::string_view id) {
+  std::string k(1, 'i');
+  k.append(id);
+  return k;
+}
+void PutString(std::string& out, std::string_view s) {
+  PutU64(out, s.size());
+  out.append(s);
+}
+bool GetString(std::string_view b, std::size_t& at, std::string* out) {
+  if (at + 8 > b.size()) return false;
+  const std::uint64_t n = GetU64(b, at);
+  at += 8;
+  if (n > b.size() - at) return false;
+  out->assign(b.substr(at, n));
+  at += n;
+  return true;
+}
+std::string EncodeBlobInfo(const BlobInfo& i) {
+  std::string v;
+  PutU64(v, i.seq);
+  PutU64(v, i.size);
+  PutU64(v, i.xxh64);
+  v.push_back(static_cast<char>(i.kind));
+  PutString(v, i.blob_id);
+  PutString(v, i.name);
+  return v;
+}
+Result<BlobInfo> DecodeBlobInfo(std::string_view b) {
+  BlobInfo i;
+  if (b.size() < 25) return Status::Corruption("a stored blob info is too short");
+  i.seq = GetU64(b, 0);
+  i.size = GetU64(b, 8);
+  i.xxh64 = GetU64(b, 16);
+  i.kind = static_cast<std::uint8_t>(b[24]);
+  std::size_t at = 25;
+  if (!GetString(b, at, &i.blob_id) || !GetString(b, at, &i.name)) {
+    return Status::Corruption("a stored blob info is truncated");
   }
-  return p;
+  return i;
+}
+
+std::string EncodeQuarantined(const QuarantinedDelta& q) {
+  std::string v;
+  PutU64(v, static_cast<std::uint64_t>(q.table));
+  PutU64(v, static_cast<std::uint64_t>(q.kind));
+  PutU64(v, static_cast<std::uint64_t>(q.quarantined.time_since_epoch().count()));
+  PutString(v, q.key);
+  PutString(v, q.value);
+  PutString(v, q.reason);
+  return v;
+}
+Result<QuarantinedDelta> DecodeQuarantined(std::string_view key, std::string_view v) {
+  QuarantinedDelta q;
+  if (key.size() < 16 || v.size() < 24) return Status::Corruption("a quarantine entry is short");
+  q.position = {GetU64(key, 0), GetU64(key, 8)};
+  q.table = static_cast<TableId>(GetU64(v, 0));
+  q.kind = static_cast<DeltaKind>(GetU64(v, 8));
+  q.quarantined = TimePoint(std::chrono::milliseconds(GetU64(v, 16)));
+  std::size_t at = 24;
+  if (!GetString(v, at, &q.key) || !GetString(v, at, &q.value) || !GetString(v, at, &q.reason)) {
+    return Status::Corruption("a quarantine entry is truncated");
+  }
+  return q;
 }
 
 std::optional<TableId> TableFromCfName(const std::string& name) {
@@ -87,23 +212,40 @@ rocksdb::DBOptions MakeDbOptions(const StoreOptions& o) {
   return db;
 }
 
-// Options for one table's column family. The write pattern is a stream of batches of mostly
+enum class CfKind { kTable, kBlobs, kJournal, kBlobLane, kSmall };
+
+// Options for one column family. The write pattern of a table is a stream of batches of mostly
 // distinct keys, with point reads rare (start-up reads everything with an iterator). A profile
 // of the default path puts most of the time in the skiplist insert, so the tuned memtable is a
 // vector (an append; sorted once, in the background, when it is flushed). Eight 64 MiB
 // memtables let the writer go on while earlier ones flush, and universal compaction rewrites
 // each record fewer times than levelled compaction: on this 2-core machine flushes and
-// compactions share one core, and what they cannot absorb turns into write stalls. Measured
-// choices are in docs/BENCHMARKS.md.
-rocksdb::ColumnFamilyOptions MakeCfOptions(const StoreOptions& o, std::optional<TableId> table) {
+// compactions share one core, and what they cannot absorb turns into write stalls. The journal
+// and the blob lane hold large values written once and deleted in ranges: they go to blob files
+// so that compactions move only their small keys. Measured choices are in docs/BENCHMARKS.md.
+rocksdb::ColumnFamilyOptions MakeCfOptions(const StoreOptions& o, CfKind kind) {
   rocksdb::ColumnFamilyOptions cf;
+  if (kind == CfKind::kJournal || kind == CfKind::kBlobLane) {
+    cf.enable_blob_files = true;
+    cf.min_blob_size = kind == CfKind::kJournal ? 1024 : o.blob_min_bytes;
+    cf.blob_file_size = 256ull << 20;
+    cf.enable_blob_garbage_collection = true;
+    cf.write_buffer_size = 64ull << 20;
+  }
   if (!o.tuned) return cf;
-  const bool is_table = table.has_value();
   constexpr int kMemtables = 8;
-  cf.write_buffer_size = is_table ? o.memtable_budget_bytes / kMemtables : 16ull << 20;
-  cf.max_write_buffer_number = kMemtables;
+  const bool is_table = kind == CfKind::kTable || kind == CfKind::kBlobs;
+  if (is_table) {
+    cf.write_buffer_size = o.memtable_budget_bytes / kMemtables;
+    cf.max_write_buffer_number = kMemtables;
+  } else if (kind == CfKind::kSmall) {
+    cf.write_buffer_size = 16ull << 20;
+    cf.max_write_buffer_number = kMemtables;
+  } else {
+    cf.max_write_buffer_number = 4;
+  }
   cf.min_write_buffer_number_to_merge = 1;
-  if (is_table) cf.memtable_factory = std::make_shared<rocksdb::VectorRepFactory>();
+  if (kind == CfKind::kTable) cf.memtable_factory = std::make_shared<rocksdb::VectorRepFactory>();
   cf.compaction_style = rocksdb::kCompactionStyleUniversal;
   cf.level0_file_num_compaction_trigger = 4;
   cf.level0_slowdown_writes_trigger = 40;
@@ -117,21 +259,55 @@ rocksdb::ColumnFamilyOptions MakeCfOptions(const StoreOptions& o, std::optional<
   bbt.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   bbt.block_size = 16 << 10;
   cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(bbt));
-  if (table == TableId::kBlobs) {
+  if (kind == CfKind::kBlobs) {
     cf.enable_blob_files = true;
     cf.min_blob_size = o.blob_min_bytes;
     cf.blob_file_size = 256ull << 20;
     cf.enable_blob_garbage_collection = true;
-    cf.memtable_factory = std::make_shared<rocksdb::SkipListFactory>();
   }
   return cf;
 }
+
+CfKind KindOf(const std::string& name) {
+  if (name == kBacklogCf) return CfKind::kJournal;
+  if (name == kBlobLaneCf) return CfKind::kBlobLane;
+  if (name == TableName(TableId::kBlobs)) return CfKind::kBlobs;
+  if (TableFromCfName(name)) return CfKind::kTable;
+  return CfKind::kSmall;
+}
+
+// The deltas of one journal frame, verified.
+struct FrameDeltas {
+  wire::Decoded decoded;
+  const fb::DeltaBatch* batch = nullptr;
+};
+Status DecodeJournalFrame(std::string_view frame, FrameDeltas* out) {
+  std::span<const std::uint8_t> payload;
+  wire::DecodeLimits limits;
+  limits.max_message_bytes = 1u << 30;
+  out->decoded = wire::Unframe(wire::AsBytes(frame), limits, &payload);
+  if (out->decoded.ok()) out->decoded = wire::VerifyEnvelope(payload, limits);
+  if (!out->decoded.ok()) {
+    return Status::Corruption("a journal frame does not decode: " + out->decoded.reason);
+  }
+  out->batch = out->decoded.envelope->body_as_DeltaBatch();
+  if (out->batch == nullptr) return Status::Corruption("a journal frame holds no DeltaBatch");
+  return Status::Ok();
+}
+
+class SnapshotImpl;
 
 }  // namespace
 
 class Store::Impl {
  public:
   ~Impl() {
+    {
+      std::lock_guard lock(state_mu_);
+      stop_ = true;
+    }
+    state_cv_.notify_all();
+    if (materializer_.joinable()) materializer_.join();
     for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
     handles_.clear();
     if (db_) db_->Close();
@@ -153,13 +329,13 @@ class Store::Impl {
     want(rocksdb::kDefaultColumnFamilyName);
     want(kMetaCf);
     want(kBacklogCf);
+    want(kBlobLaneCf);
+    want(kQuarantineCf);
     for (TableId t : kBuiltinTables) want(TableName(t));
 
     std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
     descriptors.reserve(names.size());
-    for (const auto& n : names) {
-      descriptors.emplace_back(n, MakeCfOptions(options, TableFromCfName(n)));
-    }
+    for (const auto& n : names) descriptors.emplace_back(n, MakeCfOptions(options, KindOf(n)));
     rocksdb::DB* db = nullptr;
     rocksdb::Status s = rocksdb::DB::Open(MakeDbOptions(options), options.dir.string(), descriptors,
                                           &handles_, &db);
@@ -167,60 +343,231 @@ class Store::Impl {
     db_.reset(db);
     for (std::size_t i = 0; i < names.size(); ++i) {
       if (names[i] == kMetaCf) meta_ = handles_[i];
+      if (names[i] == kBacklogCf) journal_cf_ = handles_[i];
+      if (names[i] == kBlobLaneCf) blob_cf_ = handles_[i];
+      if (names[i] == kQuarantineCf) quarantine_cf_ = handles_[i];
       if (auto t = TableFromCfName(names[i])) tables_[*t] = handles_[i];
     }
     write_options_.sync = options.sync_writes;
 
-    auto applied = ReadApplied(nullptr);
-    if (!applied.ok()) return applied.status();
-    applied_ = *applied;
+    if (Status st = ReadMeta(); !st.ok()) return st;
+    if (Status st = ReadJournalIndex(); !st.ok()) return st;
+    if (options.materialize) materializer_ = std::thread([this] { MaterializeLoop(); });
     return Status::Ok();
   }
 
-  Status ApplyBatch(Position applied, std::span<const StoredDelta> deltas) {
-    const Position current = this->applied();
-    if (applied <= current) {
-      return Status::FailedPrecondition(
-          "batch position (" + std::to_string(applied.epoch) + ", " + std::to_string(applied.seq) +
-          ") is not after the applied (" + std::to_string(current.epoch) + ", " +
-          std::to_string(current.seq) + ")");
+  // ---- the journal ----
+  Status Append(Position first, Position last, std::span<const std::uint8_t> frame,
+                TimePoint now) {
+    std::lock_guard write_lock(write_mu_);
+    const Position head = applied();
+    if (first.epoch != last.epoch || first.seq > last.seq) {
+      return Status::InvalidArgument("a journal batch runs from " + PosText(first) + " to " +
+                                     PosText(last) + ": one epoch, increasing seq");
     }
-    rocksdb::WriteBatch batch(deltas.size() * 192 + 64);
-    for (const StoredDelta& d : deltas) {
-      auto cf = Handle(d.table);
-      if (!cf.ok()) return cf.status();
-      rocksdb::Status s = d.kind == DeltaKind::kUpsert
-                              ? batch.Put(*cf, rocksdb::Slice(d.key.data(), d.key.size()),
-                                          rocksdb::Slice(d.value.data(), d.value.size()))
-                              : batch.Delete(*cf, rocksdb::Slice(d.key.data(), d.key.size()));
-      if (!s.ok()) return FromRocks(s, "cannot build the write batch");
+    if (first.seq != head.seq + 1 || first.epoch < head.epoch) {
+      return Status::FailedPrecondition("a batch starting at " + PosText(first) +
+                                        " does not follow the head " + PosText(head));
     }
-    const std::string pos = EncodePosition(applied);
-    rocksdb::Status s = batch.Put(meta_, kAppliedKey, pos);
-    if (!s.ok()) return FromRocks(s, "cannot build the write batch");
+    JournalIndexEntry e{first.seq, last, now.time_since_epoch().count(), frame.size()};
+    rocksdb::WriteBatch batch(frame.size() + 256);
+    rocksdb::Status s = batch.Put(journal_cf_, JournalKey('d', first.seq),
+                                  rocksdb::Slice(reinterpret_cast<const char*>(frame.data()),
+                                                 frame.size()));
+    if (s.ok()) s = batch.Put(journal_cf_, JournalKey('i', first.seq), EncodeIndexEntry(e));
+    if (s.ok()) s = batch.Put(meta_, kAppliedKey, EncodePosition(last));
+    std::vector<Position> history = this->history();
+    const bool new_epoch = history.empty() || history.back().epoch < first.epoch;
+    if (new_epoch) {
+      history.push_back({first.epoch, first.seq});
+      if (s.ok()) s = batch.Put(meta_, kHistoryKey, EncodeHistory(history));
+    }
+    if (!s.ok()) return FromRocks(s, "cannot build the journal write");
     s = db_->Write(write_options_, &batch);
-    if (!s.ok()) return FromRocks(s, "cannot write a batch of " + std::to_string(deltas.size()));
-    std::lock_guard lock(applied_mu_);
-    applied_ = applied;
+    if (!s.ok()) return FromRocks(s, "cannot append a batch to the journal");
+    {
+      std::lock_guard lock(state_mu_);
+      applied_ = last;
+      if (new_epoch) history_ = std::move(history);
+      journal_.push_back(e);
+      journal_bytes_ += e.bytes;
+    }
+    state_cv_.notify_all();
     return Status::Ok();
   }
 
   Position applied() const {
-    std::lock_guard lock(applied_mu_);
+    std::lock_guard lock(state_mu_);
     return applied_;
+  }
+  Position materialized() const {
+    std::lock_guard lock(state_mu_);
+    return materialized_;
+  }
+  bool WaitMaterialized(Position p, std::chrono::milliseconds timeout) const {
+    std::unique_lock lock(state_mu_);
+    return state_cv_.wait_for(lock, timeout, [&] { return materialized_ >= p; });
+  }
+
+  Status ReadJournal(Seq after, std::size_t max_bytes, std::vector<JournalBatch>* out) const {
+    out->clear();
+    Seq from = 0;
+    {
+      std::lock_guard lock(state_mu_);
+      // The batch holding after + 1: the last whose first seq is <= after + 1.
+      auto it = std::upper_bound(
+          journal_.begin(), journal_.end(), after + 1,
+          [](Seq s, const JournalIndexEntry& e) { return s < e.first; });
+      if (applied_.seq <= after) return Status::Ok();  // nothing after it
+      if (journal_.empty()) {
+        return Status::NotFound("the journal is empty and the head is at seq " +
+                                std::to_string(applied_.seq));
+      }
+      if (it == journal_.begin()) {
+        return Status::NotFound("the journal starts at seq " + std::to_string(journal_.front().first) +
+                                ", after " + std::to_string(after + 1));
+      }
+      --it;
+      if (it->last.seq <= after) {
+        if (++it == journal_.end()) return Status::Ok();
+      }
+      from = it->first;
+    }
+    rocksdb::ReadOptions ro;
+    ro.fill_cache = false;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, journal_cf_));
+    std::size_t bytes = 0;
+    for (it->Seek(JournalKey('d', from)); it->Valid(); it->Next()) {
+      const std::string_view key = ToView(it->key());
+      if (key.size() != 9 || key[0] != 'd') break;
+      JournalBatch b;
+      b.first.seq = GetU64(key, 1);
+      {
+        std::lock_guard lock(state_mu_);
+        auto e = std::lower_bound(
+            journal_.begin(), journal_.end(), b.first.seq,
+            [](const JournalIndexEntry& e, Seq s) { return e.first < s; });
+        if (e == journal_.end() || e->first != b.first.seq) break;  // trimmed meanwhile
+        b.last = e->last;
+        b.first.epoch = e->last.epoch;
+        b.written = TimePoint(std::chrono::milliseconds(e->written_ms));
+      }
+      b.frame.assign(it->value().data(), it->value().size());
+      bytes += b.frame.size();
+      out->push_back(std::move(b));
+      if (bytes >= max_bytes) break;
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), "cannot read the journal");
+    return Status::Ok();
+  }
+
+  JournalStats journal() const {
+    std::lock_guard lock(state_mu_);
+    JournalStats s;
+    if (!journal_.empty()) {
+      s.first_seq = journal_.front().first;
+      s.last_seq = journal_.back().last.seq;
+    }
+    s.batches = journal_.size();
+    s.bytes = journal_bytes_;
+    return s;
+  }
+
+  Result<std::uint64_t> Trim(const JournalLimits& limits, TimePoint now, Seq keep_after) {
+    std::lock_guard write_lock(write_mu_);
+    Seq cut = 0;  // drop batches whose first seq < cut
+    std::uint64_t dropped = 0;
+    {
+      std::lock_guard lock(state_mu_);
+      keep_after = std::min(keep_after, materialized_.seq);
+      std::uint64_t bytes = journal_bytes_;
+      const std::int64_t oldest_ms = (now - limits.max_age).time_since_epoch().count();
+      for (const auto& e : journal_) {
+        const bool over = bytes > limits.max_bytes || e.written_ms < oldest_ms;
+        if (!over || e.last.seq > keep_after) break;
+        bytes -= e.bytes;
+        cut = e.first + 1;
+        ++dropped;
+      }
+    }
+    if (dropped == 0) return std::uint64_t{0};
+    rocksdb::WriteBatch batch;
+    rocksdb::Status s = batch.DeleteRange(journal_cf_, JournalKey('d', 0), JournalKey('d', cut));
+    if (s.ok()) s = batch.DeleteRange(journal_cf_, JournalKey('i', 0), JournalKey('i', cut));
+    if (s.ok()) s = db_->Write(write_options_, &batch);
+    if (!s.ok()) return FromRocks(s, "cannot trim the journal");
+    std::lock_guard lock(state_mu_);
+    for (std::uint64_t i = 0; i < dropped; ++i) {
+      journal_bytes_ -= journal_.front().bytes;
+      journal_.pop_front();
+    }
+    return dropped;
+  }
+
+  // ---- history ----
+  std::string replication_id() const {
+    std::lock_guard lock(state_mu_);
+    return replication_id_;
+  }
+  Status SetReplicationId(std::string_view id) {
+    std::lock_guard write_lock(write_mu_);
+    rocksdb::Status s = db_->Put(write_options_, meta_, kReplicationIdKey, ToSlice(id));
+    if (!s.ok()) return FromRocks(s, "cannot store the replication id");
+    std::lock_guard lock(state_mu_);
+    replication_id_ = id;
+    return Status::Ok();
+  }
+  std::vector<Position> history() const {
+    std::lock_guard lock(state_mu_);
+    return history_;
+  }
+  Status StartEpoch(Epoch epoch) {
+    std::lock_guard write_lock(write_mu_);
+    std::vector<Position> history = this->history();
+    const Position head = applied();
+    if (!history.empty() && history.back().epoch >= epoch) {
+      return Status::StaleEpoch("epoch " + std::to_string(epoch) + " is not newer than " +
+                                std::to_string(history.back().epoch));
+    }
+    history.push_back({epoch, head.seq + 1});
+    rocksdb::Status s = db_->Put(write_options_, meta_, kHistoryKey, EncodeHistory(history));
+    if (!s.ok()) return FromRocks(s, "cannot store the epoch history");
+    std::lock_guard lock(state_mu_);
+    history_ = std::move(history);
+    return Status::Ok();
+  }
+
+  // ---- tables ----
+  Status ApplyBatch(Position applied, std::span<const StoredDelta> deltas) {
+    std::lock_guard write_lock(write_mu_);
+    std::shared_lock tables_lock(tables_mu_);
+    const Position current = this->applied();
+    if (applied <= current) {
+      return Status::FailedPrecondition("batch position " + PosText(applied) +
+                                        " is not after the applied " + PosText(current));
+    }
+    if (materialized() != current) {
+      return Status::FailedPrecondition("ApplyBatch with journal batches not yet materialized");
+    }
+    rocksdb::WriteBatch batch(deltas.size() * 192 + 64);
+    if (Status st = AddToBatch(batch, deltas); !st.ok()) return st;
+    const std::string pos = EncodePosition(applied);
+    rocksdb::Status s = batch.Put(meta_, kAppliedKey, pos);
+    if (s.ok()) s = batch.Put(meta_, kMaterializedKey, pos);
+    if (!s.ok()) return FromRocks(s, "cannot build the write batch");
+    s = db_->Write(write_options_, &batch);
+    if (!s.ok()) return FromRocks(s, "cannot write a batch of " + std::to_string(deltas.size()));
+    std::lock_guard lock(state_mu_);
+    applied_ = materialized_ = applied;
+    return Status::Ok();
   }
 
   Result<std::optional<std::string>> Get(TableId table, std::string_view key) const {
-    rocksdb::ColumnFamilyHandle* cf = nullptr;
-    {
-      std::lock_guard lock(tables_mu_);
-      auto it = tables_.find(table);
-      if (it == tables_.end()) return std::optional<std::string>();
-      cf = it->second;
-    }
+    std::shared_lock tables_lock(tables_mu_);
+    auto it = tables_.find(table);
+    if (it == tables_.end()) return std::optional<std::string>();
     std::string value;
-    rocksdb::Status s =
-        db_->Get(rocksdb::ReadOptions(), cf, rocksdb::Slice(key.data(), key.size()), &value);
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), it->second, ToSlice(key), &value);
     if (s.IsNotFound()) return std::optional<std::string>();
     if (!s.ok()) return FromRocks(s, "cannot read a key of " + TableName(table));
     return std::optional<std::string>(std::move(value));
@@ -230,81 +577,459 @@ class Store::Impl {
     if (table.total_size() != 0 || table.pending() != 0) {
       return Status::FailedPrecondition("LoadInto needs an empty session table");
     }
+    if (table.writable()) return Status::FailedPrecondition("LoadInto needs a read-only table");
     const auto start = std::chrono::steady_clock::now();
     LoadStats local;
-    // One snapshot for every table and the position: a consistent point even if a batch is
-    // being applied meanwhile.
+    std::shared_lock tables_lock(tables_mu_);
+    // One snapshot for every table and the materialized position: a consistent point even if
+    // the materializer writes meanwhile.
     const rocksdb::Snapshot* snapshot = db_->GetSnapshot();
     struct Release {
       rocksdb::DB* db;
       const rocksdb::Snapshot* s;
       ~Release() { db->ReleaseSnapshot(s); }
     } release{db_.get(), snapshot};
-    auto at = ReadApplied(snapshot);
+    auto at = ReadPosition(kMaterializedKey, snapshot);
     if (!at.ok()) return at.status();
     rocksdb::ReadOptions ro;
     ro.snapshot = snapshot;
     ro.fill_cache = false;
     ro.readahead_size = 4 << 20;
     ro.adaptive_readahead = true;
-    std::map<TableId, rocksdb::ColumnFamilyHandle*> tables;
-    {
-      std::lock_guard lock(tables_mu_);
-      tables = tables_;
-    }
-    for (const auto& [id, cf] : tables) {
+    for (const auto& [id, cf] : tables_) {
       std::uint64_t estimate = 0;
       if (db_->GetIntProperty(cf, "rocksdb.estimate-num-keys", &estimate) && estimate > 0) {
         table.Reserve(id, estimate);
       }
       std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cf));
       for (it->SeekToFirst(); it->Valid(); it->Next()) {
-        const rocksdb::Slice k = it->key();
-        const rocksdb::Slice v = it->value();
-        Status st = table.Load(id, std::string_view(k.data(), k.size()),
-                               std::string_view(v.data(), v.size()));
+        Status st = table.Load(id, ToView(it->key()), ToView(it->value()));
         if (!st.ok()) {
           return Status::Corruption("loading " + TableName(id) + " record " +
                                     std::to_string(local.records + 1) + ": " + st.ToString());
         }
         ++local.records;
-        local.bytes += k.size() + v.size();
+        local.bytes += it->key().size() + it->value().size();
       }
       if (!it->status().ok()) return FromRocks(it->status(), "reading " + TableName(id));
     }
     if (Status st = table.ResetPosition(*at); !st.ok()) return st;
+    // Then what the journal holds beyond the tables.
+    Seq after = at->seq;
+    std::vector<JournalBatch> batches;
+    for (;;) {
+      if (Status st = ReadJournal(after, 64 << 20, &batches); !st.ok()) return st;
+      if (batches.empty()) break;
+      for (const JournalBatch& b : batches) {
+        FrameDeltas fd;
+        if (Status st = DecodeJournalFrame(b.frame, &fd); !st.ok()) return st;
+        for (const fb::Delta* d : *fd.batch->deltas()) {
+          if (d->position()->seq() <= after) continue;
+          DeltaView v;
+          v.position = {d->position()->epoch(), d->position()->seq()};
+          v.table = static_cast<TableId>(d->table_id());
+          v.kind = static_cast<DeltaKind>(d->kind());
+          if (d->key()) v.key = wire::AsChars({d->key()->data(), d->key()->size()});
+          if (d->value()) v.value = wire::AsChars({d->value()->data(), d->value()->size()});
+          if (Status st = table.Apply(v); !st.ok()) {
+            return Status::Corruption("replaying the journal at " + PosText(v.position) + ": " +
+                                      st.ToString());
+          }
+          ++local.journal_deltas;
+          after = v.position.seq;
+        }
+        ++local.journal_batches;
+      }
+    }
     local.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (stats) *stats = local;
     return Status::Ok();
   }
 
   std::vector<TableId> tables() const {
-    std::lock_guard lock(tables_mu_);
+    std::shared_lock lock(tables_mu_);
     std::vector<TableId> out;
     for (const auto& [id, cf] : tables_) out.push_back(id);
     return out;
   }
 
+  Result<std::unique_ptr<StoreSnapshot>> OpenSnapshot();
+
+  // ---- snapshot install ----
+  Status BeginSnapshot() {
+    std::lock_guard materialize_lock(materialize_mu_);
+    std::lock_guard write_lock(write_mu_);
+    std::unique_lock tables_lock(tables_mu_);
+    // First forget the history, so that a crash from here on asks for a snapshot again.
+    rocksdb::WriteBatch batch;
+    rocksdb::Status s = batch.Put(meta_, kReplicationIdKey, "");
+    if (s.ok()) s = batch.Put(meta_, kAppliedKey, EncodePosition({}));
+    if (s.ok()) s = batch.Put(meta_, kMaterializedKey, EncodePosition({}));
+    if (s.ok()) s = batch.Put(meta_, kHistoryKey, "");
+    if (s.ok()) s = batch.DeleteRange(journal_cf_, "d", "e");
+    if (s.ok()) s = batch.DeleteRange(journal_cf_, "i", "j");
+    if (s.ok()) s = db_->Write(write_options_, &batch);
+    if (!s.ok()) return FromRocks(s, "cannot reset the store for a snapshot");
+    {
+      std::lock_guard lock(state_mu_);
+      replication_id_.clear();
+      applied_ = materialized_ = Position{};
+      history_.clear();
+      journal_.clear();
+      journal_bytes_ = 0;
+    }
+    // Then empty every table: dropping a column family is immediate whatever it holds.
+    for (auto& [id, cf] : tables_) {
+      const std::string name = cf->GetName();
+      s = db_->DropColumnFamily(cf);
+      if (!s.ok()) return FromRocks(s, "cannot drop " + name);
+      auto old = std::find(handles_.begin(), handles_.end(), cf);
+      db_->DestroyColumnFamilyHandle(cf);
+      rocksdb::ColumnFamilyHandle* fresh = nullptr;
+      s = db_->CreateColumnFamily(MakeCfOptions(options_, KindOf(name)), name, &fresh);
+      if (!s.ok()) return FromRocks(s, "cannot create " + name);
+      *old = fresh;
+      cf = fresh;
+    }
+    return Status::Ok();
+  }
+
+  Status AddSnapshotRecords(std::span<const StoredDelta> records) {
+    std::lock_guard write_lock(write_mu_);
+    std::shared_lock tables_lock(tables_mu_);
+    rocksdb::WriteBatch batch(records.size() * 192 + 64);
+    if (Status st = AddToBatch(batch, records); !st.ok()) return st;
+    // No WAL: until FinishSnapshot flushes the tables and records the position, a crash makes
+    // the node ask for a new snapshot, so these writes need not survive one on their own.
+    rocksdb::WriteOptions wo;
+    wo.disableWAL = true;
+    return FromRocks(db_->Write(wo, &batch), "cannot write snapshot records");
+  }
+
+  Status FinishSnapshot(std::string_view replication_id, Position position,
+                        std::span<const Position> history) {
+    std::lock_guard write_lock(write_mu_);
+    {
+      std::shared_lock tables_lock(tables_mu_);
+      std::vector<rocksdb::ColumnFamilyHandle*> cfs;
+      for (const auto& [id, cf] : tables_) cfs.push_back(cf);
+      rocksdb::FlushOptions fo;
+      fo.wait = true;
+      rocksdb::Status s = db_->Flush(fo, cfs);
+      if (!s.ok()) return FromRocks(s, "cannot flush the snapshot");
+    }
+    std::vector<Position> h(history.begin(), history.end());
+    rocksdb::WriteBatch batch;
+    rocksdb::Status s = batch.Put(meta_, kReplicationIdKey, ToSlice(replication_id));
+    if (s.ok()) s = batch.Put(meta_, kAppliedKey, EncodePosition(position));
+    if (s.ok()) s = batch.Put(meta_, kMaterializedKey, EncodePosition(position));
+    if (s.ok()) s = batch.Put(meta_, kHistoryKey, EncodeHistory(h));
+    if (s.ok()) s = db_->Write(write_options_, &batch);
+    if (!s.ok()) return FromRocks(s, "cannot record the snapshot's position");
+    std::lock_guard lock(state_mu_);
+    replication_id_ = replication_id;
+    applied_ = materialized_ = position;
+    history_ = std::move(h);
+    return Status::Ok();
+  }
+
+  // ---- quarantine ----
+  Result<std::uint64_t> QuarantineAfter(Position common, std::string_view reason, TimePoint now) {
+    std::vector<QuarantinedDelta> out;
+    const Position head = applied();
+    if (head.seq <= common.seq) return std::uint64_t{0};
+    const JournalStats js = journal();
+    const bool journal_covers = js.batches > 0 && js.first_seq <= common.seq + 1;
+    if (journal_covers) {
+      std::vector<JournalBatch> batches;
+      Seq after = common.seq;
+      for (;;) {
+        if (Status st = ReadJournal(after, 64 << 20, &batches); !st.ok()) return st;
+        if (batches.empty()) break;
+        for (const JournalBatch& b : batches) {
+          FrameDeltas fd;
+          if (Status st = DecodeJournalFrame(b.frame, &fd); !st.ok()) return st;
+          for (const fb::Delta* d : *fd.batch->deltas()) {
+            if (d->position()->seq() <= common.seq) continue;
+            QuarantinedDelta q;
+            q.position = {d->position()->epoch(), d->position()->seq()};
+            q.table = static_cast<TableId>(d->table_id());
+            q.kind = static_cast<DeltaKind>(d->kind());
+            if (d->key()) q.key = wire::AsChars({d->key()->data(), d->key()->size()});
+            if (d->value()) q.value = wire::AsChars({d->value()->data(), d->value()->size()});
+            q.quarantined = now;
+            q.reason = reason;
+            out.push_back(std::move(q));
+          }
+          after = b.last.seq;
+        }
+      }
+    } else {
+      // The journal no longer reaches the fork: keep every record, marked with the head.
+      const Position mat = materialized();
+      if (mat != head) WaitMaterialized(head, std::chrono::minutes(5));
+      std::shared_lock tables_lock(tables_mu_);
+      for (const auto& [id, cf] : tables_) {
+        std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cf));
+        for (it->SeekToFirst(); it->Valid(); it->Next()) {
+          QuarantinedDelta q;
+          q.position = head;
+          q.table = id;
+          q.key = ToView(it->key());
+          q.value = ToView(it->value());
+          q.quarantined = now;
+          q.reason = std::string(reason) +
+                     " (the journal no longer reaches the fork point: every record is kept)";
+          out.push_back(std::move(q));
+        }
+      }
+    }
+    std::lock_guard write_lock(write_mu_);
+    std::uint64_t count = 0;
+    {
+      std::string raw;
+      if (db_->Get(rocksdb::ReadOptions(), meta_, kQuarantineCountKey, &raw).ok() &&
+          raw.size() == 8) {
+        count = GetU64(raw, 0);
+      }
+    }
+    rocksdb::WriteBatch batch;
+    for (const auto& q : out) {
+      // Keyed by position, then a counter: the same position may be quarantined twice (a whole
+      // table at one head, or a second fork), and nothing may overwrite an earlier entry.
+      std::string key = EncodePosition(q.position);
+      PutU64(key, ++count);
+      rocksdb::Status s = batch.Put(quarantine_cf_, key, EncodeQuarantined(q));
+      if (!s.ok()) return FromRocks(s, "cannot build the quarantine write");
+    }
+    std::string c;
+    PutU64(c, count);
+    rocksdb::Status s = batch.Put(meta_, kQuarantineCountKey, c);
+    if (s.ok()) s = db_->Write(write_options_, &batch);
+    if (!s.ok()) return FromRocks(s, "cannot write the quarantine");
+    return static_cast<std::uint64_t>(out.size());
+  }
+
+  Status ScanQuarantine(const std::function<void(const QuarantinedDelta&)>& fn) const {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), quarantine_cf_));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      auto q = DecodeQuarantined(ToView(it->key()), ToView(it->value()));
+      if (!q.ok()) return q.status();
+      fn(*q);
+    }
+    return FromRocks(it->status(), "cannot read the quarantine");
+  }
+
+  // ---- the blob lane ----
+  Result<BlobInfo> PutBlob(std::string_view blob_id, std::uint8_t kind, std::string_view name,
+                           std::string_view data, std::size_t chunk_bytes) {
+    if (blob_id.empty()) return Status::InvalidArgument("a blob needs an id");
+    if (chunk_bytes == 0) return Status::InvalidArgument("chunk_bytes must be positive");
+    std::lock_guard write_lock(write_mu_);
+    BlobCursor cursor = blob_cursor();
+    BlobInfo info;
+    info.seq = cursor.seq;
+    info.blob_id = blob_id;
+    info.kind = kind;
+    info.name = name;
+    info.size = data.size();
+    info.xxh64 = XXH3_64bits(data.data(), data.size());
+    rocksdb::WriteBatch batch(data.size() + 1024);
+    // A partial blob left at this seq (received before this node was promoted) goes first.
+    rocksdb::Status s =
+        batch.DeleteRange(blob_cf_, ChunkKey(info.seq, 0), ChunkKey(info.seq + 1, 0));
+    for (std::size_t off = 0; s.ok() && off < data.size(); off += chunk_bytes) {
+      s = batch.Put(blob_cf_, ChunkKey(info.seq, off), ToSlice(data.substr(off, chunk_bytes)));
+    }
+    if (s.ok()) s = batch.Put(blob_cf_, BlobInfoKey(info.seq), EncodeBlobInfo(info));
+    std::string seq_bytes;
+    PutU64(seq_bytes, info.seq);
+    if (s.ok()) s = batch.Put(blob_cf_, BlobIdKey(blob_id), seq_bytes);
+    const BlobCursor next{info.seq + 1, 0};
+    if (s.ok()) s = batch.Put(meta_, kBlobCursorKey, EncodePosition({next.seq, next.offset}));
+    if (s.ok()) s = db_->Write(write_options_, &batch);
+    if (!s.ok()) return FromRocks(s, "cannot store blob " + std::string(blob_id));
+    std::lock_guard lock(state_mu_);
+    blob_cursor_ = next;
+    return info;
+  }
+
+  BlobCursor blob_cursor() const {
+    std::lock_guard lock(state_mu_);
+    return blob_cursor_;
+  }
+
+  Status ReadBlob(std::uint64_t seq, std::uint64_t offset, std::size_t max_bytes, BlobInfo* info,
+                  std::string* data) const {
+    std::string raw;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), blob_cf_, BlobInfoKey(seq), &raw);
+    if (s.IsNotFound()) return Status::NotFound("no complete blob " + std::to_string(seq));
+    if (!s.ok()) return FromRocks(s, "cannot read blob " + std::to_string(seq));
+    auto decoded = DecodeBlobInfo(raw);
+    if (!decoded.ok()) return decoded.status();
+    *info = *decoded;
+    data->clear();
+    if (offset >= info->size) return Status::Ok();
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), blob_cf_));
+    // The chunk holding `offset` is the last one starting at or before it.
+    it->SeekForPrev(ChunkKey(seq, offset));
+    while (it->Valid() && data->size() < max_bytes) {
+      const std::string_view key = ToView(it->key());
+      if (key.size() != 17 || key[0] != 'c' || GetU64(key, 1) != seq) break;
+      const std::uint64_t start = GetU64(key, 9);
+      const std::string_view chunk = ToView(it->value());
+      const std::uint64_t want = offset + data->size();
+      if (start > want || start + chunk.size() <= want) break;
+      data->append(chunk.substr(want - start, max_bytes - data->size()));
+      it->Next();
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), "cannot read blob chunks");
+    if (data->empty()) return Status::Corruption("blob " + std::to_string(seq) + " misses bytes");
+    return Status::Ok();
+  }
+
+  Status AddBlobChunk(const BlobInfo& info, std::uint64_t offset, std::string_view data) {
+    std::lock_guard write_lock(write_mu_);
+    const BlobCursor cursor = blob_cursor();
+    if (info.seq != cursor.seq || offset != cursor.offset) {
+      return Status::FailedPrecondition(
+          "blob chunk (" + std::to_string(info.seq) + ", " + std::to_string(offset) +
+          ") is not at the cursor (" + std::to_string(cursor.seq) + ", " +
+          std::to_string(cursor.offset) + ")");
+    }
+    if (offset + data.size() > info.size) {
+      return Status::InvalidArgument("blob chunk runs past the blob's size");
+    }
+    BlobCursor next{info.seq, offset + data.size()};
+    rocksdb::WriteBatch batch(data.size() + 256);
+    rocksdb::Status s = rocksdb::Status::OK();
+    if (!data.empty()) s = batch.Put(blob_cf_, ChunkKey(info.seq, offset), ToSlice(data));
+    if (s.ok()) s = batch.Put(meta_, kBlobCursorKey, EncodePosition({next.seq, next.offset}));
+    if (s.ok()) s = db_->Write(write_options_, &batch);
+    if (!s.ok()) return FromRocks(s, "cannot store a blob chunk");
+    {
+      std::lock_guard lock(state_mu_);
+      blob_cursor_ = next;
+    }
+    if (next.offset < info.size) return Status::Ok();
+    return CompleteBlob(info);
+  }
+
+  Result<std::optional<std::string>> GetBlob(std::string_view blob_id, BlobInfo* info) const {
+    std::string raw;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), blob_cf_, BlobIdKey(blob_id), &raw);
+    if (s.IsNotFound()) return std::optional<std::string>();
+    if (!s.ok() || raw.size() != 8) return FromRocks(s, "cannot read the blob index");
+    std::string data;
+    BlobInfo local;
+    if (Status st = ReadBlob(GetU64(raw, 0), 0, SIZE_MAX, &local, &data); !st.ok()) return st;
+    if (info) *info = local;
+    return std::optional<std::string>(std::move(data));
+  }
+
+  Status ScanBlobs(const std::function<void(const BlobInfo&)>& fn) const {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), blob_cf_));
+    for (it->Seek("m"); it->Valid() && it->key().starts_with("m"); it->Next()) {
+      auto info = DecodeBlobInfo(ToView(it->value()));
+      if (!info.ok()) return info.status();
+      fn(*info);
+    }
+    return FromRocks(it->status(), "cannot list blobs");
+  }
+
   Status Flush() {
     rocksdb::FlushOptions fo;
     fo.wait = true;
+    std::shared_lock lock(tables_mu_);
     return FromRocks(db_->Flush(fo, handles_), "cannot flush the store");
   }
 
+  rocksdb::DB* db() const { return db_.get(); }
+  rocksdb::ColumnFamilyHandle* meta() const { return meta_; }
+  std::shared_mutex& tables_mu() const { return tables_mu_; }
+  const std::map<TableId, rocksdb::ColumnFamilyHandle*>& table_handles() const { return tables_; }
+
  private:
-  // The applied position stored in `meta` (zero for a new store), as of `snapshot` (null: now).
-  Result<Position> ReadApplied(const rocksdb::Snapshot* snapshot) const {
+  static std::string EncodeHistory(const std::vector<Position>& h) {
+    std::string out;
+    for (const Position& p : h) out += EncodePosition(p);
+    return out;
+  }
+
+  Status ReadMeta() {
+    auto applied = ReadPosition(kAppliedKey, nullptr);
+    if (!applied.ok()) return applied.status();
+    auto materialized = ReadPosition(kMaterializedKey, nullptr);
+    if (!materialized.ok()) return materialized.status();
+    // A store written before the journal existed has only "applied": its tables hold it all.
+    std::string raw;
+    const bool has_materialized =
+        db_->Get(rocksdb::ReadOptions(), meta_, kMaterializedKey, &raw).ok();
+    applied_ = *applied;
+    materialized_ = has_materialized ? *materialized : *applied;
+    if (db_->Get(rocksdb::ReadOptions(), meta_, kReplicationIdKey, &raw).ok()) {
+      replication_id_ = raw;
+    }
+    if (db_->Get(rocksdb::ReadOptions(), meta_, kHistoryKey, &raw).ok()) {
+      if (raw.size() % 16 != 0) return Status::Corruption("the stored epoch history is damaged");
+      for (std::size_t i = 0; i < raw.size(); i += 16) {
+        history_.push_back(*DecodePosition(std::string_view(raw).substr(i, 16)));
+      }
+    }
+    if (db_->Get(rocksdb::ReadOptions(), meta_, kBlobCursorKey, &raw).ok()) {
+      auto c = DecodePosition(raw);
+      if (!c.ok()) return c.status();
+      blob_cursor_ = {c->epoch, c->seq};
+    }
+    return Status::Ok();
+  }
+
+  Status ReadJournalIndex() {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), journal_cf_));
+    for (it->Seek("i"); it->Valid(); it->Next()) {
+      const std::string_view key = ToView(it->key());
+      if (key.size() != 9 || key[0] != 'i') break;
+      const std::string_view v = ToView(it->value());
+      if (v.size() != 32) return Status::Corruption("a journal index entry is damaged");
+      JournalIndexEntry e;
+      e.first = GetU64(key, 1);
+      e.last = {GetU64(v, 0), GetU64(v, 8)};
+      e.written_ms = static_cast<std::int64_t>(GetU64(v, 16));
+      e.bytes = GetU64(v, 24);
+      journal_.push_back(e);
+      journal_bytes_ += e.bytes;
+    }
+    return FromRocks(it->status(), "cannot read the journal index");
+  }
+
+  // The position stored under `key` in `meta` (zero when absent), as of `snapshot` (null: now).
+  Result<Position> ReadPosition(const char* key, const rocksdb::Snapshot* snapshot) const {
     rocksdb::ReadOptions ro;
     ro.snapshot = snapshot;
     std::string raw;
-    rocksdb::Status s = db_->Get(ro, meta_, kAppliedKey, &raw);
+    rocksdb::Status s = db_->Get(ro, meta_, key, &raw);
     if (s.IsNotFound()) return Position{};
-    if (!s.ok()) return FromRocks(s, "cannot read the applied position");
+    if (!s.ok()) return FromRocks(s, std::string("cannot read the ") + key + " position");
     return DecodePosition(raw);
   }
 
+  // REQUIRES: tables_mu_ held (shared).
+  Status AddToBatch(rocksdb::WriteBatch& batch, std::span<const StoredDelta> deltas) {
+    for (const StoredDelta& d : deltas) {
+      auto cf = Handle(d.table);
+      if (!cf.ok()) return cf.status();
+      rocksdb::Status s = d.kind == DeltaKind::kUpsert
+                              ? batch.Put(*cf, ToSlice(d.key), ToSlice(d.value))
+                              : batch.Delete(*cf, ToSlice(d.key));
+      if (!s.ok()) return FromRocks(s, "cannot build the write batch");
+    }
+    return Status::Ok();
+  }
+
+  // The column family of a table, created on first use for a user table.
+  // REQUIRES: tables_mu_ held (shared is enough: creation takes create_mu_).
   Result<rocksdb::ColumnFamilyHandle*> Handle(TableId table) {
-    std::lock_guard lock(tables_mu_);
+    std::lock_guard lock(create_mu_);
     auto it = tables_.find(table);
     if (it != tables_.end()) return it->second;
     if (!IsUserTable(table)) {
@@ -313,23 +1038,243 @@ class Store::Impl {
     }
     rocksdb::ColumnFamilyHandle* h = nullptr;
     rocksdb::Status s =
-        db_->CreateColumnFamily(MakeCfOptions(options_, table), TableName(table), &h);
+        db_->CreateColumnFamily(MakeCfOptions(options_, CfKind::kTable), TableName(table), &h);
     if (!s.ok()) return FromRocks(s, "cannot create the column family of " + TableName(table));
     handles_.push_back(h);
     tables_[table] = h;
     return h;
   }
 
+  Status CompleteBlob(const BlobInfo& info) {
+    // REQUIRES: write_mu_ held. Verifies the whole blob from what is stored.
+    std::string data;
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), blob_cf_));
+    for (it->Seek(ChunkKey(info.seq, 0)); it->Valid(); it->Next()) {
+      const std::string_view key = ToView(it->key());
+      if (key.size() != 17 || key[0] != 'c' || GetU64(key, 1) != info.seq) break;
+      data.append(ToView(it->value()));
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), "cannot read blob chunks back");
+    rocksdb::WriteBatch batch;
+    rocksdb::Status s;
+    const bool good =
+        data.size() == info.size && XXH3_64bits(data.data(), data.size()) == info.xxh64;
+    BlobCursor next;
+    if (good) {
+      next = {info.seq + 1, 0};
+      s = batch.Put(blob_cf_, BlobInfoKey(info.seq), EncodeBlobInfo(info));
+      std::string seq_bytes;
+      PutU64(seq_bytes, info.seq);
+      if (s.ok()) s = batch.Put(blob_cf_, BlobIdKey(info.blob_id), seq_bytes);
+    } else {
+      next = {info.seq, 0};
+      s = batch.DeleteRange(blob_cf_, ChunkKey(info.seq, 0), ChunkKey(info.seq + 1, 0));
+    }
+    if (s.ok()) s = batch.Put(meta_, kBlobCursorKey, EncodePosition({next.seq, next.offset}));
+    if (s.ok()) s = db_->Write(write_options_, &batch);
+    if (!s.ok()) return FromRocks(s, "cannot complete blob " + info.blob_id);
+    {
+      std::lock_guard lock(state_mu_);
+      blob_cursor_ = next;
+    }
+    if (!good) {
+      return Status::Corruption("blob " + info.blob_id + " does not match its checksum after " +
+                                std::to_string(data.size()) + " bytes; it is received again");
+    }
+    return Status::Ok();
+  }
+
+  // ---- the materializer ----
+  void MaterializeLoop() {
+    std::vector<JournalBatch> batches;
+    for (;;) {
+      {
+        std::unique_lock lock(state_mu_);
+        state_cv_.wait(lock, [&] { return stop_ || applied_ > materialized_; });
+        if (stop_) return;
+      }
+      Status st = MaterializeOnce(batches);
+      if (!st.ok()) {
+        // Nothing is lost (the journal still holds it); try again a little later.
+        std::fprintf(stderr, "statesync store: materializing the journal failed, retrying: %s\n",
+                     st.ToString().c_str());
+        std::unique_lock lock(state_mu_);
+        state_cv_.wait_for(lock, std::chrono::milliseconds(200), [&] { return stop_; });
+        if (stop_) return;
+      }
+    }
+  }
+
+  Status MaterializeOnce(std::vector<JournalBatch>& batches) {
+    std::lock_guard materialize_lock(materialize_mu_);
+    const Position from = materialized();
+    if (Status st = ReadJournal(from.seq, options_.materialize_group * 160, &batches); !st.ok()) {
+      return st;
+    }
+    if (batches.empty()) return Status::Ok();
+    // Coalesce: the last delta of a key wins (an upsert, or a delete).
+    struct Item {
+      TableId table;
+      DeltaKind kind;
+      std::string_view key;
+      std::string_view value;
+    };
+    std::vector<Item> items;
+    boost::unordered_flat_map<std::string, std::size_t> where;
+    std::vector<FrameDeltas> frames(batches.size());
+    Position to = from;
+    std::string map_key;
+    std::size_t seen = 0;
+    for (std::size_t b = 0; b < batches.size(); ++b) {
+      if (Status st = DecodeJournalFrame(batches[b].frame, &frames[b]); !st.ok()) return st;
+      for (const fb::Delta* d : *frames[b].batch->deltas()) {
+        if (d->position()->seq() <= from.seq) continue;
+        Item it{static_cast<TableId>(d->table_id()), static_cast<DeltaKind>(d->kind()),
+                d->key() ? wire::AsChars({d->key()->data(), d->key()->size()}) : "",
+                d->value() ? wire::AsChars({d->value()->data(), d->value()->size()}) : ""};
+        map_key.assign(reinterpret_cast<const char*>(&it.table), sizeof(it.table));
+        map_key.append(it.key);
+        auto [pos, inserted] = where.try_emplace(map_key, items.size());
+        if (inserted) {
+          items.push_back(it);
+        } else {
+          items[pos->second] = it;
+        }
+        ++seen;
+      }
+      to = batches[b].last;
+      if (seen >= options_.materialize_group) break;
+    }
+    std::vector<StoredDelta> deltas;
+    deltas.reserve(items.size());
+    for (const Item& it : items) deltas.push_back({it.table, it.kind, it.key, it.value});
+    rocksdb::WriteBatch batch(items.size() * 192 + 64);
+    {
+      std::shared_lock tables_lock(tables_mu_);
+      if (Status st = AddToBatch(batch, deltas); !st.ok()) return st;
+    }
+    rocksdb::Status s = batch.Put(meta_, kMaterializedKey, EncodePosition(to));
+    if (s.ok()) s = db_->Write(write_options_, &batch);
+    if (!s.ok()) return FromRocks(s, "cannot write materialized records");
+    {
+      std::lock_guard lock(state_mu_);
+      materialized_ = to;
+    }
+    state_cv_.notify_all();
+    return Status::Ok();
+  }
+
   StoreOptions options_;
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   rocksdb::ColumnFamilyHandle* meta_ = nullptr;
-  mutable std::mutex tables_mu_;
+  rocksdb::ColumnFamilyHandle* journal_cf_ = nullptr;
+  rocksdb::ColumnFamilyHandle* blob_cf_ = nullptr;
+  rocksdb::ColumnFamilyHandle* quarantine_cf_ = nullptr;
+  // Lock order: materialize_mu_, write_mu_, tables_mu_, create_mu_, state_mu_.
+  std::mutex materialize_mu_;          // one materializer round or a snapshot reset at a time
+  std::mutex write_mu_;                // one writer of positions at a time
+  mutable std::shared_mutex tables_mu_;  // exclusive only while tables are dropped (snapshot)
+  std::mutex create_mu_;               // creation of user-table column families
   std::map<TableId, rocksdb::ColumnFamilyHandle*> tables_;
   rocksdb::WriteOptions write_options_;
-  mutable std::mutex applied_mu_;
+
+  mutable std::mutex state_mu_;
+  mutable std::condition_variable state_cv_;
   Position applied_;
+  Position materialized_;
+  std::string replication_id_;
+  std::vector<Position> history_;
+  std::deque<JournalIndexEntry> journal_;
+  std::uint64_t journal_bytes_ = 0;
+  BlobCursor blob_cursor_;
+  bool stop_ = false;
+  std::thread materializer_;
 };
+
+namespace {
+
+class SnapshotImpl final : public StoreSnapshot {
+ public:
+  SnapshotImpl(rocksdb::DB* db, std::vector<std::pair<TableId, rocksdb::ColumnFamilyHandle*>> cfs,
+               const rocksdb::Snapshot* snapshot, Position position, std::uint64_t records,
+               std::uint64_t bytes)
+      : db_(db),
+        cfs_(std::move(cfs)),
+        snapshot_(snapshot),
+        position_(position),
+        records_(records),
+        bytes_(bytes) {}
+  ~SnapshotImpl() override {
+    it_.reset();
+    db_->ReleaseSnapshot(snapshot_);
+  }
+  Position position() const override { return position_; }
+  std::uint64_t records_estimate() const override { return records_; }
+  std::uint64_t bytes_estimate() const override { return bytes_; }
+
+  Status Next(std::size_t max_bytes, std::vector<Record>* out) override {
+    out->clear();
+    std::size_t bytes = 0;
+    while (bytes < max_bytes) {
+      if (!it_) {
+        if (next_cf_ == cfs_.size()) break;
+        rocksdb::ReadOptions ro;
+        ro.snapshot = snapshot_;
+        ro.fill_cache = false;
+        ro.readahead_size = 4 << 20;
+        table_ = cfs_[next_cf_].first;
+        it_.reset(db_->NewIterator(ro, cfs_[next_cf_].second));
+        ++next_cf_;
+        it_->SeekToFirst();
+      }
+      if (!it_->Valid()) {
+        if (!it_->status().ok()) return FromRocks(it_->status(), "cannot read the snapshot");
+        it_.reset();
+        continue;
+      }
+      out->push_back({table_, it_->key().ToString(), it_->value().ToString()});
+      bytes += it_->key().size() + it_->value().size();
+      it_->Next();
+    }
+    return Status::Ok();
+  }
+
+ private:
+  rocksdb::DB* db_;
+  // Column families are never dropped on a node that serves snapshots (only a subordinate that
+  // installs one drops them), so the handles stay valid.
+  std::vector<std::pair<TableId, rocksdb::ColumnFamilyHandle*>> cfs_;
+  const rocksdb::Snapshot* snapshot_;
+  Position position_;
+  std::uint64_t records_;
+  std::uint64_t bytes_;
+  std::size_t next_cf_ = 0;
+  TableId table_ = TableId::kFwSessions;
+  std::unique_ptr<rocksdb::Iterator> it_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<StoreSnapshot>> Store::Impl::OpenSnapshot() {
+  std::shared_lock tables_lock(tables_mu_);
+  const rocksdb::Snapshot* snapshot = db_->GetSnapshot();
+  auto at = ReadPosition(kMaterializedKey, snapshot);
+  if (!at.ok()) {
+    db_->ReleaseSnapshot(snapshot);
+    return at.status();
+  }
+  std::uint64_t records = 0, bytes = 0;
+  std::vector<std::pair<TableId, rocksdb::ColumnFamilyHandle*>> cfs;
+  for (const auto& [id, cf] : tables_) {
+    std::uint64_t n = 0, b = 0;
+    if (db_->GetIntProperty(cf, "rocksdb.estimate-num-keys", &n)) records += n;
+    if (db_->GetIntProperty(cf, "rocksdb.estimate-live-data-size", &b)) bytes += b;
+    cfs.emplace_back(id, cf);
+  }
+  return std::unique_ptr<StoreSnapshot>(
+      new SnapshotImpl(db_.get(), std::move(cfs), snapshot, *at, records, bytes));
+}
 
 Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Store::~Store() = default;
@@ -339,11 +1284,42 @@ Result<std::unique_ptr<Store>> Store::Open(const StoreOptions& options) {
   if (Status st = impl->Open(options); !st.ok()) return st;
   return std::unique_ptr<Store>(new Store(std::move(impl)));
 }
-Status Store::ApplyBatch(Position applied, std::span<const StoredDelta> deltas) {
-  return impl_->ApplyBatch(applied, deltas);
+Status Store::Append(Position first, Position last, std::span<const std::uint8_t> frame,
+                     TimePoint now) {
+  return impl_->Append(first, last, frame, now);
 }
 Position Store::applied() const {
   return impl_->applied();
+}
+Position Store::materialized() const {
+  return impl_->materialized();
+}
+bool Store::WaitMaterialized(Position p, std::chrono::milliseconds timeout) const {
+  return impl_->WaitMaterialized(p, timeout);
+}
+Status Store::ReadJournal(Seq after, std::size_t max_bytes, std::vector<JournalBatch>* out) const {
+  return impl_->ReadJournal(after, max_bytes, out);
+}
+JournalStats Store::journal() const {
+  return impl_->journal();
+}
+Result<std::uint64_t> Store::Trim(const JournalLimits& limits, TimePoint now, Seq keep_after) {
+  return impl_->Trim(limits, now, keep_after);
+}
+std::string Store::replication_id() const {
+  return impl_->replication_id();
+}
+Status Store::SetReplicationId(std::string_view id) {
+  return impl_->SetReplicationId(id);
+}
+std::vector<Position> Store::history() const {
+  return impl_->history();
+}
+Status Store::StartEpoch(Epoch epoch) {
+  return impl_->StartEpoch(epoch);
+}
+Status Store::ApplyBatch(Position applied, std::span<const StoredDelta> deltas) {
+  return impl_->ApplyBatch(applied, deltas);
 }
 Result<std::optional<std::string>> Store::Get(TableId table, std::string_view key) const {
   return impl_->Get(table, key);
@@ -353,6 +1329,47 @@ Status Store::LoadInto(SessionTable& table, LoadStats* stats) const {
 }
 std::vector<TableId> Store::tables() const {
   return impl_->tables();
+}
+Result<std::unique_ptr<StoreSnapshot>> Store::OpenSnapshot() {
+  return impl_->OpenSnapshot();
+}
+Status Store::BeginSnapshot() {
+  return impl_->BeginSnapshot();
+}
+Status Store::AddSnapshotRecords(std::span<const StoredDelta> records) {
+  return impl_->AddSnapshotRecords(records);
+}
+Status Store::FinishSnapshot(std::string_view replication_id, Position position,
+                             std::span<const Position> history) {
+  return impl_->FinishSnapshot(replication_id, position, history);
+}
+Result<std::uint64_t> Store::QuarantineAfter(Position common, std::string_view reason,
+                                             TimePoint now) {
+  return impl_->QuarantineAfter(common, reason, now);
+}
+Status Store::ScanQuarantine(const std::function<void(const QuarantinedDelta&)>& fn) const {
+  return impl_->ScanQuarantine(fn);
+}
+Result<BlobInfo> Store::PutBlob(std::string_view blob_id, std::uint8_t kind,
+                                std::string_view name, std::string_view data,
+                                std::size_t chunk_bytes) {
+  return impl_->PutBlob(blob_id, kind, name, data, chunk_bytes);
+}
+BlobCursor Store::blob_cursor() const {
+  return impl_->blob_cursor();
+}
+Status Store::ReadBlob(std::uint64_t seq, std::uint64_t offset, std::size_t max_bytes,
+                       BlobInfo* info, std::string* data) const {
+  return impl_->ReadBlob(seq, offset, max_bytes, info, data);
+}
+Status Store::AddBlobChunk(const BlobInfo& info, std::uint64_t offset, std::string_view data) {
+  return impl_->AddBlobChunk(info, offset, data);
+}
+Result<std::optional<std::string>> Store::GetBlob(std::string_view blob_id, BlobInfo* info) const {
+  return impl_->GetBlob(blob_id, info);
+}
+Status Store::ScanBlobs(const std::function<void(const BlobInfo&)>& fn) const {
+  return impl_->ScanBlobs(fn);
 }
 Status Store::Flush() {
   return impl_->Flush();
