@@ -1,0 +1,318 @@
+// The store's journal, materializer, snapshots, quarantine and blob lane, and the protocol's
+// fork arithmetic, on a real RocksDB in temporary directories.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <map>
+#include <random>
+
+#include "statesync/replication/messages.h"
+#include "statesync/replication/store.h"
+#include "statesync/workload/workload.h"
+
+namespace statesync {
+namespace {
+
+namespace fs = std::filesystem;
+using replication::DeltaBatchBuilder;
+using replication::EnvelopeHeader;
+using std::chrono::milliseconds;
+
+const TimePoint kT0{milliseconds(1'780'000'000'000)};
+
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/statesync-journal-test-XXXXXX";
+    path_ = ::mkdtemp(tmpl);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+std::unique_ptr<Store> OpenOrDie(const fs::path& dir, bool materialize = true) {
+  StoreOptions o;
+  o.dir = dir;
+  o.materialize = materialize;
+  o.memtable_budget_bytes = 64 << 20;
+  auto s = Store::Open(o);
+  EXPECT_TRUE(s.ok()) << s.status().ToString();
+  return s.ok() ? std::move(s).value() : nullptr;
+}
+
+// A primary's table with a stream of upserts, updates and deletes, journaled batch by batch.
+struct Source {
+  SessionTable table;
+  std::mt19937_64 rng{42};
+  DeltaBatchBuilder builder;
+  EnvelopeHeader header{7, "p1", 1};
+
+  Source() {
+    table.Tick(kT0);
+    EXPECT_TRUE(table.BecomeWritable(1).ok());
+  }
+  // Makes `n` random changes and journals them in batches of about 100.
+  void Write(Store& store, int n, TimePoint now = kT0) {
+    for (int i = 0; i < n; ++i) {
+      const std::uint64_t k = rng() % 3000;
+      if (rng() % 5 == 0) {
+        const FirewallSession s = workload::Ipv4Session(k, kT0);
+        ASSERT_TRUE(table.Delete(TableId::kFwSessions, FirewallKey(s.orig, s.zone)).ok());
+      } else if (rng() % 4 == 0) {
+        ASSERT_TRUE(table.Upsert(UserTable(2), "u" + std::to_string(k), std::to_string(rng())).ok());
+      } else {
+        FirewallSession s = workload::Ipv4Session(k, kT0);
+        s.orig_packets = rng();
+        ASSERT_TRUE(table.UpsertFirewall(s).ok());
+      }
+    }
+    while (table.pending() > 0) {
+      table.Drain(100, [&](const DeltaView& d) { builder.Add(d); });
+      const Position first = builder.first(), last = builder.last();
+      const std::string frame = builder.Finish(header, "rid-1");
+      ASSERT_TRUE(store.Append(first, last, wire::AsBytes(frame), now).ok());
+    }
+  }
+};
+
+TableDigest LoadedDigest(const Store& store, TableId t, Position* at = nullptr) {
+  SessionTable loaded(SessionTableOptions{.writable = false});
+  Status st = store.LoadInto(loaded);
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  if (at) *at = loaded.last_position();
+  return loaded.Digest(t);
+}
+
+TEST(Journal, AppendedBatchesAreMaterializedAndSurviveAReopen) {
+  TempDir dir;
+  Source src;
+  {
+    auto store = OpenOrDie(dir.path());
+    src.Write(*store, 20000);
+    EXPECT_EQ(store->applied(), src.table.last_position());
+    ASSERT_TRUE(store->WaitMaterialized(store->applied(), std::chrono::seconds(30)));
+    EXPECT_EQ(store->history(), (std::vector<Position>{{1, 1}}));
+  }
+  auto store = OpenOrDie(dir.path());
+  Position at;
+  EXPECT_EQ(LoadedDigest(*store, TableId::kFwSessions, &at), src.table.Digest(TableId::kFwSessions));
+  EXPECT_EQ(LoadedDigest(*store, UserTable(2)), src.table.Digest(UserTable(2)));
+  EXPECT_EQ(at, src.table.last_position());
+}
+
+TEST(Journal, StartUpReplaysWhatWasNotMaterialized) {
+  TempDir dir;
+  Source src;
+  {
+    auto store = OpenOrDie(dir.path(), /*materialize=*/false);
+    src.Write(*store, 5000);
+    EXPECT_EQ(store->materialized(), (Position{}));
+  }
+  auto store = OpenOrDie(dir.path(), false);
+  LoadStats stats;
+  SessionTable loaded(SessionTableOptions{.writable = false});
+  ASSERT_TRUE(store->LoadInto(loaded, &stats).ok());
+  EXPECT_EQ(stats.records, 0u);
+  EXPECT_EQ(stats.journal_deltas, src.table.last_position().seq);
+  EXPECT_EQ(loaded.Digest(TableId::kFwSessions), src.table.Digest(TableId::kFwSessions));
+}
+
+TEST(Journal, AppendRefusesAGapAnOlderEpochAndAMixedBatch) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.path());
+  const std::string frame = "x";
+  EXPECT_EQ(store->Append({1, 2}, {1, 3}, wire::AsBytes(frame), kT0).code(),
+            Status::Code::kFailedPrecondition);
+  ASSERT_TRUE(store->Append({2, 1}, {2, 1}, wire::AsBytes(frame), kT0).ok());
+  EXPECT_EQ(store->Append({1, 2}, {1, 2}, wire::AsBytes(frame), kT0).code(),
+            Status::Code::kFailedPrecondition);
+  EXPECT_EQ(store->Append({2, 2}, {3, 4}, wire::AsBytes(frame), kT0).code(),
+            Status::Code::kInvalidArgument);
+  EXPECT_EQ(store->applied(), (Position{2, 1}));
+}
+
+TEST(Journal, ReadsFromAnyPointAndTrimsBySizeAndAgeButKeepsWhatIsNeeded) {
+  TempDir dir;
+  Source src;
+  auto store = OpenOrDie(dir.path());
+  src.Write(*store, 3000, kT0);
+  const Seq middle = store->applied().seq;
+  src.Write(*store, 3000, kT0 + std::chrono::minutes(30));
+  ASSERT_TRUE(store->WaitMaterialized(store->applied(), std::chrono::seconds(30)));
+  std::vector<JournalBatch> batches;
+  ASSERT_TRUE(store->ReadJournal(middle - 10, 1, &batches).ok());
+  ASSERT_EQ(batches.size(), 1u);
+  EXPECT_LE(batches[0].first.seq, middle - 9);
+  EXPECT_GE(batches[0].last.seq, middle - 9);
+
+  // Age: the first half is older than 20 minutes, but a snapshot still needs seq 100 onwards.
+  JournalLimits limits{.max_bytes = 1ull << 40, .max_age = std::chrono::minutes(20)};
+  const TimePoint now = kT0 + std::chrono::minutes(35);
+  auto dropped = store->Trim(limits, now, 100);
+  ASSERT_TRUE(dropped.ok());
+  EXPECT_LE(store->journal().first_seq, 101u);
+  dropped = store->Trim(limits, now, UINT64_MAX);
+  ASSERT_TRUE(dropped.ok());
+  EXPECT_GT(*dropped, 0u);
+  EXPECT_EQ(store->journal().first_seq, middle + 1);
+  EXPECT_EQ(store->ReadJournal(10, 1 << 20, &batches).code(), Status::Code::kNotFound);
+  ASSERT_TRUE(store->ReadJournal(middle, 1 << 20, &batches).ok());
+  EXPECT_EQ(batches.at(0).first.seq, middle + 1);
+  // Size: keep at most one batch's worth.
+  limits = {.max_bytes = 1, .max_age = std::chrono::hours(10)};
+  ASSERT_TRUE(store->Trim(limits, now, UINT64_MAX).ok());
+  EXPECT_EQ(store->journal().batches, 0u);
+  ASSERT_TRUE(store->ReadJournal(store->applied().seq, 1 << 20, &batches).ok());
+  EXPECT_TRUE(batches.empty()) << "nothing after the head";
+  // The tables still hold everything.
+  EXPECT_EQ(LoadedDigest(*store, TableId::kFwSessions), src.table.Digest(TableId::kFwSessions));
+}
+
+TEST(Journal, ASnapshotInstalledElsewhereGivesTheSameData) {
+  TempDir a_dir, b_dir;
+  Source src;
+  auto a = OpenOrDie(a_dir.path());
+  src.Write(*a, 10000);
+  ASSERT_TRUE(a->WaitMaterialized(a->applied(), std::chrono::seconds(30)));
+  auto snap = a->OpenSnapshot();
+  ASSERT_TRUE(snap.ok());
+  src.Write(*a, 1000);  // writes after the snapshot do not show in it
+  auto b = OpenOrDie(b_dir.path());
+  Source other;
+  other.Write(*b, 500);  // whatever b held before goes
+  ASSERT_TRUE(b->BeginSnapshot().ok());
+  EXPECT_EQ(b->applied(), (Position{}));
+  std::vector<StoreSnapshot::Record> records;
+  std::uint64_t n = 0;
+  for (;;) {
+    ASSERT_TRUE((*snap)->Next(64 << 10, &records).ok());
+    if (records.empty()) break;
+    std::vector<StoredDelta> deltas;
+    for (const auto& r : records) deltas.push_back({r.table, DeltaKind::kUpsert, r.key, r.value});
+    ASSERT_TRUE(b->AddSnapshotRecords(deltas).ok());
+    n += records.size();
+  }
+  const Position at = (*snap)->position();
+  ASSERT_TRUE(b->FinishSnapshot("rid-1", at, a->history()).ok());
+  EXPECT_GT(n, 1000u);
+  EXPECT_EQ(b->replication_id(), "rid-1");
+  EXPECT_EQ(b->applied(), at);
+  // b continues from the snapshot's position with a's journal.
+  std::vector<JournalBatch> batches;
+  Seq after = at.seq;
+  for (;;) {
+    ASSERT_TRUE(a->ReadJournal(after, 1 << 20, &batches).ok());
+    if (batches.empty()) break;
+    for (const auto& jb : batches) {
+      ASSERT_EQ(jb.first.seq, after + 1) << "snapshots are taken at batch boundaries";
+      ASSERT_TRUE(b->Append(jb.first, jb.last, wire::AsBytes(jb.frame), kT0).ok());
+      after = jb.last.seq;
+    }
+  }
+  b.reset();
+  b = OpenOrDie(b_dir.path());
+  EXPECT_EQ(LoadedDigest(*b, TableId::kFwSessions), src.table.Digest(TableId::kFwSessions));
+  EXPECT_EQ(LoadedDigest(*b, UserTable(2)), src.table.Digest(UserTable(2)));
+}
+
+TEST(Journal, QuarantineKeepsTheDivergentTail) {
+  TempDir dir;
+  Source src;
+  auto store = OpenOrDie(dir.path());
+  src.Write(*store, 2000);
+  const Position head = store->applied();
+  auto moved = store->QuarantineAfter({1, head.seq - 300}, "lost the election in epoch 2", kT0);
+  ASSERT_TRUE(moved.ok()) << moved.status().ToString();
+  EXPECT_EQ(*moved, 300u);
+  std::vector<QuarantinedDelta> kept;
+  ASSERT_TRUE(store->ScanQuarantine([&](const QuarantinedDelta& q) { kept.push_back(q); }).ok());
+  ASSERT_EQ(kept.size(), 300u);
+  EXPECT_EQ(kept.front().position, (Position{1, head.seq - 299}));
+  EXPECT_EQ(kept.back().position, head);
+  EXPECT_EQ(kept.back().reason, "lost the election in epoch 2");
+
+  // With the journal trimmed past the fork, every record is kept instead.
+  ASSERT_TRUE(store->WaitMaterialized(head, std::chrono::seconds(30)));
+  ASSERT_TRUE(store->Trim({.max_bytes = 1, .max_age = std::chrono::hours(1)}, kT0, UINT64_MAX).ok());
+  moved = store->QuarantineAfter({1, 5}, "second fork", kT0);
+  ASSERT_TRUE(moved.ok());
+  EXPECT_EQ(*moved, src.table.total_size());
+  std::size_t total = 0;
+  ASSERT_TRUE(store->ScanQuarantine([&](const QuarantinedDelta&) { ++total; }).ok());
+  EXPECT_EQ(total, 300u + src.table.total_size()) << "a second quarantine overwrites nothing";
+}
+
+TEST(Journal, BlobsAreVisibleOnlyWhenCompleteAndVerified) {
+  TempDir a_dir, b_dir;
+  auto a = OpenOrDie(a_dir.path());
+  auto b = OpenOrDie(b_dir.path());
+  std::string data(300'000, '\0');
+  std::mt19937_64 rng(3);
+  for (auto& c : data) c = static_cast<char>(rng());
+  auto info = a->PutBlob("vm/1001/msg0001", 1, "msg0001.wav", data, 64 << 10);
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->seq, 1u);
+  EXPECT_EQ(a->blob_cursor(), (BlobCursor{2, 0}));
+  // Copy it to b in 50 000-byte pieces (not the stored chunk size).
+  BlobInfo got;
+  std::string piece;
+  while (b->blob_cursor().seq == 1) {
+    const BlobCursor c = b->blob_cursor();
+    ASSERT_TRUE(a->ReadBlob(1, c.offset, 50'000, &got, &piece).ok());
+    EXPECT_FALSE(b->GetBlob("vm/1001/msg0001", nullptr)->has_value()) << "visible before complete";
+    ASSERT_TRUE(b->AddBlobChunk(got, c.offset, piece).ok());
+  }
+  BlobInfo seen;
+  auto copy = b->GetBlob("vm/1001/msg0001", &seen);
+  ASSERT_TRUE(copy.ok() && copy->has_value());
+  EXPECT_EQ(**copy, data);
+  EXPECT_EQ(seen.name, "msg0001.wav");
+  // Reopened, it is still there and the cursor is past it.
+  b.reset();
+  b = OpenOrDie(b_dir.path());
+  EXPECT_EQ(b->blob_cursor(), (BlobCursor{2, 0}));
+  EXPECT_EQ(**b->GetBlob("vm/1001/msg0001", nullptr), data);
+
+  // A damaged copy is refused as a whole and received again from the start.
+  auto info2 = a->PutBlob("fax/7", 4, "page1.tiff", data.substr(0, 1000), 64 << 10);
+  ASSERT_TRUE(info2.ok());
+  std::string bad = data.substr(0, 1000);
+  bad[500] ^= 1;
+  EXPECT_EQ(b->AddBlobChunk(*info2, 0, bad).code(), Status::Code::kCorruption);
+  EXPECT_EQ(b->blob_cursor(), (BlobCursor{2, 0}));
+  EXPECT_FALSE(b->GetBlob("fax/7", nullptr)->has_value());
+  EXPECT_EQ(b->AddBlobChunk(*info2, 10, "x").code(), Status::Code::kFailedPrecondition);
+}
+
+TEST(Fork, FindsTheLastSharedPosition) {
+  using replication::FindFork;
+  const std::vector<Position> mine{{1, 1}, {3, 101}};
+  // A subordinate that followed epoch 1 to seq 80: a prefix of mine.
+  auto f = FindFork(mine, 150, std::vector<Position>{{1, 1}}, {1, 80});
+  EXPECT_FALSE(f.diverged);
+  EXPECT_EQ(f.common, (Position{1, 80}));
+  // It followed epoch 1 to 120, but epoch 1 ended at 100 here: 101..120 diverge.
+  f = FindFork(mine, 150, std::vector<Position>{{1, 1}}, {1, 120});
+  EXPECT_TRUE(f.diverged);
+  EXPECT_EQ(f.common, (Position{1, 100}));
+  // A former primary that wrote epoch 2 from seq 91 (see the worked example in FindFork).
+  f = FindFork(mine, 150, std::vector<Position>{{1, 1}, {2, 91}}, {2, 120});
+  EXPECT_TRUE(f.diverged);
+  EXPECT_EQ(f.common, (Position{1, 90}));
+  // Ahead of me in my own epoch.
+  f = FindFork(mine, 150, mine, {3, 170});
+  EXPECT_TRUE(f.diverged);
+  EXPECT_EQ(f.common, (Position{3, 150}));
+  // Up to date, and empty.
+  EXPECT_FALSE(FindFork(mine, 150, mine, {3, 150}).diverged);
+  EXPECT_FALSE(FindFork(mine, 150, {}, {}).diverged);
+}
+
+}  // namespace
+}  // namespace statesync
