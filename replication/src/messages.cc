@@ -103,6 +103,7 @@ std::string Encode(const EnvelopeHeader& h, const ContinueMsg& m) {
   x.add_replication_id(rid);
   x.add_from(&from);
   x.add_session(m.session);
+  x.add_head(m.head);
   return Seal(b, h, fb::Body::Continue, x.Finish().Union());
 }
 
@@ -206,7 +207,7 @@ AckMsg From(const fb::Ack& m) {
 }
 
 ContinueMsg From(const fb::Continue& m) {
-  return {Str(m.replication_id()), Pos(m.from()), m.session()};
+  return {Str(m.replication_id()), Pos(m.from()), m.session(), m.head()};
 }
 
 ForkMsg From(const fb::Fork& m) {

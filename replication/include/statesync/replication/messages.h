@@ -54,6 +54,7 @@ struct ContinueMsg {
   std::string replication_id;
   Position from;
   std::uint64_t session = 0;
+  Seq head = 0;
 };
 
 struct ForkMsg {

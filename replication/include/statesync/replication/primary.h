@@ -1,0 +1,154 @@
+// Primary: streams the primary's deltas and blobs to its subordinates over ZeroMQ.
+//
+// Sockets: one ROUTER socket bound on `endpoint`; every subordinate connects a DEALER whose
+// routing id is its node id. ROUTER/DEALER because the traffic is both ways (deltas out; HELLO
+// and acks in), the primary must address each subordinate on its own (each is at its own place
+// in the history), and several subordinates share one port. ZeroMQ's queues are not the flow
+// control: the primary never sends a subordinate more than the credit it granted, so those
+// queues hold at most `credit` messages each.
+//
+// Data path:
+//   1. The table's owner thread calls Pump(table): deltas are drained from the table's change log
+//      into a batch, which closes on size (batch_max_deltas, batch_max_bytes) or when it has been
+//      open for batch_deadline. Closed batches go to a bounded outbox (outbox_max_bytes); when
+//      the outbox is full Pump drains nothing, the table's change log fills, and the table
+//      refuses new records (ResourceExhausted): the bound on the primary's memory.
+//   2. The I/O thread appends each batch to the store's journal (the backlog), keeps it in a
+//      bounded ring of recent batches, and sends it to every subordinate that is at the head
+//      and has credit. A subordinate that is behind is served from the ring or the journal; one
+//      whose place is no longer in the journal gets a snapshot.
+//   3. Each subordinate acknowledges what it has persisted and grants credit; WhenDurable()
+//      completes sync writes once `min_acks` subordinates persisted them.
+// Blobs (PutBlob) go to the store and then out as chunks, a chunk only when the subordinate's
+// small blob window has room, and after any delta message that is ready for it.
+//
+// Thread-safety: Pump and Flush from the table's owner thread (one at a time); PutBlob,
+// WhenDurable, stats and peers from any thread. The I/O thread is internal.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <future>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "statesync/common/status.h"
+#include "statesync/replication/events.h"
+#include "statesync/replication/store.h"
+#include "statesync/sessiontable/session_table.h"
+
+namespace statesync::replication {
+
+enum class Durability : std::uint8_t {
+  kAsync,  // a write is done when it is in the table; subordinates ack what they applied
+  kSync,   // a write is done when min_acks subordinates have persisted it
+};
+enum class SyncFailure : std::uint8_t {
+  kBlock,  // keep waiting after sync_timeout (and raise kSyncTimeout)
+  kFail,   // complete with Unavailable after sync_timeout (and raise kSyncTimeout)
+};
+
+struct PrimaryOptions {
+  std::string node_id = "primary";
+  std::uint64_t cluster_id = 0;
+  std::string endpoint = "tcp://127.0.0.1:7100";  // what the ROUTER binds (port * = any)
+  std::size_t max_message_bytes = 64 << 20;       // larger messages are refused unread
+  // Batching.
+  std::size_t batch_max_deltas = 500;
+  std::size_t batch_max_bytes = 256 << 10;
+  std::chrono::microseconds batch_deadline{1000};
+  // Memory bounds: closed batches not yet taken by the I/O thread, and recent batches kept in
+  // memory to serve subordinates that are slightly behind.
+  std::size_t outbox_max_bytes = 32 << 20;
+  std::size_t recent_max_bytes = 32 << 20;
+  // The most stream messages one subordinate may have in flight, whatever credit it grants.
+  std::uint32_t max_credit_batches = 64;
+  std::uint32_t max_credit_blob_chunks = 4;
+  // The journal: how much history is kept for CONTINUE.
+  JournalLimits journal;
+  // Durability per table (tables not named are async).
+  std::map<TableId, Durability> durability;
+  int min_acks = 1;
+  std::chrono::milliseconds sync_timeout{1000};
+  SyncFailure on_sync_timeout = SyncFailure::kFail;
+  // Blob lane.
+  std::size_t blob_chunk_bytes = 64 << 10;
+  // Liveness: a heartbeat to each subordinate every keepalive; one not heard from for
+  // peer_timeout is dropped until it says HELLO again.
+  std::chrono::milliseconds keepalive{100};
+  std::chrono::milliseconds peer_timeout{3000};
+  // Snapshot chunks.
+  std::size_t snapshot_chunk_bytes = 256 << 10;
+  EventSink events;
+};
+
+struct PeerStatus {
+  std::string node_id;
+  enum class State : std::uint8_t { kContinue, kSnapshot, kLost } state = State::kLost;
+  Position persisted;
+  Seq sent_seq = 0;
+  std::uint64_t snapshot_records_sent = 0;
+  std::uint64_t snapshot_records_total = 0;
+  BlobCursor blob_acked;
+  std::chrono::milliseconds since_heard{0};
+};
+
+struct PrimaryStats {
+  std::uint64_t batches = 0;  // closed by Pump
+  std::uint64_t deltas = 0;
+  std::uint64_t bytes = 0;
+  std::uint64_t outbox_full = 0;  // Pump calls that found the outbox full
+  std::size_t outbox_bytes = 0;
+  std::size_t recent_bytes = 0;
+  std::uint64_t sync_timeouts = 0;
+  std::uint64_t snapshots = 0;
+  std::uint64_t forks = 0;
+  std::uint64_t blob_chunks_sent = 0;
+  std::uint64_t blob_bytes_sent = 0;
+  Position journaled;  // the head of the journal
+  InputCounters input;
+};
+
+class Primary {
+ public:
+  // Starts serving. The store's history gets `epoch` if it is new (a promotion); the replication
+  // id is the store's, or a new one for a new store. REQUIRES: the table is writable in `epoch`.
+  static Result<std::unique_ptr<Primary>> Start(PrimaryOptions options, Store& store,
+                                                Epoch epoch);
+  ~Primary();  // Stop()
+  Primary(const Primary&) = delete;
+  Primary& operator=(const Primary&) = delete;
+
+  // Takes deltas from the table into batches and hands closed batches to the I/O thread.
+  // Returns how many deltas it took. Call it after writes and at least every batch_deadline.
+  std::size_t Pump(SessionTable& table);
+  // Takes every pending delta and closes the open batch now.
+  std::size_t Flush(SessionTable& table);
+  // Completes when the write at `position` to `table` is durable as the table's class asks:
+  // at once for async tables; for sync tables once min_acks subordinates persisted it (or with
+  // Unavailable after sync_timeout under SyncFailure::kFail).
+  std::future<Status> WhenDurable(TableId table, Position position);
+  // The highest position persisted by at least min_acks subordinates.
+  Position durable() const;
+  // Stores a blob and queues it on the blob lane.
+  Result<BlobInfo> PutBlob(std::string_view blob_id, std::uint8_t kind, std::string_view name,
+                           std::string_view data);
+
+  // The bound endpoint (with the port chosen when the option said *).
+  const std::string& endpoint() const;
+  const std::string& replication_id() const;
+  Epoch epoch() const;
+  PrimaryStats stats() const;
+  std::vector<PeerStatus> peers() const;
+  // Sends what the outbox holds, then stops the I/O thread.
+  void Stop();
+
+ private:
+  class Impl;
+  explicit Primary(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace statesync::replication

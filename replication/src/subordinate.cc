@@ -1,0 +1,650 @@
+#include "statesync/replication/subordinate.h"
+
+#include <xxhash.h>
+
+#include <atomic>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "statesync/replication/messages.h"
+#include "zmq_util.h"
+
+namespace statesync::replication {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+TimePoint WallNow() {
+  return std::chrono::time_point_cast<milliseconds>(std::chrono::system_clock::now());
+}
+std::string PosText(Position p) {
+  return "(" + std::to_string(p.epoch) + ", " + std::to_string(p.seq) + ")";
+}
+
+}  // namespace
+
+std::string_view SyncStateName(SyncState s) {
+  switch (s) {
+    case SyncState::kConnecting:
+      return "disconnected";
+    case SyncState::kCatchingUp:
+      return "catching_up";
+    case SyncState::kSnapshot:
+      return "snapshot";
+    case SyncState::kInSync:
+      return "in_sync";
+  }
+  return "unknown";
+}
+
+std::string_view EventKindName(ReplicationEvent::Kind kind) {
+  switch (kind) {
+    case ReplicationEvent::Kind::kPeerJoined:
+      return "peer_joined";
+    case ReplicationEvent::Kind::kPeerLost:
+      return "peer_lost";
+    case ReplicationEvent::Kind::kSyncTimeout:
+      return "sync_timeout";
+    case ReplicationEvent::Kind::kSnapshotStarted:
+      return "snapshot_started";
+    case ReplicationEvent::Kind::kSnapshotFinished:
+      return "snapshot_finished";
+    case ReplicationEvent::Kind::kFork:
+      return "fork";
+    case ReplicationEvent::Kind::kBadInput:
+      return "bad_input";
+    case ReplicationEvent::Kind::kBlobCorrupt:
+      return "blob_corrupt";
+    case ReplicationEvent::Kind::kCaughtUp:
+      return "caught_up";
+  }
+  return "unknown";
+}
+
+Status ValidateDelta(const DeltaView& d) {
+  const auto id = static_cast<std::uint16_t>(d.table);
+  const bool known = (id >= static_cast<std::uint16_t>(TableId::kFwSessions) &&
+                      id <= static_cast<std::uint16_t>(TableId::kBlobs)) ||
+                     IsUserTable(d.table);
+  if (!known) return Status::InvalidArgument("unknown table id " + std::to_string(id));
+  if (d.key.empty()) return Status::InvalidArgument("a delta without a key");
+  if (d.table == TableId::kFwSessions) {
+    Tuple orig;
+    std::uint16_t zone = 0;
+    if (Status st = ParseFirewallKey(d.key, &orig, &zone); !st.ok()) return st;
+    if (d.kind != DeltaKind::kUpsert) return Status::Ok();
+    auto s = DecodeFirewallSession(wire::AsBytes(d.value));
+    if (!s.ok()) return s.status();
+    if (s->orig != orig || s->zone != zone) {
+      return Status::InvalidArgument("a firewall session whose key does not match its tuple");
+    }
+    return Status::Ok();
+  }
+  if (d.kind != DeltaKind::kUpsert) return Status::Ok();
+  return VerifyValue(d.table, d.value);
+}
+
+class Subordinate::Impl {
+ public:
+  Impl(SubordinateOptions options, Store& store, std::unique_ptr<SessionTable> table)
+      : o_(std::move(options)), store_(store), table_(std::move(table)) {}
+  ~Impl() { Stop(); }
+
+  Status Start() {
+    if (!table_ || table_->writable()) {
+      return Status::FailedPrecondition("a subordinate needs a read-only table");
+    }
+    if (table_->last_position() != store_.applied()) {
+      return Status::FailedPrecondition("the table is at " + PosText(table_->last_position()) +
+                                        " but the store at " + PosText(store_.applied()) +
+                                        ": load the table from the store first");
+    }
+    const auto history = store_.history();
+    newest_epoch_ = history.empty() ? store_.applied().epoch : history.back().epoch;
+    applied_ = store_.applied();
+    {
+      std::lock_guard lock(status_mu_);
+      status_.applied = applied_;
+      status_.newest_epoch = newest_epoch_;
+      status_.blob_cursor = store_.blob_cursor();
+    }
+    std::random_device rd;
+    session_ = (static_cast<std::uint64_t>(rd()) << 32) | rd();
+    thread_ = std::thread([this] { Run(); });
+    return Status::Ok();
+  }
+
+  void Read(const std::function<void(const SessionTable&)>& fn) const {
+    std::lock_guard lock(table_mu_);
+    fn(*table_);
+  }
+
+  SubordinateStatus status() const {
+    std::lock_guard lock(status_mu_);
+    return status_;
+  }
+
+  std::unique_ptr<SessionTable> Stop() {
+    if (thread_.joinable()) {
+      stop_ = true;
+      waker_.Signal();
+      thread_.join();
+    }
+    std::lock_guard lock(table_mu_);
+    return std::move(table_);
+  }
+
+ private:
+  void Run() {
+    header_ = {o_.cluster_id, o_.node_id, newest_epoch_};
+    SendHello();
+    while (!stop_) {
+      zmq::pollitem_t items[] = {{dealer_.handle(), 0, ZMQ_POLLIN, 0},
+                                 {nullptr, waker_.fd(), ZMQ_POLLIN, 0}};
+      try {
+        zmq::poll(items, 2, milliseconds(10));
+      } catch (const zmq::error_t& e) {
+        if (e.num() != EINTR) spdlog::error("{}: poll failed: {}", o_.node_id, e.what());
+      }
+      if (items[1].revents & ZMQ_POLLIN) waker_.Clear();
+      for (int n = 0; n < 256 && !stop_; ++n) {
+        zmq::message_t msg;
+        try {
+          if (!dealer_.recv(msg, zmq::recv_flags::dontwait)) break;
+        } catch (const zmq::error_t& e) {
+          spdlog::error("{}: receive failed: {}", o_.node_id, e.what());
+          break;
+        }
+        Handle(msg);
+      }
+      if (ack_due_) SendAck();
+      TrySendHello();
+      const auto now = Clock::now();
+      if (state_ == SyncState::kConnecting && now - hello_sent_ > o_.hello_timeout) {
+        SendHello();
+      } else if (state_ != SyncState::kConnecting && now - last_heard_ > o_.peer_timeout) {
+        const std::string text = "no word from the primary for " +
+                                 std::to_string(o_.peer_timeout.count()) + " ms: saying HELLO again";
+        spdlog::warn("{}: {}", o_.node_id, text);
+        Emit(ReplicationEvent::Kind::kPeerLost, "", text);
+        SendHello();
+      }
+      PublishStatus();
+    }
+  }
+
+  // Step 1: a new socket and session, so that nothing of the previous one is taken for this one.
+  void SendHello() {
+    try {
+      dealer_ = zmq::socket_t(ctx_, zmq::socket_type::dealer);
+      dealer_.set(zmq::sockopt::routing_id, o_.node_id);
+      dealer_.set(zmq::sockopt::linger, 0);
+      dealer_.set(zmq::sockopt::immediate, 1);
+      dealer_.set(zmq::sockopt::rcvhwm, static_cast<int>(4 * (o_.credit_batches +
+                                                              o_.credit_blob_chunks) + 64));
+      dealer_.connect(o_.primary_endpoint);
+    } catch (const zmq::error_t& e) {
+      spdlog::error("{}: cannot connect to {}: {}", o_.node_id, o_.primary_endpoint, e.what());
+    }
+    ++session_;
+    announced_in_sync_ = false;
+    received_ = 0;
+    blob_received_ = 0;
+    state_ = SyncState::kConnecting;
+    snapshot_open_ = false;
+    HelloMsg h;
+    h.node_id = o_.node_id;
+    h.replication_id = store_.replication_id();
+    h.last_applied = applied_;
+    h.session = session_;
+    h.history = store_.history();
+    h.blob_next = store_.blob_cursor();
+    h.credit_batches = o_.credit_batches;
+    h.credit_blob_chunks = o_.credit_blob_chunks;
+    header_.epoch = newest_epoch_;
+    // With `immediate`, a send finds no room until the connection exists: the loop retries it
+    // every few milliseconds until it goes.
+    hello_frame_ = Encode(header_, h);
+    TrySendHello();
+    hello_sent_ = last_heard_ = Clock::now();
+    std::lock_guard lock(status_mu_);
+    ++status_.hellos;
+    status_.state = state_;
+  }
+
+  void TrySendHello() {
+    if (hello_frame_.empty()) return;
+    if (detail::Send(dealer_, "", hello_frame_) == detail::SendResult::kSent) {
+      hello_frame_.clear();
+      hello_sent_ = Clock::now();
+    }
+  }
+
+  void SendAck() {
+    AckMsg a;
+    a.node_id = o_.node_id;
+    a.applied = a.persisted = applied_;
+    a.credit_batches = o_.credit_batches;
+    a.session = session_;
+    a.received = received_;
+    a.blob_next = store_.blob_cursor();
+    a.blob_received = blob_received_;
+    a.credit_blob_chunks = o_.credit_blob_chunks;
+    header_.epoch = newest_epoch_;
+    if (detail::Send(dealer_, "", Encode(header_, a)) == detail::SendResult::kSent) {
+      ack_due_ = false;
+    }
+  }
+
+  void Refuse(std::uint64_t InputCounters::*counter, const std::string& reason) {
+    std::uint64_t n;
+    {
+      std::lock_guard lock(status_mu_);
+      n = ++(status_.input.*counter);
+    }
+    detail::LogRefusal(n, o_.node_id, reason);
+    Emit(ReplicationEvent::Kind::kBadInput, "", reason);
+  }
+
+  void Handle(const zmq::message_t& msg) {
+    wire::DecodeLimits limits;
+    limits.max_message_bytes = o_.max_message_bytes;
+    wire::Decoded d = wire::Decode({static_cast<const std::uint8_t*>(msg.data()), msg.size()},
+                                   o_.cluster_id, limits);
+    if (!d.ok()) {
+      {
+        std::lock_guard lock(status_mu_);
+        detail::CountDecodeError(status_.input, d, o_.node_id);
+      }
+      Emit(ReplicationEvent::Kind::kBadInput, "", d.reason);
+      return;
+    }
+    const fb::Envelope& env = *d.envelope;
+    if (env.epoch() < newest_epoch_) {
+      Refuse(&InputCounters::stale_epoch,
+             "a " + std::string(fb::EnumNameBody(env.body_type())) + " from epoch " +
+                 std::to_string(env.epoch()) + ", older than epoch " +
+                 std::to_string(newest_epoch_) + " which this node has seen");
+      return;
+    }
+    newest_epoch_ = env.epoch();
+    last_heard_ = Clock::now();
+    switch (env.body_type()) {
+      case fb::Body::Heartbeat:
+        primary_head_ = std::max(primary_head_, env.body_as_Heartbeat()->applied_seq());
+        UpdateSyncState();
+        return;
+      case fb::Body::Continue:
+        OnContinue(From(*env.body_as_Continue()));
+        return;
+      case fb::Body::Fork:
+        OnFork(From(*env.body_as_Fork()));
+        return;
+      case fb::Body::SnapshotChunk:
+        OnSnapshotChunk(*env.body_as_SnapshotChunk());
+        return;
+      case fb::Body::SnapshotEnd:
+        OnSnapshotEnd(From(*env.body_as_SnapshotEnd()));
+        return;
+      case fb::Body::DeltaBatch:
+        OnBatch(msg, env);
+        return;
+      case fb::Body::BlobChunk:
+        OnBlobChunk(*env.body_as_BlobChunk());
+        return;
+      default:
+        Refuse(&InputCounters::unexpected, "a " + std::string(fb::EnumNameBody(env.body_type())) +
+                                               ", which a subordinate does not take");
+        return;
+    }
+  }
+
+  void OnContinue(const ContinueMsg& m) {
+    if (m.session != session_ || state_ != SyncState::kConnecting) {
+      Refuse(&InputCounters::unexpected, "a CONTINUE for another session");
+      return;
+    }
+    if (m.from != applied_) {
+      Refuse(&InputCounters::unexpected, "a CONTINUE from " + PosText(m.from) +
+                                             " while this node is at " + PosText(applied_));
+      SendHello();
+      return;
+    }
+    if (store_.replication_id() != m.replication_id) {
+      // A new node adopts the history it starts following from its beginning.
+      if (Status st = store_.SetReplicationId(m.replication_id); !st.ok()) {
+        spdlog::error("{}: cannot store the replication id: {}", o_.node_id, st.ToString());
+        SendHello();
+        return;
+      }
+    }
+    state_ = SyncState::kCatchingUp;
+    primary_head_ = std::max(primary_head_, m.head);
+    catchup_start_seq_ = applied_.seq;
+    catchup_started_ = Clock::now();
+    spdlog::info("{}: the primary continues from {} (its head is at seq {})", o_.node_id,
+                 PosText(applied_), m.head);
+    {
+      std::lock_guard lock(status_mu_);
+      ++status_.continues;
+    }
+    UpdateSyncState();
+  }
+
+  void OnFork(const ForkMsg& m) {
+    if (m.session != session_ || state_ != SyncState::kConnecting) {
+      Refuse(&InputCounters::unexpected, "a FORK for another session");
+      return;
+    }
+    const std::string reason = "this node's history left the primary's (" + m.replication_id +
+                               ") after " + PosText(m.common);
+    auto moved = store_.QuarantineAfter(m.common, reason, WallNow());
+    if (!moved.ok()) {
+      spdlog::error("{}: cannot quarantine the divergent tail: {}", o_.node_id,
+                    moved.status().ToString());
+      SendHello();  // nothing was changed; try again
+      return;
+    }
+    const std::string text = reason + ": " + std::to_string(*moved) +
+                             " records moved to the quarantine; a snapshot follows";
+    spdlog::warn("{}: {}", o_.node_id, text);
+    Emit(ReplicationEvent::Kind::kFork, "", text);
+    state_ = SyncState::kSnapshot;
+    std::lock_guard lock(status_mu_);
+    ++status_.forks;
+    status_.quarantined += *moved;
+  }
+
+  void OnSnapshotChunk(const fb::SnapshotChunk& c) {
+    if (c.snapshot_id() != session_ ||
+        (state_ != SyncState::kConnecting && state_ != SyncState::kSnapshot &&
+         state_ != SyncState::kCatchingUp && state_ != SyncState::kInSync)) {
+      Refuse(&InputCounters::unexpected, "a snapshot chunk for another session");
+      return;
+    }
+    ++received_;
+    ack_due_ = true;
+    if (!snapshot_open_) {
+      // The primary may also switch a CONTINUE session to a snapshot when this node's place has
+      // left its journal.
+      if (Status st = store_.BeginSnapshot(); !st.ok()) {
+        spdlog::error("{}: cannot start the snapshot: {}", o_.node_id, st.ToString());
+        SendHello();
+        return;
+      }
+      {
+        std::lock_guard lock(table_mu_);
+        table_ = std::make_unique<SessionTable>(o_.table_options);
+      }
+      applied_ = Position{};
+      snapshot_open_ = true;
+      state_ = SyncState::kSnapshot;
+      snapshot_records_ = snapshot_bytes_ = 0;
+      catchup_started_ = Clock::now();
+      spdlog::info("{}: receiving a snapshot (about {} records)", o_.node_id,
+                   c.records_total());
+      std::lock_guard lock(status_mu_);
+      ++status_.snapshots;
+    }
+    snapshot_total_ = c.records_total();
+    std::vector<StoredDelta> records;
+    if (c.records()) {
+      records.reserve(c.records()->size());
+      for (const fb::Delta* d : *c.records()) {
+        DeltaView v = ViewOf(*d);
+        v.kind = DeltaKind::kUpsert;
+        if (Status st = ValidateDelta(v); !st.ok()) {
+          Refuse(&InputCounters::bad_record, "a snapshot record refused: " + st.message());
+          SendHello();  // the snapshot is incomplete: start over
+          return;
+        }
+        records.push_back({v.table, DeltaKind::kUpsert, v.key, v.value});
+        snapshot_bytes_ += v.key.size() + v.value.size();
+      }
+    }
+    if (Status st = store_.AddSnapshotRecords(records); !st.ok()) {
+      spdlog::error("{}: cannot store snapshot records: {}", o_.node_id, st.ToString());
+      SendHello();
+      return;
+    }
+    {
+      std::lock_guard lock(table_mu_);
+      for (const auto& r : records) {
+        // Verified above, so this cannot fail on content.
+        Status st = table_->Load(r.table, r.key, r.value);
+        STATESYNC_CHECK(st.ok(), "a verified snapshot record did not load");
+      }
+    }
+    snapshot_records_ += records.size();
+    UpdateSyncState();
+  }
+
+  void OnSnapshotEnd(const SnapshotEndMsg& m) {
+    if (m.snapshot_id != session_ || state_ != SyncState::kSnapshot || !snapshot_open_) {
+      Refuse(&InputCounters::unexpected, "a snapshot end for another session");
+      return;
+    }
+    ++received_;
+    ack_due_ = true;
+    if (Status st = store_.FinishSnapshot(m.replication_id, m.position, m.history); !st.ok()) {
+      spdlog::error("{}: cannot finish the snapshot: {}", o_.node_id, st.ToString());
+      SendHello();
+      return;
+    }
+    {
+      std::lock_guard lock(table_mu_);
+      Status st = table_->ResetPosition(m.position);
+      STATESYNC_CHECK(st.ok(), "a read-only table has nothing pending");
+    }
+    applied_ = m.position;
+    snapshot_open_ = false;
+    state_ = SyncState::kCatchingUp;
+    catchup_start_seq_ = applied_.seq;
+    const std::string text = "snapshot installed: " + std::to_string(snapshot_records_) +
+                             " records at " + PosText(m.position);
+    spdlog::info("{}: {}", o_.node_id, text);
+    Emit(ReplicationEvent::Kind::kSnapshotFinished, "", text);
+    UpdateSyncState();
+  }
+
+  void OnBatch(const zmq::message_t& msg, const fb::Envelope& env) {
+    if (state_ != SyncState::kCatchingUp && state_ != SyncState::kInSync) {
+      Refuse(&InputCounters::unexpected, "a delta batch before CONTINUE or SNAPSHOT_END");
+      return;
+    }
+    ++received_;
+    ack_due_ = true;
+    const fb::DeltaBatch& batch = *env.body_as_DeltaBatch();
+    if (std::string why = CheckBatch(batch, env.epoch()); !why.empty()) {
+      Refuse(&InputCounters::bad_batch, "a delta batch refused: " + why);
+      return;
+    }
+    const auto* deltas = batch.deltas();
+    const DeltaView first = ViewOf(*deltas->Get(0));
+    const DeltaView last = ViewOf(*deltas->Get(deltas->size() - 1));
+    if (last.position.seq <= applied_.seq) return;  // already here (a resent batch)
+    if (first.position.seq > applied_.seq + 1) {
+      Refuse(&InputCounters::gap, "a batch from seq " + std::to_string(first.position.seq) +
+                                      " while this node is at seq " +
+                                      std::to_string(applied_.seq) + ": asking again");
+      SendHello();
+      return;
+    }
+    if (last.position.epoch < applied_.epoch) {
+      Refuse(&InputCounters::bad_batch, "a batch of epoch " +
+                                            std::to_string(last.position.epoch) +
+                                            " after epoch " + std::to_string(applied_.epoch));
+      return;
+    }
+    for (flatbuffers::uoffset_t i = 0; i < deltas->size(); ++i) {
+      const DeltaView v = ViewOf(*deltas->Get(i));
+      if (v.position.seq <= applied_.seq) continue;
+      if (Status st = ValidateDelta(v); !st.ok()) {
+        Refuse(&InputCounters::bad_record, "a batch refused, its delta at " +
+                                               PosText(v.position) + ": " + st.message());
+        return;
+      }
+    }
+    // The durable point: the frame as received, or cut to what is new here.
+    Status st;
+    Position from = first.position;
+    if (first.position.seq == applied_.seq + 1) {
+      st = store_.Append(first.position, last.position,
+                         {static_cast<const std::uint8_t*>(msg.data()), msg.size()}, WallNow());
+    } else {
+      const EnvelopeHeader h{o_.cluster_id, env.sender() ? env.sender()->string_view() : "",
+                             env.epoch()};
+      const std::string cut = Rewrap(batch, h, applied_.seq);
+      from = {last.position.epoch, applied_.seq + 1};
+      st = store_.Append(from, last.position, wire::AsBytes(cut), WallNow());
+    }
+    if (!st.ok()) {
+      spdlog::error("{}: cannot persist the batch from {}: {}", o_.node_id, PosText(from),
+                    st.ToString());
+      SendHello();
+      return;
+    }
+    std::size_t n = 0;
+    {
+      std::lock_guard lock(table_mu_);
+      for (flatbuffers::uoffset_t i = 0; i < deltas->size(); ++i) {
+        const DeltaView v = ViewOf(*deltas->Get(i));
+        if (v.position.seq <= applied_.seq) continue;
+        Status ast = table_->Apply(v);
+        STATESYNC_CHECK(ast.ok(), "a validated, journaled delta did not apply");
+        applied_ = v.position;
+        ++n;
+      }
+    }
+    primary_head_ = std::max(primary_head_, applied_.seq);
+    {
+      std::lock_guard lock(status_mu_);
+      ++status_.batches;
+      status_.deltas += n;
+    }
+    UpdateSyncState();
+  }
+
+  void OnBlobChunk(const fb::BlobChunk& c) {
+    ++blob_received_;
+    ack_due_ = true;
+    const BlobChunkMsg m = From(c);
+    if (XXH3_64bits(m.data.data(), m.data.size()) != m.chunk_xxh64) {
+      Refuse(&InputCounters::blob_corrupt, "a chunk of blob " + m.info.blob_id + " at offset " +
+                                               std::to_string(m.offset) +
+                                               " does not match its checksum");
+      return;
+    }
+    const BlobCursor cursor = store_.blob_cursor();
+    if (m.info.seq != cursor.seq || m.offset != cursor.offset) return;  // not the one expected
+    Status st = store_.AddBlobChunk(m.info, m.offset, m.data);
+    if (st.code() == Status::Code::kCorruption) {
+      Refuse(&InputCounters::blob_corrupt, st.message());
+      Emit(ReplicationEvent::Kind::kBlobCorrupt, "", st.message());
+    } else if (!st.ok()) {
+      spdlog::error("{}: cannot store a blob chunk: {}", o_.node_id, st.ToString());
+    }
+  }
+
+  void UpdateSyncState() {
+    if (state_ == SyncState::kCatchingUp || state_ == SyncState::kInSync) {
+      const bool at_head = applied_.seq >= primary_head_;
+      if (at_head && state_ == SyncState::kCatchingUp && !announced_in_sync_) {
+        announced_in_sync_ = true;
+        spdlog::info("{}: in sync with the primary at seq {}", o_.node_id, applied_.seq);
+        Emit(ReplicationEvent::Kind::kCaughtUp, "", "in sync at seq " +
+                                                        std::to_string(applied_.seq));
+      }
+      state_ = at_head ? SyncState::kInSync : SyncState::kCatchingUp;
+    }
+  }
+
+  void PublishStatus() {
+    const auto now = Clock::now();
+    CatchUpProgress p;
+    const double elapsed = std::chrono::duration<double>(now - catchup_started_).count();
+    if (state_ == SyncState::kSnapshot) {
+      p.records_done = snapshot_records_;
+      p.records_total = std::max(snapshot_total_, snapshot_records_);
+      p.bytes_done = snapshot_bytes_;
+    } else if (state_ == SyncState::kCatchingUp) {
+      p.records_done = applied_.seq - catchup_start_seq_;
+      p.records_total = primary_head_ > catchup_start_seq_ ? primary_head_ - catchup_start_seq_ : 0;
+    } else if (state_ == SyncState::kInSync) {
+      p.records_done = p.records_total = 1;
+    }
+    p.fraction = p.records_total ? static_cast<double>(p.records_done) / p.records_total : 0;
+    if (p.fraction > 1) p.fraction = 1;
+    p.records_per_second = elapsed > 0 ? p.records_done / elapsed : 0;
+    p.eta_seconds = p.records_per_second > 0 && p.records_total > p.records_done
+                        ? (p.records_total - p.records_done) / p.records_per_second
+                        : 0;
+    std::lock_guard lock(status_mu_);
+    status_.state = state_;
+    status_.applied = applied_;
+    status_.primary_head = primary_head_;
+    status_.newest_epoch = newest_epoch_;
+    status_.progress = p;
+    status_.blob_cursor = store_.blob_cursor();
+  }
+
+  void Emit(ReplicationEvent::Kind kind, const std::string& peer, const std::string& text) {
+    if (o_.events) o_.events({kind, peer, text});
+  }
+
+  SubordinateOptions o_;
+  Store& store_;
+  mutable std::mutex table_mu_;
+  std::unique_ptr<SessionTable> table_;
+  detail::Waker waker_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  mutable std::mutex status_mu_;
+  SubordinateStatus status_;
+
+  // The I/O thread's.
+  zmq::context_t ctx_{1};
+  zmq::socket_t dealer_;
+  EnvelopeHeader header_;
+  std::uint64_t session_ = 0;
+  SyncState state_ = SyncState::kConnecting;
+  Position applied_;
+  Epoch newest_epoch_ = 0;
+  Seq primary_head_ = 0;
+  std::uint64_t received_ = 0;
+  std::uint64_t blob_received_ = 0;
+  bool ack_due_ = false;
+  bool announced_in_sync_ = false;  // logged once per session
+  bool snapshot_open_ = false;
+  std::uint64_t snapshot_records_ = 0;
+  std::uint64_t snapshot_total_ = 0;
+  std::uint64_t snapshot_bytes_ = 0;
+  Seq catchup_start_seq_ = 0;
+  Clock::time_point catchup_started_;
+  Clock::time_point hello_sent_;
+  std::string hello_frame_;  // a HELLO waiting for the connection
+  Clock::time_point last_heard_;
+};
+
+Subordinate::Subordinate(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Subordinate::~Subordinate() = default;
+
+Result<std::unique_ptr<Subordinate>> Subordinate::Start(SubordinateOptions options, Store& store,
+                                                        std::unique_ptr<SessionTable> table) {
+  auto impl = std::make_unique<Impl>(std::move(options), store, std::move(table));
+  if (Status st = impl->Start(); !st.ok()) return st;
+  return std::unique_ptr<Subordinate>(new Subordinate(std::move(impl)));
+}
+void Subordinate::Read(const std::function<void(const SessionTable&)>& fn) const {
+  impl_->Read(fn);
+}
+SubordinateStatus Subordinate::status() const {
+  return impl_->status();
+}
+std::unique_ptr<SessionTable> Subordinate::Stop() {
+  return impl_->Stop();
+}
+
+}  // namespace statesync::replication
