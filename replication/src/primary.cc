@@ -260,7 +260,7 @@ class Primary::Impl {
       const auto now = Clock::now();
       for (auto& [id, peer] : peers_) Serve(peer, now);
       CheckTimers(now);
-      if (now - last_trim >= std::chrono::seconds(1)) {
+      if (now - last_trim >= o_.trim_interval) {
         Trim();
         last_trim = now;
       }
@@ -754,16 +754,25 @@ class Primary::Impl {
     }
   }
 
+  // The journal keeps what a snapshot in progress and a subordinate that is catching up still
+  // need, so that a subordinate fed a snapshot under heavy writes does not fall out again at
+  // once; but only up to twice the size limit: beyond it, a peer that cannot keep up gets a
+  // snapshot again, and the disk stays bounded.
   void Trim() {
     Seq keep = UINT64_MAX;
-    for (const auto& [id, p] : peers_) {
-      if (p.state == PeerStatus::State::kSnapshot && p.snapshot) {
-        keep = std::min(keep, p.snapshot_position.seq);
+    if (store_.journal().bytes <= 2 * o_.journal.max_bytes) {
+      for (const auto& [id, p] : peers_) {
+        if (p.state == PeerStatus::State::kSnapshot && p.snapshot) {
+          keep = std::min(keep, p.snapshot_position.seq);
+        } else if (p.state == PeerStatus::State::kContinue) {
+          keep = std::min(keep, p.persisted.seq);
+        }
       }
     }
     auto dropped = store_.Trim(o_.journal, WallNow(), keep);
-    if (!dropped.ok()) spdlog::error("{}: trimming the journal: {}", o_.node_id,
-                                     dropped.status().ToString());
+    if (!dropped.ok()) {
+      spdlog::error("{}: trimming the journal: {}", o_.node_id, dropped.status().ToString());
+    }
   }
 
   void PublishStatus(Clock::time_point now) {

@@ -158,6 +158,7 @@ class Subordinate::Impl {
           break;
         }
         Handle(msg);
+        PublishStatus();
       }
       if (ack_due_) SendAck();
       TrySendHello();

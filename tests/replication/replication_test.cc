@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <atomic>
 #include <fstream>
 
 #include "harness.h"
@@ -16,6 +17,117 @@ using replication::Subordinate;
 using replication::SyncState;
 
 const char* g_self = nullptr;
+
+
+// ---- the subordinate as a child process ----
+// The child writes its status to a file (replaced atomically) every few milliseconds:
+// "applied_seq state continues snapshots hellos gaps stale".
+struct ChildStatus {
+  Seq applied = 0;
+  int state = 0;
+  std::uint64_t continues = 0, snapshots = 0, hellos = 0, gaps = 0, stale = 0;
+};
+
+int RunSubordinateChild(const char* dir, const char* endpoint, const char* id,
+                        const char* status_file) {
+  static std::atomic<bool> stop{false};
+  ::signal(SIGTERM, [](int) { stop = true; });
+  auto store = OpenStore(dir);
+  if (!store) return 3;
+  auto sub = Subordinate::Start(SubOptions(id, endpoint), *store, LoadTable(*store));
+  if (!sub.ok()) return 4;
+  const std::string tmp = std::string(status_file) + ".tmp";
+  while (!stop) {
+    const auto st = (*sub)->status();
+    {
+      std::ofstream out(tmp, std::ios::trunc);
+      out << st.applied.seq << ' ' << static_cast<int>(st.state) << ' ' << st.continues << ' '
+          << st.snapshots << ' ' << st.hellos << ' ' << st.input.gap << ' '
+          << st.input.stale_epoch << '\n';
+    }
+    std::filesystem::rename(tmp, status_file);
+    std::this_thread::sleep_for(5ms);
+  }
+  (*sub)->Stop();
+  return 0;
+}
+
+class Child {
+ public:
+  Child(const fs::path& dir, const std::string& endpoint, const std::string& id)
+      : dir_(dir), endpoint_(endpoint), id_(id), status_(dir.string() + ".status") {}
+  ~Child() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    std::error_code ec;
+    fs::remove(status_, ec);
+  }
+  void Start() {
+    std::error_code ec;
+    fs::remove(status_, ec);
+    pid_ = ::fork();
+    ASSERT_GE(pid_, 0);
+    if (pid_ == 0) {
+      ::execl(g_self, g_self, "--subordinate", dir_.c_str(), endpoint_.c_str(), id_.c_str(),
+              status_.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+  }
+  void Signal(int sig) { ASSERT_EQ(::kill(pid_, sig), 0); }
+  void Kill() {
+    Signal(SIGKILL);
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid_, &status, 0), pid_);
+    ASSERT_TRUE(WIFSIGNALED(status));
+    pid_ = -1;
+  }
+  void Terminate() {
+    Signal(SIGTERM);
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid_, &status, 0), pid_);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+    pid_ = -1;
+  }
+  ChildStatus status() const {
+    ChildStatus s;
+    std::ifstream in(status_);
+    in >> s.applied >> s.state >> s.continues >> s.snapshots >> s.hellos >> s.gaps >> s.stale;
+    return s;
+  }
+
+ private:
+  fs::path dir_;
+  std::string endpoint_, id_;
+  std::string status_;
+  pid_t pid_ = -1;
+};
+
+std::size_t ResidentBytes() {
+  std::ifstream statm("/proc/self/statm");
+  std::size_t size = 0, resident = 0;
+  statm >> size >> resident;
+  return resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+}
+
+// Every batch of a store's journal follows the previous one: no gap, no duplicate.
+void ExpectContiguousJournal(const Store& store, Seq head) {
+  std::vector<JournalBatch> batches;
+  Seq at = store.journal().first_seq - 1;
+  std::uint64_t count = 0;
+  for (;;) {
+    ASSERT_TRUE(store.ReadJournal(at, 8 << 20, &batches).ok());
+    if (batches.empty()) break;
+    for (const auto& b : batches) {
+      ASSERT_EQ(b.first.seq, at + 1) << "a gap or a duplicate in the journal";
+      at = b.last.seq;
+      ++count;
+    }
+  }
+  EXPECT_EQ(at, head);
+  EXPECT_GT(count, 0u);
+}
 
 // The digest of every table, and that two tables hold the same records.
 void ExpectSameData(const SessionTable& a, const SessionTable& b) {
@@ -60,10 +172,208 @@ TEST(Replication, StreamsAMillionMixedDeltasAndTheDigestsAgree) {
   EXPECT_EQ(reloaded->last_position(), head);
 }
 
+
+TEST(Replication, ASubordinateKilledMidStreamContinuesWithoutGapOrDuplicate) {
+  TempDir pdir, sdir;
+  PrimaryNode p;
+  p.Start(pdir.path(), 1);
+  Child child(sdir.path() / "store", p.primary->endpoint(), "s1");
+  child.Start();
+  Mix mix(2);
+  std::mt19937_64 rng(2);
+  for (int round = 0; round < 3; ++round) {
+    // Write until the child is well into the stream, then kill it mid-stream.
+    const Seq target = p.head() + 50'000 + rng() % 50'000;
+    while (child.status().applied < target) mix.Run(p, 5'000);
+    mix.Run(p, 2'000);
+    child.Kill();
+    mix.Run(p, 20'000);  // written while it is down
+    child.Start();
+    ASSERT_TRUE(WaitFor([&] { return child.status().hellos > 0; }));
+  }
+  mix.Run(p, 10'000);
+  const Seq head = p.head();
+  ASSERT_TRUE(WaitFor([&] { return child.status().applied == head; }, 120s))
+      << child.status().applied << " of " << head;
+  const ChildStatus st = child.status();
+  EXPECT_EQ(st.continues, 1u) << "the restarted subordinate continued from its place";
+  EXPECT_EQ(st.snapshots, 0u);
+  EXPECT_EQ(st.gaps, 0u);
+  child.Terminate();
+  auto store = OpenStore(sdir.path() / "store");
+  ExpectContiguousJournal(*store, head);
+  auto table = LoadTable(*store);
+  ExpectSameData(*p.table, *table);
+}
+
+TEST(Replication, ASubordinateOutOfTheBacklogGetsASnapshotWhileWritesGoOn) {
+  TempDir pdir, sdir;
+  PrimaryNode p;
+  replication::PrimaryOptions po;
+  po.journal = {.max_bytes = 16 << 20, .max_age = std::chrono::hours(1)};
+  po.trim_interval = 20ms;
+  p.Start(pdir.path(), 1, po);
+  auto sstore = OpenStore(sdir.path());
+  auto sub = Subordinate::Start(SubOptions("s1", p.primary->endpoint()), *sstore,
+                                LoadTable(*sstore));
+  ASSERT_TRUE(sub.ok());
+  Mix mix(3);
+  mix.Run(p, 50'000);
+  ASSERT_TRUE(WaitFor([&] { return (*sub)->status().applied.seq == p.head(); }));
+  auto table = (*sub)->Stop();
+  const Seq left_at = table->last_position().seq;
+  // Offline while the journal moves past it.
+  while (p.store->journal().first_seq <= left_at + 1) {
+    mix.Run(p, 20'000);
+    std::this_thread::sleep_for(20ms);
+  }
+  sub = Subordinate::Start(SubOptions("s1", p.primary->endpoint()), *sstore, std::move(table));
+  ASSERT_TRUE(sub.ok());
+  // Writes go on during the snapshot and after it, at about 100k a second (the journal's cap,
+  // twice 16 MB, holds what arrives meanwhile).
+  auto write_a_little = [&] {
+    mix.Run(p, 500);
+    std::this_thread::sleep_for(5ms);
+  };
+  std::uint64_t during = 0;
+  while ((*sub)->status().snapshots == 0) write_a_little();
+  while ((*sub)->status().state == SyncState::kSnapshot) {
+    write_a_little();
+    during += 500;
+  }
+  for (int i = 0; i < 100; ++i) write_a_little();
+  const Seq head = p.head();
+  ASSERT_TRUE(WaitFor([&] { return (*sub)->status().applied.seq == head; }, 120s));
+  const auto st = (*sub)->status();
+  EXPECT_EQ(st.snapshots, 1u);
+  EXPECT_EQ(st.forks, 0u);
+  EXPECT_GT(during, 0u) << "no write landed while the snapshot ran";
+  EXPECT_GE(p.primary->stats().snapshots, 1u);
+  (*sub)->Read([&](const SessionTable& t) { ExpectSameData(*p.table, t); });
+  table = (*sub)->Stop();
+  ASSERT_TRUE(sstore->WaitMaterialized(sstore->applied(), 60s));
+  ExpectSameData(*p.table, *LoadTable(*sstore));
+}
+
+TEST(Replication, ABlobCutInTheMiddleResumesFromItsOffset) {
+  TempDir pdir, sdir;
+  PrimaryNode p;
+  replication::PrimaryOptions po;
+  po.blob_chunk_bytes = 64 << 10;
+  p.Start(pdir.path(), 1, po);
+  auto sstore = OpenStore(sdir.path());
+  auto so = SubOptions("s1", p.primary->endpoint());
+  so.credit_blob_chunks = 1;
+  std::unique_ptr<SessionTable> table = LoadTable(*sstore);
+  std::string data(32 << 20, '\0');
+  std::mt19937_64 rng(4);
+  for (auto& c : data) c = static_cast<char>(rng());
+  // Cut the lane while a blob is partly received: stop the subordinate then. A try in which the
+  // blob completed first is repeated with the next blob.
+  BlobCursor cut;
+  std::string blob_id;
+  for (int attempt = 0; attempt < 5 && cut.offset == 0; ++attempt) {
+    auto sub = Subordinate::Start(so, *sstore, std::move(table));
+    ASSERT_TRUE(sub.ok());
+    blob_id = "rec/" + std::to_string(attempt);
+    data[0] = static_cast<char>(attempt);
+    auto info = p.primary->PutBlob(blob_id, 2, "call-" + std::to_string(attempt) + ".wav", data);
+    ASSERT_TRUE(info.ok());
+    WaitFor([&] { return sstore->blob_cursor().offset >= (4u << 20) ||
+                         sstore->blob_cursor().seq > info->seq; });
+    table = (*sub)->Stop();
+    if (sstore->blob_cursor().seq == info->seq) cut = sstore->blob_cursor();
+  }
+  ASSERT_GT(cut.offset, 0u) << "never caught the blob half-way";
+  ASSERT_LT(cut.offset, data.size());
+  EXPECT_FALSE(sstore->GetBlob(blob_id, nullptr)->has_value()) << "visible before complete";
+  const std::uint64_t sent_before = p.primary->stats().blob_bytes_sent;
+  auto sub = Subordinate::Start(so, *sstore, std::move(table));
+  ASSERT_TRUE(sub.ok());
+  ASSERT_TRUE(WaitFor([&] { return sstore->GetBlob(blob_id, nullptr)->has_value(); }));
+  const std::uint64_t resent = p.primary->stats().blob_bytes_sent - sent_before;
+  // From the cut on: what was missing, plus at most the chunk in flight when it was cut.
+  EXPECT_LE(resent, data.size() - cut.offset + po.blob_chunk_bytes);
+  EXPECT_GE(resent, data.size() - cut.offset);
+  BlobInfo info;
+  auto got = sstore->GetBlob(blob_id, &info);
+  EXPECT_EQ(**got, data);
+  EXPECT_EQ(info.size, data.size());
+  EXPECT_EQ((*sub)->status().input.blob_corrupt, 0u);
+}
+
+TEST(Replication, SyncWritesCompleteOnlyWhenPersistedAndBlockOrFailAsConfigured) {
+  TempDir pdir, sdir;
+  PrimaryNode p;
+  replication::PrimaryOptions po;
+  po.durability[TableId::kFwSessions] = replication::Durability::kSync;
+  po.min_acks = 1;
+  po.sync_timeout = 300ms;
+  po.on_sync_timeout = replication::SyncFailure::kFail;
+  std::atomic<int> alerts{0};
+  po.events = [&](const replication::ReplicationEvent& e) {
+    if (e.kind == replication::ReplicationEvent::Kind::kSyncTimeout) ++alerts;
+  };
+  p.Start(pdir.path(), 1, po);
+  auto sstore = OpenStore(sdir.path());
+  auto sub = Subordinate::Start(SubOptions("s1", p.primary->endpoint()), *sstore,
+                                LoadTable(*sstore));
+  ASSERT_TRUE(sub.ok());
+  ASSERT_TRUE(WaitFor([&] { return (*sub)->status().state == SyncState::kInSync; }));
+  // Each write is reported durable only once the subordinate's store holds it.
+  for (std::uint64_t i = 0; i < 2000; ++i) {
+    auto m = p.table->UpsertFirewall(workload::Ipv4Session(i, p.table->now()));
+    ASSERT_TRUE(m.ok());
+    p.primary->Flush(*p.table);
+    auto done = p.primary->WhenDurable(TableId::kFwSessions, m->position);
+    ASSERT_EQ(done.get().code(), Status::Code::kOk);
+    ASSERT_GE(sstore->applied().seq, m->position.seq) << "reported before it was persisted";
+  }
+  EXPECT_EQ(alerts.load(), 0);
+  // An async table is done at once.
+  auto m = p.table->Upsert(UserTable(1), "k", "v");
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(p.primary->WhenDurable(UserTable(1), m->position).wait_for(0s),
+            std::future_status::ready);
+
+  // The subordinate stops: `fail` completes the write with Unavailable after sync_timeout.
+  auto table = (*sub)->Stop();
+  m = p.table->UpsertFirewall(workload::Ipv4Session(5000, p.table->now()));
+  ASSERT_TRUE(m.ok());
+  p.primary->Flush(*p.table);
+  auto failed = p.primary->WhenDurable(TableId::kFwSessions, m->position);
+  ASSERT_EQ(failed.wait_for(30s), std::future_status::ready);
+  const Status why = failed.get();
+  EXPECT_EQ(why.code(), Status::Code::kUnavailable);
+  EXPECT_NE(why.message().find("within 300 ms"), std::string::npos) << why.ToString();
+  EXPECT_EQ(alerts.load(), 1);
+  EXPECT_EQ(p.primary->stats().sync_timeouts, 1u);
+
+  // `block`: the write waits past the timeout (with an alert) and completes when a subordinate
+  // comes back and persists it; it never turns async.
+  p.primary.reset();
+  po.on_sync_timeout = replication::SyncFailure::kBlock;
+  p.Start(pdir.path(), 1, po);
+  m = p.table->UpsertFirewall(workload::Ipv4Session(5001, p.table->now()));
+  ASSERT_TRUE(m.ok());
+  p.primary->Flush(*p.table);
+  auto blocked = p.primary->WhenDurable(TableId::kFwSessions, m->position);
+  EXPECT_EQ(blocked.wait_for(1500ms), std::future_status::timeout);
+  EXPECT_EQ(alerts.load(), 2) << "the timeout raised an alert, once";
+  sub = Subordinate::Start(SubOptions("s1", p.primary->endpoint()), *sstore, std::move(table));
+  ASSERT_TRUE(sub.ok());
+  ASSERT_EQ(blocked.wait_for(30s), std::future_status::ready);
+  EXPECT_TRUE(blocked.get().ok());
+  EXPECT_GE(sstore->applied().seq, m->position.seq);
+}
+
 }  // namespace
 }  // namespace statesync::testing
 
 int main(int argc, char** argv) {
+  if (argc == 6 && std::string(argv[1]) == "--subordinate") {
+    return statesync::testing::RunSubordinateChild(argv[2], argv[3], argv[4], argv[5]);
+  }
   statesync::testing::g_self = argv[0];
   ::testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();

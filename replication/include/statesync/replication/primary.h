@@ -66,8 +66,10 @@ struct PrimaryOptions {
   // The most stream messages one subordinate may have in flight, whatever credit it grants.
   std::uint32_t max_credit_batches = 64;
   std::uint32_t max_credit_blob_chunks = 4;
-  // The journal: how much history is kept for CONTINUE.
+  // The journal: how much history is kept for CONTINUE. What a snapshot in progress or a
+  // connected subordinate still needs is kept beyond the limits, up to twice max_bytes.
   JournalLimits journal;
+  std::chrono::milliseconds trim_interval{1000};
   // Durability per table (tables not named are async).
   std::map<TableId, Durability> durability;
   int min_acks = 1;

@@ -44,7 +44,7 @@ struct SubordinateOptions {
   std::uint32_t credit_batches = 32;
   std::uint32_t credit_blob_chunks = 2;
   std::chrono::milliseconds hello_timeout{1000};
-  std::chrono::milliseconds peer_timeout{1000};
+  std::chrono::milliseconds peer_timeout{3000};
   // Options of the table built when a snapshot replaces the data.
   SessionTableOptions table_options{.writable = false};
   EventSink events;
