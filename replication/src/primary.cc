@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
-#include <map>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -79,8 +79,8 @@ class Primary::Impl {
       router_.set(zmq::sockopt::router_mandatory, 1);
       router_.set(zmq::sockopt::router_handover, 1);
       router_.set(zmq::sockopt::linger, 0);
-      router_.set(zmq::sockopt::sndhwm, static_cast<int>(2 * o_.max_credit_batches +
-                                                         2 * o_.max_credit_blob_chunks + 64));
+      router_.set(zmq::sockopt::sndhwm,
+                  static_cast<int>(2 * o_.max_credit_batches + 2 * o_.max_credit_blob_chunks + 64));
       router_.set(zmq::sockopt::rcvhwm, 10000);
       router_.bind(o_.endpoint);
       endpoint_ = router_.get(zmq::sockopt::last_endpoint);
@@ -101,8 +101,8 @@ class Primary::Impl {
     for (;;) {
       const auto now = Clock::now();
       if (!builder_.empty()) {
-        const bool full = builder_.deltas() >= o_.batch_max_deltas ||
-                          builder_.bytes() >= o_.batch_max_bytes;
+        const bool full =
+            builder_.deltas() >= o_.batch_max_deltas || builder_.bytes() >= o_.batch_max_bytes;
         const bool due = now - opened_ >= o_.batch_deadline;
         const bool last = table.pending() == 0;
         if (full || due || (flush && last)) {
@@ -291,8 +291,8 @@ class Primary::Impl {
       journaled_ = out.last;
       released += out.frame.size();
       recent_bytes_ += out.frame.size();
-      recent_.push_back({out.first, out.last,
-                         std::make_shared<const std::string>(std::move(out.frame))});
+      recent_.push_back(
+          {out.first, out.last, std::make_shared<const std::string>(std::move(out.frame))});
       batch.pop_front();
     }
     while (recent_bytes_ > o_.recent_max_bytes && !recent_.empty()) {
@@ -333,8 +333,8 @@ class Primary::Impl {
   void Handle(const std::string& from, const zmq::message_t& body) {
     wire::DecodeLimits limits;
     limits.max_message_bytes = o_.max_message_bytes;
-    wire::Decoded d = wire::Decode(
-        {static_cast<const std::uint8_t*>(body.data()), body.size()}, o_.cluster_id, limits);
+    wire::Decoded d = wire::Decode({static_cast<const std::uint8_t*>(body.data()), body.size()},
+                                   o_.cluster_id, limits);
     if (!d.ok()) {
       std::lock_guard lock(stats_mu_);
       detail::CountDecodeError(stats_.input, d, o_.node_id + " from " + from);
@@ -359,8 +359,9 @@ class Primary::Impl {
       default: {
         std::lock_guard lock(stats_mu_);
         const auto n = ++stats_.input.unexpected;
-        detail::LogRefusal(n, o_.node_id, "a " + std::string(fb::EnumNameBody(env.body_type())) +
-                                              " from " + from + ", which a primary does not take");
+        detail::LogRefusal(n, o_.node_id,
+                           "a " + std::string(fb::EnumNameBody(env.body_type())) + " from " + from +
+                               ", which a primary does not take");
         return;
       }
     }
@@ -388,7 +389,8 @@ class Primary::Impl {
         p.state = PeerStatus::State::kContinue;
         p.sent_seq = m.last_applied.seq;
         p.persisted = m.last_applied;
-        Send(p, Encode(header_, ContinueMsg{rid_, m.last_applied, p.session, journaled_.seq}), false);
+        Send(p, Encode(header_, ContinueMsg{rid_, m.last_applied, p.session, journaled_.seq}),
+             false);
         how = "CONTINUE from seq " + std::to_string(m.last_applied.seq) + " (head " +
               std::to_string(journaled_.seq) + ")";
       } else {
@@ -405,7 +407,8 @@ class Primary::Impl {
             std::to_string(journaled_.seq) + " deltas)";
     } else if (m.last_applied.seq > 0) {
       SendFork(p, Position{});
-      how = "another history (" + m.replication_id + "): all it holds goes to its quarantine, "
+      how = "another history (" + m.replication_id +
+            "): all it holds goes to its quarantine, "
             "then a snapshot";
     } else {
       p.state = PeerStatus::State::kSnapshot;
@@ -558,11 +561,11 @@ class Primary::Impl {
       }
       // 2. From the journal.
       std::vector<JournalBatch> batches;
-      Status st = store_.ReadJournal(p.sent_seq, std::min<std::uint64_t>(p.credit(), 16) *
-                                                     o_.batch_max_bytes, &batches);
+      Status st = store_.ReadJournal(
+          p.sent_seq, std::min<std::uint64_t>(p.credit(), 16) * o_.batch_max_bytes, &batches);
       if (st.code() == Status::Code::kNotFound) {
-        spdlog::info("{}: {} is at seq {}, which the journal no longer holds: snapshot",
-                     o_.node_id, p.id, p.sent_seq);
+        spdlog::info("{}: {} is at seq {}, which the journal no longer holds: snapshot", o_.node_id,
+                     p.id, p.sent_seq);
         p.state = PeerStatus::State::kSnapshot;
         return false;
       }
@@ -636,8 +639,8 @@ class Primary::Impl {
         }
         SnapshotEndMsg end{p.session, rid_, p.snapshot_position, p.snapshot_sent, history};
         if (!Send(p, Encode(header_, end), true)) return;
-        const std::string text = "snapshot for " + p.id + " sent: " +
-                                 std::to_string(p.snapshot_sent) + " records at " +
+        const std::string text = "snapshot for " + p.id +
+                                 " sent: " + std::to_string(p.snapshot_sent) + " records at " +
                                  PosText(p.snapshot_position);
         spdlog::info("{}: {}", o_.node_id, text);
         Emit(ReplicationEvent::Kind::kSnapshotFinished, p.id, text);
@@ -647,8 +650,7 @@ class Primary::Impl {
         return;
       }
       const std::string frame = EncodeSnapshotChunk(header_, p.session, records,
-                                                    std::max(p.snapshot_total, p.snapshot_sent),
-                                                    0);
+                                                    std::max(p.snapshot_total, p.snapshot_sent), 0);
       if (!Send(p, frame, true)) return;
       p.snapshot_sent += records.size();
     }
@@ -716,8 +718,9 @@ class Primary::Impl {
     for (auto& [id, p] : peers_) {
       if (p.state != PeerStatus::State::kLost && now - p.last_heard > o_.peer_timeout) {
         MarkLost(p, "no word for " +
-                        std::to_string(std::chrono::duration_cast<milliseconds>(
-                                           now - p.last_heard).count()) + " ms");
+                        std::to_string(
+                            std::chrono::duration_cast<milliseconds>(now - p.last_heard).count()) +
+                        " ms");
       }
     }
     std::vector<std::string> alerts;
@@ -838,8 +841,7 @@ class Primary::Impl {
 Primary::Primary(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Primary::~Primary() = default;
 
-Result<std::unique_ptr<Primary>> Primary::Start(PrimaryOptions options, Store& store,
-                                                Epoch epoch) {
+Result<std::unique_ptr<Primary>> Primary::Start(PrimaryOptions options, Store& store, Epoch epoch) {
   auto impl = std::make_unique<Impl>(std::move(options), store, epoch);
   if (Status st = impl->Start(); !st.ok()) return st;
   return std::unique_ptr<Primary>(new Primary(std::move(impl)));

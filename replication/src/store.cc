@@ -230,7 +230,7 @@ rocksdb::ColumnFamilyOptions MakeCfOptions(const StoreOptions& o, CfKind kind) {
     cf.min_blob_size = kind == CfKind::kJournal ? 1024 : o.blob_min_bytes;
     cf.blob_file_size = 256ull << 20;
     cf.enable_blob_garbage_collection = true;
-    cf.write_buffer_size = 64ull << 20;
+    cf.write_buffer_size = std::max<std::uint64_t>(8ull << 20, o.memtable_budget_bytes / 8);
   }
   if (!o.tuned) return cf;
   constexpr int kMemtables = 8;
@@ -357,8 +357,7 @@ class Store::Impl {
   }
 
   // ---- the journal ----
-  Status Append(Position first, Position last, std::span<const std::uint8_t> frame,
-                TimePoint now) {
+  Status Append(Position first, Position last, std::span<const std::uint8_t> frame, TimePoint now) {
     std::lock_guard write_lock(write_mu_);
     const Position head = applied();
     if (first.epoch != last.epoch || first.seq > last.seq) {
@@ -371,9 +370,9 @@ class Store::Impl {
     }
     JournalIndexEntry e{first.seq, last, now.time_since_epoch().count(), frame.size()};
     rocksdb::WriteBatch batch(frame.size() + 256);
-    rocksdb::Status s = batch.Put(journal_cf_, JournalKey('d', first.seq),
-                                  rocksdb::Slice(reinterpret_cast<const char*>(frame.data()),
-                                                 frame.size()));
+    rocksdb::Status s =
+        batch.Put(journal_cf_, JournalKey('d', first.seq),
+                  rocksdb::Slice(reinterpret_cast<const char*>(frame.data()), frame.size()));
     if (s.ok()) s = batch.Put(journal_cf_, JournalKey('i', first.seq), EncodeIndexEntry(e));
     if (s.ok()) s = batch.Put(meta_, kAppliedKey, EncodePosition(last));
     std::vector<Position> history = this->history();
@@ -415,17 +414,17 @@ class Store::Impl {
     {
       std::lock_guard lock(state_mu_);
       // The batch holding after + 1: the last whose first seq is <= after + 1.
-      auto it = std::upper_bound(
-          journal_.begin(), journal_.end(), after + 1,
-          [](Seq s, const JournalIndexEntry& e) { return s < e.first; });
+      auto it = std::upper_bound(journal_.begin(), journal_.end(), after + 1,
+                                 [](Seq s, const JournalIndexEntry& e) { return s < e.first; });
       if (applied_.seq <= after) return Status::Ok();  // nothing after it
       if (journal_.empty()) {
         return Status::NotFound("the journal is empty and the head is at seq " +
                                 std::to_string(applied_.seq));
       }
       if (it == journal_.begin()) {
-        return Status::NotFound("the journal starts at seq " + std::to_string(journal_.front().first) +
-                                ", after " + std::to_string(after + 1));
+        return Status::NotFound("the journal starts at seq " +
+                                std::to_string(journal_.front().first) + ", after " +
+                                std::to_string(after + 1));
       }
       --it;
       if (it->last.seq <= after) {
@@ -444,9 +443,8 @@ class Store::Impl {
       b.first.seq = GetU64(key, 1);
       {
         std::lock_guard lock(state_mu_);
-        auto e = std::lower_bound(
-            journal_.begin(), journal_.end(), b.first.seq,
-            [](const JournalIndexEntry& e, Seq s) { return e.first < s; });
+        auto e = std::lower_bound(journal_.begin(), journal_.end(), b.first.seq,
+                                  [](const JournalIndexEntry& e, Seq s) { return e.first < s; });
         if (e == journal_.end() || e->first != b.first.seq) break;  // trimmed meanwhile
         b.last = e->last;
         b.first.epoch = e->last.epoch;
@@ -892,10 +890,10 @@ class Store::Impl {
     std::lock_guard write_lock(write_mu_);
     const BlobCursor cursor = blob_cursor();
     if (info.seq != cursor.seq || offset != cursor.offset) {
-      return Status::FailedPrecondition(
-          "blob chunk (" + std::to_string(info.seq) + ", " + std::to_string(offset) +
-          ") is not at the cursor (" + std::to_string(cursor.seq) + ", " +
-          std::to_string(cursor.offset) + ")");
+      return Status::FailedPrecondition("blob chunk (" + std::to_string(info.seq) + ", " +
+                                        std::to_string(offset) + ") is not at the cursor (" +
+                                        std::to_string(cursor.seq) + ", " +
+                                        std::to_string(cursor.offset) + ")");
     }
     if (offset + data.size() > info.size) {
       return Status::InvalidArgument("blob chunk runs past the blob's size");
@@ -1172,10 +1170,10 @@ class Store::Impl {
   rocksdb::ColumnFamilyHandle* blob_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* quarantine_cf_ = nullptr;
   // Lock order: materialize_mu_, write_mu_, tables_mu_, create_mu_, state_mu_.
-  std::mutex materialize_mu_;          // one materializer round or a snapshot reset at a time
-  std::mutex write_mu_;                // one writer of positions at a time
+  std::mutex materialize_mu_;            // one materializer round or a snapshot reset at a time
+  std::mutex write_mu_;                  // one writer of positions at a time
   mutable std::shared_mutex tables_mu_;  // exclusive only while tables are dropped (snapshot)
-  std::mutex create_mu_;               // creation of user-table column families
+  std::mutex create_mu_;                 // creation of user-table column families
   std::map<TableId, rocksdb::ColumnFamilyHandle*> tables_;
   rocksdb::WriteOptions write_options_;
 
@@ -1350,9 +1348,8 @@ Result<std::uint64_t> Store::QuarantineAfter(Position common, std::string_view r
 Status Store::ScanQuarantine(const std::function<void(const QuarantinedDelta&)>& fn) const {
   return impl_->ScanQuarantine(fn);
 }
-Result<BlobInfo> Store::PutBlob(std::string_view blob_id, std::uint8_t kind,
-                                std::string_view name, std::string_view data,
-                                std::size_t chunk_bytes) {
+Result<BlobInfo> Store::PutBlob(std::string_view blob_id, std::uint8_t kind, std::string_view name,
+                                std::string_view data, std::size_t chunk_bytes) {
   return impl_->PutBlob(blob_id, kind, name, data, chunk_bytes);
 }
 BlobCursor Store::blob_cursor() const {

@@ -167,7 +167,8 @@ class Subordinate::Impl {
         SendHello();
       } else if (state_ != SyncState::kConnecting && now - last_heard_ > o_.peer_timeout) {
         const std::string text = "no word from the primary for " +
-                                 std::to_string(o_.peer_timeout.count()) + " ms: saying HELLO again";
+                                 std::to_string(o_.peer_timeout.count()) +
+                                 " ms: saying HELLO again";
         spdlog::warn("{}: {}", o_.node_id, text);
         Emit(ReplicationEvent::Kind::kPeerLost, "", text);
         SendHello();
@@ -183,8 +184,8 @@ class Subordinate::Impl {
       dealer_.set(zmq::sockopt::routing_id, o_.node_id);
       dealer_.set(zmq::sockopt::linger, 0);
       dealer_.set(zmq::sockopt::immediate, 1);
-      dealer_.set(zmq::sockopt::rcvhwm, static_cast<int>(4 * (o_.credit_batches +
-                                                              o_.credit_blob_chunks) + 64));
+      dealer_.set(zmq::sockopt::rcvhwm,
+                  static_cast<int>(4 * (o_.credit_batches + o_.credit_blob_chunks) + 64));
       dealer_.connect(o_.primary_endpoint);
     } catch (const zmq::error_t& e) {
       spdlog::error("{}: cannot connect to {}: {}", o_.node_id, o_.primary_endpoint, e.what());
@@ -308,8 +309,8 @@ class Subordinate::Impl {
       return;
     }
     if (m.from != applied_) {
-      Refuse(&InputCounters::unexpected, "a CONTINUE from " + PosText(m.from) +
-                                             " while this node is at " + PosText(applied_));
+      Refuse(&InputCounters::unexpected,
+             "a CONTINUE from " + PosText(m.from) + " while this node is at " + PosText(applied_));
       SendHello();
       return;
     }
@@ -384,8 +385,7 @@ class Subordinate::Impl {
       state_ = SyncState::kSnapshot;
       snapshot_records_ = snapshot_bytes_ = 0;
       catchup_started_ = Clock::now();
-      spdlog::info("{}: receiving a snapshot (about {} records)", o_.node_id,
-                   c.records_total());
+      spdlog::info("{}: receiving a snapshot (about {} records)", o_.node_id, c.records_total());
       std::lock_guard lock(status_mu_);
       ++status_.snapshots;
     }
@@ -468,14 +468,13 @@ class Subordinate::Impl {
     if (last.position.seq <= applied_.seq) return;  // already here (a resent batch)
     if (first.position.seq > applied_.seq + 1) {
       Refuse(&InputCounters::gap, "a batch from seq " + std::to_string(first.position.seq) +
-                                      " while this node is at seq " +
-                                      std::to_string(applied_.seq) + ": asking again");
+                                      " while this node is at seq " + std::to_string(applied_.seq) +
+                                      ": asking again");
       SendHello();
       return;
     }
     if (last.position.epoch < applied_.epoch) {
-      Refuse(&InputCounters::bad_batch, "a batch of epoch " +
-                                            std::to_string(last.position.epoch) +
+      Refuse(&InputCounters::bad_batch, "a batch of epoch " + std::to_string(last.position.epoch) +
                                             " after epoch " + std::to_string(applied_.epoch));
       return;
     }
@@ -483,8 +482,8 @@ class Subordinate::Impl {
       const DeltaView v = ViewOf(*deltas->Get(i));
       if (v.position.seq <= applied_.seq) continue;
       if (Status st = ValidateDelta(v); !st.ok()) {
-        Refuse(&InputCounters::bad_record, "a batch refused, its delta at " +
-                                               PosText(v.position) + ": " + st.message());
+        Refuse(&InputCounters::bad_record,
+               "a batch refused, its delta at " + PosText(v.position) + ": " + st.message());
         return;
       }
     }
@@ -555,8 +554,8 @@ class Subordinate::Impl {
       if (at_head && state_ == SyncState::kCatchingUp && !announced_in_sync_) {
         announced_in_sync_ = true;
         spdlog::info("{}: in sync with the primary at seq {}", o_.node_id, applied_.seq);
-        Emit(ReplicationEvent::Kind::kCaughtUp, "", "in sync at seq " +
-                                                        std::to_string(applied_.seq));
+        Emit(ReplicationEvent::Kind::kCaughtUp, "",
+             "in sync at seq " + std::to_string(applied_.seq));
       }
       state_ = at_head ? SyncState::kInSync : SyncState::kCatchingUp;
     }

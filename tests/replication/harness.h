@@ -26,8 +26,7 @@ using namespace std::chrono_literals;
 inline constexpr std::uint64_t kCluster = 0x5eed;
 
 inline TimePoint WallNow() {
-  return std::chrono::time_point_cast<std::chrono::milliseconds>(
-      std::chrono::system_clock::now());
+  return std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());
 }
 
 class TempDir {

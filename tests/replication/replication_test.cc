@@ -7,7 +7,10 @@
 #include <atomic>
 #include <fstream>
 
+#include <zmq.hpp>
+
 #include "harness.h"
+#include "statesync/replication/messages.h"
 
 namespace statesync::testing {
 namespace {
@@ -17,7 +20,6 @@ using replication::Subordinate;
 using replication::SyncState;
 
 const char* g_self = nullptr;
-
 
 // ---- the subordinate as a child process ----
 // The child writes its status to a file (replaced atomically) every few milliseconds:
@@ -42,8 +44,8 @@ int RunSubordinateChild(const char* dir, const char* endpoint, const char* id,
     {
       std::ofstream out(tmp, std::ios::trunc);
       out << st.applied.seq << ' ' << static_cast<int>(st.state) << ' ' << st.continues << ' '
-          << st.snapshots << ' ' << st.hellos << ' ' << st.input.gap << ' '
-          << st.input.stale_epoch << '\n';
+          << st.snapshots << ' ' << st.hellos << ' ' << st.input.gap << ' ' << st.input.stale_epoch
+          << '\n';
     }
     std::filesystem::rename(tmp, status_file);
     std::this_thread::sleep_for(5ms);
@@ -142,8 +144,8 @@ TEST(Replication, StreamsAMillionMixedDeltasAndTheDigestsAgree) {
   PrimaryNode p;
   p.Start(pdir.path(), 1);
   auto sstore = OpenStore(sdir.path());
-  auto sub = Subordinate::Start(SubOptions("s1", p.primary->endpoint()), *sstore,
-                                LoadTable(*sstore));
+  auto sub =
+      Subordinate::Start(SubOptions("s1", p.primary->endpoint()), *sstore, LoadTable(*sstore));
   ASSERT_TRUE(sub.ok()) << sub.status().ToString();
   Mix mix(1);
   mix.Run(p, 1'000'000);
@@ -171,7 +173,6 @@ TEST(Replication, StreamsAMillionMixedDeltasAndTheDigestsAgree) {
   ExpectSameData(*p.table, *reloaded);
   EXPECT_EQ(reloaded->last_position(), head);
 }
-
 
 TEST(Replication, ASubordinateKilledMidStreamContinuesWithoutGapOrDuplicate) {
   TempDir pdir, sdir;
@@ -214,8 +215,8 @@ TEST(Replication, ASubordinateOutOfTheBacklogGetsASnapshotWhileWritesGoOn) {
   po.trim_interval = 20ms;
   p.Start(pdir.path(), 1, po);
   auto sstore = OpenStore(sdir.path());
-  auto sub = Subordinate::Start(SubOptions("s1", p.primary->endpoint()), *sstore,
-                                LoadTable(*sstore));
+  auto sub =
+      Subordinate::Start(SubOptions("s1", p.primary->endpoint()), *sstore, LoadTable(*sstore));
   ASSERT_TRUE(sub.ok());
   Mix mix(3);
   mix.Run(p, 50'000);
@@ -279,8 +280,9 @@ TEST(Replication, ABlobCutInTheMiddleResumesFromItsOffset) {
     data[0] = static_cast<char>(attempt);
     auto info = p.primary->PutBlob(blob_id, 2, "call-" + std::to_string(attempt) + ".wav", data);
     ASSERT_TRUE(info.ok());
-    WaitFor([&] { return sstore->blob_cursor().offset >= (4u << 20) ||
-                         sstore->blob_cursor().seq > info->seq; });
+    WaitFor([&] {
+      return sstore->blob_cursor().offset >= (4u << 20) || sstore->blob_cursor().seq > info->seq;
+    });
     table = (*sub)->Stop();
     if (sstore->blob_cursor().seq == info->seq) cut = sstore->blob_cursor();
   }
@@ -316,8 +318,8 @@ TEST(Replication, SyncWritesCompleteOnlyWhenPersistedAndBlockOrFailAsConfigured)
   };
   p.Start(pdir.path(), 1, po);
   auto sstore = OpenStore(sdir.path());
-  auto sub = Subordinate::Start(SubOptions("s1", p.primary->endpoint()), *sstore,
-                                LoadTable(*sstore));
+  auto sub =
+      Subordinate::Start(SubOptions("s1", p.primary->endpoint()), *sstore, LoadTable(*sstore));
   ASSERT_TRUE(sub.ok());
   ASSERT_TRUE(WaitFor([&] { return (*sub)->status().state == SyncState::kInSync; }));
   // Each write is reported durable only once the subordinate's store holds it.
@@ -365,6 +367,332 @@ TEST(Replication, SyncWritesCompleteOnlyWhenPersistedAndBlockOrFailAsConfigured)
   ASSERT_EQ(blocked.wait_for(30s), std::future_status::ready);
   EXPECT_TRUE(blocked.get().ok());
   EXPECT_GE(sstore->applied().seq, m->position.seq);
+}
+
+TEST(Replication, AStaleEpochIsRefusedAndARejoiningFormerPrimaryQuarantinesItsTail) {
+  TempDir adir, bdir, cdir;
+  // A is primary in epoch 1; B follows it.
+  PrimaryNode a;
+  replication::PrimaryOptions ao;
+  ao.node_id = "a";
+  a.Start(adir.path(), 1, ao);
+  auto bstore = OpenStore(bdir.path());
+  auto bsub =
+      Subordinate::Start(SubOptions("b", a.primary->endpoint()), *bstore, LoadTable(*bstore));
+  ASSERT_TRUE(bsub.ok());
+  Mix mix(5, 20'000);
+  mix.Run(a, 30'000);
+  ASSERT_TRUE(WaitFor([&] { return (*bsub)->status().applied.seq == a.head(); }));
+  // The link to B goes; A writes on: this tail never reaches B.
+  auto btable = (*bsub)->Stop();
+  const Position fork = btable->last_position();
+  mix.Run(a, 5'000);
+  const Position a_last = a.table->last_position();
+  ASSERT_GT(a_last.seq, fork.seq);
+  ASSERT_TRUE(WaitFor([&] { return a.primary->stats().journaled == a_last; }));
+
+  // B is promoted in epoch 2 and takes writes.
+  PrimaryNode b;
+  b.store = std::move(bstore);
+  b.table = std::move(btable);
+  replication::PrimaryOptions bo;
+  bo.node_id = "b";
+  b.Start(bdir.path(), 2, bo);
+  EXPECT_EQ(b.primary->replication_id(), a.primary->replication_id()) << "history id kept";
+  Mix mix_b(6, 20'000);
+  mix_b.Run(b, 3'000);
+
+  // C follows B, and so has seen epoch 2.
+  auto cstore = OpenStore(cdir.path());
+  auto csub =
+      Subordinate::Start(SubOptions("c", b.primary->endpoint()), *cstore, LoadTable(*cstore));
+  ASSERT_TRUE(csub.ok());
+  ASSERT_TRUE(WaitFor([&] { return (*csub)->status().applied.seq == b.head(); }));
+  EXPECT_EQ((*csub)->status().snapshots, 0u) << "B's journal holds A's batches: CONTINUE";
+  const Position c_at = (*csub)->status().applied;
+  // Pointed at A (epoch 1), C refuses what A sends.
+  auto ctable = (*csub)->Stop();
+  csub = Subordinate::Start(SubOptions("c", a.primary->endpoint()), *cstore, std::move(ctable));
+  ASSERT_TRUE(csub.ok());
+  ASSERT_TRUE(WaitFor([&] { return (*csub)->status().input.stale_epoch >= 2; }));
+  EXPECT_EQ((*csub)->status().applied, c_at) << "nothing from the stale primary was applied";
+  EXPECT_EQ((*csub)->status().state, SyncState::kConnecting);
+  ctable = (*csub)->Stop();
+
+  // A learns it lost: it stops serving and rejoins B as a subordinate.
+  a.primary.reset();
+  ASSERT_TRUE(a.table->BecomeReadOnly().ok());
+  auto asub =
+      Subordinate::Start(SubOptions("a", b.primary->endpoint()), *a.store, std::move(a.table));
+  ASSERT_TRUE(asub.ok());
+  ASSERT_TRUE(WaitFor([&] {
+    return (*asub)->status().state == SyncState::kInSync &&
+           (*asub)->status().applied.seq == b.head();
+  }));
+  const auto st = (*asub)->status();
+  EXPECT_EQ(st.forks, 1u);
+  EXPECT_EQ(st.quarantined, a_last.seq - fork.seq);
+  // The quarantine holds exactly A's divergent tail, in order.
+  std::vector<QuarantinedDelta> kept;
+  ASSERT_TRUE(a.store->ScanQuarantine([&](const QuarantinedDelta& q) { kept.push_back(q); }).ok());
+  ASSERT_EQ(kept.size(), a_last.seq - fork.seq);
+  EXPECT_EQ(kept.front().position, (Position{1, fork.seq + 1}));
+  EXPECT_EQ(kept.back().position, a_last);
+  EXPECT_NE(kept.front().reason.find("left the primary's"), std::string::npos);
+  (*asub)->Read([&](const SessionTable& t) { ExpectSameData(*b.table, t); });
+  EXPECT_EQ(a.store->history(), b.store->history());
+}
+
+TEST(Replication, AStoppedSubordinateDoesNotGrowThePrimarysMemory) {
+  TempDir pdir, sdir;
+  PrimaryNode p;
+  replication::PrimaryOptions po;
+  po.outbox_max_bytes = 16 << 20;
+  po.recent_max_bytes = 16 << 20;
+  p.Start(pdir.path(), 1, po);
+  Child child(sdir.path() / "store", p.primary->endpoint(), "s1");
+  child.Start();
+  // A fixed set of sessions updated again and again: the table does not grow, the stream does.
+  Mix mix(7, 100'000);
+  for (int i = 0; i < 6; ++i) mix.Run(p, 100'000);
+  ASSERT_TRUE(WaitFor([&] { return child.status().applied == p.head(); }, 120s));
+  const std::size_t before = ResidentBytes();
+  const std::uint64_t bytes_before = p.primary->stats().bytes;
+  child.Signal(SIGSTOP);
+  // Memory may rise to its bound while the stream runs; past that it must not follow the amount
+  // streamed. So: the peak over each third of the run.
+  std::size_t peaks[3] = {before, before, before};
+  std::uint64_t streamed_in[3] = {0, 0, 0};
+  for (int i = 0; i < 36; ++i) {
+    const std::uint64_t b = p.primary->stats().bytes;
+    mix.Run(p, 100'000);
+    peaks[i / 12] = std::max(peaks[i / 12], ResidentBytes());
+    streamed_in[i / 12] += p.primary->stats().bytes - b;
+  }
+  const std::uint64_t streamed = p.primary->stats().bytes - bytes_before;
+  std::printf(
+      "stopped subordinate: %.0f MB streamed; primary resident %.0f MB before, then peaks "
+      "of %.0f, %.0f and %.0f MB over three thirds of %.0f MB streamed each\n",
+      streamed / 1e6, before / 1e6, peaks[0] / 1e6, peaks[1] / 1e6, peaks[2] / 1e6,
+      streamed_in[1] / 1e6);
+  // The bound: the outbox and the ring of recent batches (16 MB each), the subordinate's credit
+  // in ZeroMQ's queue (64 batches of at most 256 KB), RocksDB's memtables (64 MB for the tables
+  // and 4 x 8 MB for the journal in these tests) and allocator slack.
+  EXPECT_LT(std::max({peaks[0], peaks[1], peaks[2]}) - before, 200u << 20);
+  // Past the bound, memory does not follow the stream: the last third streams as much as the
+  // second and adds (almost) nothing.
+  EXPECT_LT(peaks[2], peaks[1] + (24u << 20));
+  EXPECT_GT(streamed_in[2], 150u << 20) << "the stream was not large enough to show it";
+  child.Signal(SIGCONT);
+  ASSERT_TRUE(WaitFor([&] { return child.status().applied == p.head(); }, 120s));
+  child.Terminate();
+  ExpectSameData(*p.table, *LoadTable(*OpenStore(sdir.path() / "store")));
+}
+
+// ---- bad input ----
+std::string WithVersion(std::uint16_t version, std::uint64_t cluster, bool body) {
+  flatbuffers::FlatBufferBuilder b;
+  auto sender = b.CreateString("intruder");
+  flatbuffers::Offset<fb::Heartbeat> hb;
+  if (body) {
+    auto node = b.CreateString("intruder");
+    fb::HeartbeatBuilder h(b);
+    h.add_node_id(node);
+    hb = h.Finish();
+  }
+  fb::EnvelopeBuilder e(b);
+  e.add_schema_version(version);
+  e.add_cluster_id(cluster);
+  e.add_sender(sender);
+  if (body) {
+    e.add_body_type(fb::Body::Heartbeat);
+    e.add_body(hb.Union());
+  }
+  b.Finish(e.Finish(), fb::EnvelopeIdentifier());
+  return wire::Frame(b);
+}
+
+// One of each kind of malformed frame, with the reason each must be counted under.
+std::vector<std::pair<std::string, wire::DecodeError>> BadFrames(std::size_t max_message_bytes) {
+  using E = wire::DecodeError;
+  std::vector<std::pair<std::string, E>> out;
+  const std::string good = WithVersion(wire::kSchemaVersion, kCluster, true);
+  out.emplace_back("short", E::kTooShort);
+  out.emplace_back(std::string(64, 'x'), E::kBadMagic);
+  out.emplace_back(good.substr(0, good.size() - 10), E::kLengthMismatch);
+  std::string flipped = good;
+  flipped[good.size() - 3] ^= 0x40;
+  out.emplace_back(flipped, E::kChecksumMismatch);
+  std::string garbage(200, '\0');
+  std::mt19937_64 rng(11);
+  for (auto& c : garbage) c = static_cast<char>(rng());
+  out.emplace_back(wire::Frame(wire::AsBytes(garbage)), E::kMalformed);
+  out.emplace_back(WithVersion(wire::kSchemaVersion + 1, kCluster, true), E::kWrongVersion);
+  out.emplace_back(WithVersion(wire::kSchemaVersion, kCluster + 1, true), E::kWrongCluster);
+  out.emplace_back(WithVersion(wire::kSchemaVersion, kCluster, false), E::kNoBody);
+  out.emplace_back(wire::Frame(wire::AsBytes(std::string(max_message_bytes + 1000, 'z'))),
+                   E::kTooLarge);
+  return out;
+}
+
+void ExpectEachCountedOnce(const replication::InputCounters& c,
+                           const std::vector<std::pair<std::string, wire::DecodeError>>& bad) {
+  for (const auto& [frame, reason] : bad) {
+    EXPECT_EQ(c.decode[static_cast<std::size_t>(reason)], 1u) << wire::DecodeErrorName(reason);
+  }
+}
+
+TEST(Replication, BadInputToThePrimaryIsCountedByReasonAndTheStreamGoesOn) {
+  TempDir pdir, sdir;
+  PrimaryNode p;
+  replication::PrimaryOptions po;
+  po.max_message_bytes = 1 << 20;
+  p.Start(pdir.path(), 1, po);
+  auto sstore = OpenStore(sdir.path());
+  auto sub =
+      Subordinate::Start(SubOptions("s1", p.primary->endpoint()), *sstore, LoadTable(*sstore));
+  ASSERT_TRUE(sub.ok());
+  Mix mix(8);
+  mix.Run(p, 20'000);
+
+  zmq::context_t ctx;
+  zmq::socket_t intruder(ctx, zmq::socket_type::dealer);
+  intruder.set(zmq::sockopt::routing_id, "intruder");
+  intruder.connect(p.primary->endpoint());
+  const auto bad = BadFrames(po.max_message_bytes);
+  for (const auto& [frame, reason] : bad) {
+    intruder.send(zmq::buffer(frame), zmq::send_flags::none);
+    mix.Run(p, 2'000);  // the stream goes on meanwhile
+  }
+  // A well-formed message a primary does not take.
+  replication::DeltaBatchBuilder builder;
+  const FirewallSession s = workload::Ipv4Session(1, WallNow());
+  const std::string v = EncodeFirewallSession(s);
+  builder.Add({{1, 1}, TableId::kFwSessions, DeltaKind::kUpsert, FirewallKey(s.orig, s.zone), v});
+  intruder.send(zmq::buffer(builder.Finish({kCluster, "intruder", 1}, "x")), zmq::send_flags::none);
+  ASSERT_TRUE(WaitFor([&] {
+    const auto c = p.primary->stats().input;
+    return c.total() == bad.size() + 1;
+  })) << p.primary->stats().input.total();
+  const auto c = p.primary->stats().input;
+  ExpectEachCountedOnce(c, bad);
+  EXPECT_EQ(c.unexpected, 1u);
+
+  mix.Run(p, 20'000);
+  const Seq head = p.head();
+  ASSERT_TRUE(WaitFor([&] { return (*sub)->status().applied.seq == head; }));
+  (*sub)->Read([&](const SessionTable& t) { ExpectSameData(*p.table, t); });
+  EXPECT_EQ((*sub)->status().input.total(), 0u);
+}
+
+// A scripted primary: a bare ROUTER socket that answers the subordinate's HELLO by hand.
+class FakePrimary {
+ public:
+  FakePrimary() : router_(ctx_, zmq::socket_type::router) {
+    router_.bind("tcp://127.0.0.1:*");
+    endpoint_ = router_.get(zmq::sockopt::last_endpoint);
+    router_.set(zmq::sockopt::rcvtimeo, 10000);
+  }
+  const std::string& endpoint() const { return endpoint_; }
+  // Waits for a HELLO and returns it.
+  replication::HelloMsg ReceiveHello() {
+    for (;;) {
+      zmq::message_t id, body;
+      if (!router_.recv(id)) return {};
+      if (!router_.recv(body)) return {};
+      peer_ = id.to_string();
+      auto d = wire::Decode({static_cast<const std::uint8_t*>(body.data()), body.size()}, kCluster);
+      if (d.ok() && d.envelope->body_type() == fb::Body::Hello) {
+        return replication::From(*d.envelope->body_as_Hello());
+      }
+    }
+  }
+  void Send(const std::string& frame) {
+    router_.send(zmq::buffer(peer_), zmq::send_flags::sndmore);
+    router_.send(zmq::buffer(frame), zmq::send_flags::none);
+  }
+
+ private:
+  zmq::context_t ctx_;
+  zmq::socket_t router_;
+  std::string endpoint_;
+  std::string peer_;
+};
+
+TEST(Replication, BadInputToASubordinateIsCountedByReasonAndNothingAppliedIsLost) {
+  TempDir sdir;
+  FakePrimary fake;
+  auto sstore = OpenStore(sdir.path());
+  auto so = SubOptions("s1", fake.endpoint());
+  so.max_message_bytes = 1 << 20;
+  auto sub = Subordinate::Start(so, *sstore, LoadTable(*sstore));
+  ASSERT_TRUE(sub.ok());
+  const replication::HelloMsg hello = fake.ReceiveHello();
+  ASSERT_EQ(hello.node_id, "s1");
+  const replication::EnvelopeHeader e2{kCluster, "fake", 2}, e1{kCluster, "fake", 1};
+  fake.Send(replication::Encode(e2, replication::ContinueMsg{"rid", {}, hello.session, 0}));
+
+  SessionTable reference;  // what the subordinate must end up holding
+  reference.Tick(WallNow());
+  ASSERT_TRUE(reference.BecomeWritable(2).ok());
+  // Deltas at seq [from, to] of epoch 2; `damage` spoils one record's value.
+  auto batch = [&](Seq from, Seq to, const replication::EnvelopeHeader& h, bool damage, bool keep) {
+    replication::DeltaBatchBuilder b;
+    for (Seq q = from; q <= to; ++q) {
+      const FirewallSession s = workload::Ipv4Session(q, WallNow());
+      std::string v = EncodeFirewallSession(s);
+      if (damage && q == to) v = "not a flatbuffer";
+      b.Add({{2, q}, TableId::kFwSessions, DeltaKind::kUpsert, FirewallKey(s.orig, s.zone), v});
+      if (keep) EXPECT_TRUE(reference.UpsertFirewall(s).ok());
+    }
+    return b.Finish(h, "rid");
+  };
+  fake.Send(batch(1, 10, e2, false, true));
+  ASSERT_TRUE(WaitFor([&] { return (*sub)->status().applied.seq == 10; }));
+
+  const auto bad = BadFrames(so.max_message_bytes);
+  for (const auto& [frame, reason] : bad) fake.Send(frame);
+  fake.Send(batch(11, 20, e1, false, false));  // from an older epoch
+  fake.Send(batch(11, 20, e2, true, false));   // one record does not verify
+  {
+    // Two deltas that do not follow each other.
+    replication::DeltaBatchBuilder b;
+    for (Seq q : {11, 13}) {
+      const FirewallSession s = workload::Ipv4Session(q, WallNow());
+      b.Add({{2, q},
+             TableId::kFwSessions,
+             DeltaKind::kUpsert,
+             FirewallKey(s.orig, s.zone),
+             EncodeFirewallSession(s)});
+    }
+    fake.Send(b.Finish(e2, "rid"));
+  }
+  fake.Send(replication::Encode(e2, hello));  // a message a subordinate does not take
+  fake.Send(batch(11, 20, e2, false, true));  // and the stream goes on
+  ASSERT_TRUE(WaitFor([&] { return (*sub)->status().applied.seq == 20; }));
+  auto c = (*sub)->status().input;
+  ExpectEachCountedOnce(c, bad);
+  EXPECT_EQ(c.stale_epoch, 1u);
+  EXPECT_EQ(c.bad_record, 1u);
+  EXPECT_EQ(c.bad_batch, 1u);
+  EXPECT_EQ(c.unexpected, 1u);
+  EXPECT_EQ(c.gap, 0u);
+  // A gap: refused, counted, and the subordinate asks again from where it is.
+  fake.Send(batch(30, 35, e2, false, false));
+  const replication::HelloMsg again = fake.ReceiveHello();
+  EXPECT_EQ(again.last_applied, (Position{2, 20}));
+  EXPECT_NE(again.session, hello.session);
+  c = (*sub)->status().input;
+  EXPECT_EQ(c.gap, 1u);
+
+  reference.Drain(SIZE_MAX, [](const DeltaView&) {});
+  (*sub)->Read([&](const SessionTable& t) {
+    EXPECT_EQ(t.Digest(TableId::kFwSessions), reference.Digest(TableId::kFwSessions));
+    EXPECT_EQ(t.size(TableId::kFwSessions), 20u);
+  });
+  auto table = (*sub)->Stop();
+  EXPECT_EQ(sstore->applied(), (Position{2, 20}));
+  ExpectContiguousJournal(*sstore, 20);
 }
 
 }  // namespace

@@ -65,7 +65,8 @@ struct Source {
         const FirewallSession s = workload::Ipv4Session(k, kT0);
         ASSERT_TRUE(table.Delete(TableId::kFwSessions, FirewallKey(s.orig, s.zone)).ok());
       } else if (rng() % 4 == 0) {
-        ASSERT_TRUE(table.Upsert(UserTable(2), "u" + std::to_string(k), std::to_string(rng())).ok());
+        ASSERT_TRUE(
+            table.Upsert(UserTable(2), "u" + std::to_string(k), std::to_string(rng())).ok());
       } else {
         FirewallSession s = workload::Ipv4Session(k, kT0);
         s.orig_packets = rng();
@@ -101,7 +102,8 @@ TEST(Journal, AppendedBatchesAreMaterializedAndSurviveAReopen) {
   }
   auto store = OpenOrDie(dir.path());
   Position at;
-  EXPECT_EQ(LoadedDigest(*store, TableId::kFwSessions, &at), src.table.Digest(TableId::kFwSessions));
+  EXPECT_EQ(LoadedDigest(*store, TableId::kFwSessions, &at),
+            src.table.Digest(TableId::kFwSessions));
   EXPECT_EQ(LoadedDigest(*store, UserTable(2)), src.table.Digest(UserTable(2)));
   EXPECT_EQ(at, src.table.last_position());
 }
@@ -239,7 +241,8 @@ TEST(Journal, QuarantineKeepsTheDivergentTail) {
 
   // With the journal trimmed past the fork, every record is kept instead.
   ASSERT_TRUE(store->WaitMaterialized(head, std::chrono::seconds(30)));
-  ASSERT_TRUE(store->Trim({.max_bytes = 1, .max_age = std::chrono::hours(1)}, kT0, UINT64_MAX).ok());
+  ASSERT_TRUE(
+      store->Trim({.max_bytes = 1, .max_age = std::chrono::hours(1)}, kT0, UINT64_MAX).ok());
   moved = store->QuarantineAfter({1, 5}, "second fork", kT0);
   ASSERT_TRUE(moved.ok());
   EXPECT_EQ(*moved, src.table.total_size());

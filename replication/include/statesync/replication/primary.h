@@ -117,8 +117,7 @@ class Primary {
  public:
   // Starts serving. The store's history gets `epoch` if it is new (a promotion); the replication
   // id is the store's, or a new one for a new store. REQUIRES: the table is writable in `epoch`.
-  static Result<std::unique_ptr<Primary>> Start(PrimaryOptions options, Store& store,
-                                                Epoch epoch);
+  static Result<std::unique_ptr<Primary>> Start(PrimaryOptions options, Store& store, Epoch epoch);
   ~Primary();  // Stop()
   Primary(const Primary&) = delete;
   Primary& operator=(const Primary&) = delete;

@@ -67,7 +67,7 @@ struct StoreOptions {
 };
 
 struct LoadStats {
-  std::uint64_t records = 0;          // read from the tables
+  std::uint64_t records = 0;  // read from the tables
   std::uint64_t bytes = 0;
   std::uint64_t journal_batches = 0;  // replayed from the journal after them
   std::uint64_t journal_deltas = 0;
@@ -150,8 +150,7 @@ class Store {
   // Appends one batch: its frame, the positions of its first and last delta, and the new head.
   // REQUIRES: first.epoch == last.epoch >= applied().epoch, first.seq == applied().seq + 1
   // (FailedPrecondition otherwise, and nothing is written).
-  Status Append(Position first, Position last, std::span<const std::uint8_t> frame,
-                TimePoint now);
+  Status Append(Position first, Position last, std::span<const std::uint8_t> frame, TimePoint now);
   // The head: the position of the last delta made durable (journal or ApplyBatch).
   Position applied() const;
   // The position the tables hold, behind or at applied().
