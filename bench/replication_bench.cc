@@ -1,0 +1,689 @@
+// End-to-end replication benchmark: a write to the primary's table -> ZeroMQ -> the
+// subordinate's RocksDB commit, with the primary in this process and the subordinate in a child
+// process, both on this machine. Prints one JSON document (and writes it to --out).
+//
+// Cases (DESIGN.md and issue 3):
+//   baseline   naive pipeline: ZeroMQ PUSH/PULL of 500-record batches into a default-options
+//              RocksDB WriteBatch (sender and receiver in two processes)
+//   a          distinct-key upserts of ~128-byte firewall sessions
+//   b          session life cycles (create, 4 updates, close) with coalescing
+//   c          blobs of 1 MB
+//   lag        write -> subordinate commit lag at 50 % of (a)'s rate, without and with (c) running
+//   catchup    catch-up time by CONTINUE and by SNAPSHOT
+// Repetitions of `baseline` and `a` are interleaved; medians are reported.
+//
+// Lag is measured on the primary: the time from a write until the subordinate's acknowledgement
+// that it persisted it arrives back (so it includes the ack's return trip on loopback).
+#include <rocksdb/db.h>
+#include <rocksdb/write_batch.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <mutex>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+#include <spdlog/spdlog.h>
+#include <zmq.hpp>
+
+#include "bench_util.h"
+#include "statesync/replication/primary.h"
+#include "statesync/replication/store.h"
+#include "statesync/replication/subordinate.h"
+#include "statesync/workload/workload.h"
+
+namespace statesync::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+constexpr std::uint64_t kCluster = 77;
+const char* g_self = nullptr;
+
+double Seconds(Clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
+TimePoint WallNow() {
+  return std::chrono::time_point_cast<std::chrono::milliseconds>(
+      std::chrono::system_clock::now());
+}
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const std::size_t i = std::min(v.size() - 1, static_cast<std::size_t>(p * v.size()));
+  return v[i];
+}
+
+std::unique_ptr<Store> OpenStore(const fs::path& dir, bool materialize = true) {
+  StoreOptions o;
+  o.dir = dir;
+  o.materialize = materialize;
+  auto s = Store::Open(o);
+  if (!s.ok()) {
+    std::fprintf(stderr, "cannot open the store: %s\n", s.status().ToString().c_str());
+    std::exit(1);
+  }
+  return std::move(s).value();
+}
+
+// ---- the subordinate child ----
+// Status file: "persisted materialized blob_seq state snapshots".
+int RunSubordinate(const char* dir, const char* endpoint, const char* status_file) {
+  static std::atomic<bool> stop{false};
+  ::signal(SIGTERM, [](int) { stop = true; });
+  spdlog::set_level(spdlog::level::warn);
+  auto store = OpenStore(dir);
+  auto table = std::make_unique<SessionTable>(SessionTableOptions{.writable = false});
+  if (!store->LoadInto(*table).ok()) return 3;
+  replication::SubordinateOptions o;
+  o.node_id = "sub";
+  o.cluster_id = kCluster;
+  o.primary_endpoint = endpoint;
+  auto sub = replication::Subordinate::Start(o, *store, std::move(table));
+  if (!sub.ok()) return 4;
+  const std::string tmp = std::string(status_file) + ".tmp";
+  while (!stop) {
+    const auto st = (*sub)->status();
+    {
+      std::ofstream out(tmp, std::ios::trunc);
+      out << store->applied().seq << ' ' << store->materialized().seq << ' '
+          << store->blob_cursor().seq << ' ' << static_cast<int>(st.state) << ' '
+          << st.snapshots << '\n';
+    }
+    fs::rename(tmp, status_file);
+    std::this_thread::sleep_for(2ms);
+  }
+  (*sub)->Stop();
+  return 0;
+}
+
+struct SubStatus {
+  Seq persisted = 0, materialized = 0;
+  std::uint64_t blob_seq = 0;
+  int state = 0;
+  std::uint64_t snapshots = 0;
+};
+
+class SubordinateProcess {
+ public:
+  SubordinateProcess(const fs::path& dir, const std::string& endpoint)
+      : status_(dir.string() + ".status") {
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::execl(g_self, g_self, "--subordinate", dir.c_str(), endpoint.c_str(), status_.c_str(),
+              static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+  }
+  ~SubordinateProcess() {
+    ::kill(pid_, SIGTERM);
+    ::waitpid(pid_, nullptr, 0);
+    std::error_code ec;
+    fs::remove(status_, ec);
+  }
+  SubStatus status() const {
+    SubStatus s;
+    std::ifstream in(status_);
+    in >> s.persisted >> s.materialized >> s.blob_seq >> s.state >> s.snapshots;
+    return s;
+  }
+  template <typename Pred>
+  void WaitFor(Pred pred) const {
+    while (!pred(status())) std::this_thread::sleep_for(1ms);
+  }
+
+ private:
+  std::string status_;
+  pid_t pid_;
+};
+
+// ---- the primary side ----
+struct PrimarySide {
+  ScratchDir dir;
+  std::unique_ptr<Store> store;
+  SessionTable table{SessionTableOptions{.change_log_capacity = 1 << 20}};
+  std::unique_ptr<replication::Primary> primary;
+
+  explicit PrimarySide(const std::string& name, replication::PrimaryOptions o = {})
+      : dir(name) {
+    store = OpenStore(dir.path() / "primary");
+    table.Tick(WallNow());
+    if (!table.BecomeWritable(1).ok()) std::exit(1);
+    o.node_id = "primary";
+    o.cluster_id = kCluster;
+    o.endpoint = "tcp://127.0.0.1:*";
+    auto p = replication::Primary::Start(o, *store, 1);
+    if (!p.ok()) {
+      std::fprintf(stderr, "%s\n", p.status().ToString().c_str());
+      std::exit(1);
+    }
+    primary = std::move(p).value();
+  }
+  fs::path sub_dir() const { return dir.path() / "subordinate"; }
+
+  // Upserts the sessions, pumping whenever the change log is full.
+  void Upsert(std::span<const FirewallSession> sessions) {
+    while (!sessions.empty()) {
+      const BatchResult r = table.UpsertFirewallBatch(sessions);
+      sessions = sessions.subspan(r.applied);
+      primary->Pump(table);
+      if (!r.status.ok() && r.applied == 0) std::this_thread::sleep_for(50us);
+    }
+  }
+  Seq head() const { return table.last_position().seq; }
+  // The highest seq the subordinate has acknowledged as persisted.
+  Seq acked() const { return primary->durable().seq; }
+};
+
+std::vector<FirewallSession> Sessions(std::uint64_t from, std::size_t n, TimePoint now) {
+  std::vector<FirewallSession> v;
+  v.reserve(n);
+  for (std::uint64_t i = from; i < from + n; ++i) {
+    FirewallSession s = workload::Ipv4Session(i, now);
+    s.expiry = now + std::chrono::hours(2);
+    v.push_back(s);
+  }
+  return v;
+}
+
+// ---- the naive baseline ----
+// The sender encodes 500 FirewallSession records (key and value, as our batches carry them) per
+// message and PUSHes them; the receiver PULLs each into a RocksDB WriteBatch with default
+// options and the WAL on.
+int RunNaiveReceiver(const char* dir, const char* endpoint, const char* count_arg,
+                     const char* done_fd) {
+  const std::uint64_t expect = std::stoull(count_arg);
+  rocksdb::Options options;
+  options.create_if_missing = true;
+  rocksdb::DB* raw = nullptr;
+  if (!rocksdb::DB::Open(options, dir, &raw).ok()) return 3;
+  std::unique_ptr<rocksdb::DB> db(raw);
+  zmq::context_t ctx;
+  zmq::socket_t pull(ctx, zmq::socket_type::pull);
+  pull.connect(endpoint);
+  std::uint64_t got = 0;
+  while (got < expect) {
+    zmq::message_t m;
+    if (!pull.recv(m)) return 4;
+    rocksdb::WriteBatch batch;
+    const char* p = static_cast<const char*>(m.data());
+    const char* end = p + m.size();
+    while (p + 8 <= end) {
+      std::uint32_t kl, vl;
+      std::memcpy(&kl, p, 4);
+      std::memcpy(&vl, p + 4, 4);
+      p += 8;
+      batch.Put(rocksdb::Slice(p, kl), rocksdb::Slice(p + kl, vl));
+      p += kl + vl;
+      ++got;
+    }
+    if (!db->Write(rocksdb::WriteOptions(), &batch).ok()) return 5;
+  }
+  const char byte = 1;
+  return ::write(std::atoi(done_fd), &byte, 1) == 1 ? 0 : 6;
+}
+
+double RunNaive(std::uint64_t n) {
+  ScratchDir dir("naive");
+  zmq::context_t ctx;
+  zmq::socket_t push(ctx, zmq::socket_type::push);
+  push.bind("tcp://127.0.0.1:*");
+  const std::string endpoint = push.get(zmq::sockopt::last_endpoint);
+  int fds[2];
+  if (::pipe(fds) != 0) std::exit(1);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(fds[0]);
+    const std::string count = std::to_string(n);
+    const std::string fd = std::to_string(fds[1]);
+    ::execl(g_self, g_self, "--naive-receiver", (dir.path() / "db").c_str(), endpoint.c_str(),
+            count.c_str(), fd.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  const TimePoint now = WallNow();
+  const auto t0 = Clock::now();
+  std::string msg;
+  for (std::uint64_t i = 0; i < n; i += 500) {
+    msg.clear();
+    for (std::uint64_t j = i; j < std::min(n, i + 500); ++j) {
+      const FirewallSession s = workload::Ipv4Session(j, now);
+      const std::string k = FirewallKey(s.orig, s.zone);
+      const std::string v = EncodeFirewallSession(s);
+      const std::uint32_t kl = k.size(), vl = v.size();
+      msg.append(reinterpret_cast<const char*>(&kl), 4);
+      msg.append(reinterpret_cast<const char*>(&vl), 4);
+      msg += k;
+      msg += v;
+    }
+    push.send(zmq::buffer(msg), zmq::send_flags::none);
+  }
+  char byte = 0;
+  if (::read(fds[0], &byte, 1) != 1) std::exit(1);
+  const double s = Seconds(Clock::now() - t0);
+  ::close(fds[0]);
+  ::waitpid(pid, nullptr, 0);
+  return n / s;
+}
+
+// ---- the cases ----
+struct CaseA {
+  double records_per_s = 0;       // until the subordinate persisted the last record
+  double materialized_per_s = 0;  // until its tables held them all
+  double mb_per_s = 0;
+};
+
+CaseA RunA(std::uint64_t n) {
+  PrimarySide p("a");
+  SubordinateProcess sub(p.sub_dir(), p.primary->endpoint());
+  sub.WaitFor([](const SubStatus& s) { return s.state != 0; });  // connected
+  const auto sessions = Sessions(1, n, WallNow());
+  const auto t0 = Clock::now();
+  for (std::size_t i = 0; i < sessions.size(); i += 500) {
+    p.Upsert(std::span(sessions).subspan(i, std::min<std::size_t>(500, sessions.size() - i)));
+  }
+  p.primary->Flush(p.table);
+  while (p.acked() < p.head()) std::this_thread::sleep_for(200us);
+  const double t_persisted = Seconds(Clock::now() - t0);
+  const Seq head = p.head();
+  sub.WaitFor([&](const SubStatus& s) { return s.materialized >= head; });
+  const double t_materialized = Seconds(Clock::now() - t0);
+  CaseA r;
+  r.records_per_s = n / t_persisted;
+  r.materialized_per_s = n / t_materialized;
+  r.mb_per_s = p.primary->stats().bytes / t_persisted / 1e6;
+  return r;
+}
+
+struct CaseB {
+  double mutations_per_s = 0;
+  double deltas_sent = 0;
+  double mutations = 0;
+};
+
+CaseB RunB(std::uint64_t sessions) {
+  PrimarySide p("b");
+  SubordinateProcess sub(p.sub_dir(), p.primary->endpoint());
+  sub.WaitFor([](const SubStatus& s) { return s.state != 0; });
+  // Rounds of 500 new sessions, 2000 updates of sessions alive, 500 closes of the oldest: each
+  // session lives about 4 rounds; Pump after every round (about every 3000 mutations).
+  constexpr std::uint64_t kPerRound = 500;
+  std::mt19937_64 rng(1);
+  const TimePoint now = WallNow();
+  std::vector<FirewallSession> batch;
+  std::uint64_t mutations = 0, created = 0, closed = 0;
+  const auto t0 = Clock::now();
+  while (closed < sessions) {
+    batch.clear();
+    const std::uint64_t create = std::min(kPerRound, sessions - created);
+    for (std::uint64_t i = 0; i < create; ++i) {
+      FirewallSession s = workload::Ipv4Session(created + i, now);
+      s.expiry = now + std::chrono::hours(1);
+      batch.push_back(s);
+    }
+    created += create;
+    const std::uint64_t alive = created - closed;
+    for (std::uint64_t i = 0; i < 4 * kPerRound && alive > 0; ++i) {
+      FirewallSession s = workload::Ipv4Session(closed + rng() % alive, now);
+      s.expiry = now + std::chrono::hours(1);
+      s.orig_packets = rng();
+      batch.push_back(s);
+    }
+    p.Upsert(batch);
+    mutations += batch.size();
+    const std::uint64_t close =
+        created - closed > 4 * kPerRound || created == sessions
+            ? std::min(kPerRound, created - closed)
+            : 0;
+    for (std::uint64_t i = 0; i < close; ++i) {
+      const FirewallSession s = workload::Ipv4Session(closed + i, now);
+      for (;;) {
+        auto m = p.table.Delete(TableId::kFwSessions, FirewallKey(s.orig, s.zone));
+        if (m.ok()) break;
+        p.primary->Pump(p.table);
+      }
+    }
+    closed += close;
+    mutations += close;
+    p.primary->Pump(p.table);
+  }
+  p.primary->Flush(p.table);
+  while (p.acked() < p.head()) std::this_thread::sleep_for(200us);
+  CaseB r;
+  r.mutations_per_s = mutations / Seconds(Clock::now() - t0);
+  r.deltas_sent = static_cast<double>(p.primary->stats().deltas);
+  r.mutations = static_cast<double>(mutations);
+  return r;
+}
+
+struct CaseC {
+  double mb_per_s = 0;
+  double blobs = 0;
+};
+
+CaseC RunC(int blobs) {
+  PrimarySide p("c");
+  SubordinateProcess sub(p.sub_dir(), p.primary->endpoint());
+  sub.WaitFor([](const SubStatus& s) { return s.state != 0; });
+  std::string data(1 << 20, '\0');
+  std::mt19937_64 rng(2);
+  for (auto& c : data) c = static_cast<char>(rng());
+  const auto t0 = Clock::now();
+  for (int i = 0; i < blobs; ++i) {
+    data[0] = static_cast<char>(i);
+    if (!p.primary->PutBlob("vm/" + std::to_string(i), 1, "msg.wav", data).ok()) std::exit(1);
+  }
+  sub.WaitFor([&](const SubStatus& s) { return s.blob_seq > static_cast<std::uint64_t>(blobs); });
+  CaseC r;
+  r.mb_per_s = blobs * (data.size() / 1e6) / Seconds(Clock::now() - t0);
+  r.blobs = blobs;
+  return r;
+}
+
+struct Lag {
+  double rate = 0;
+  double p50_ms = 0, p99_ms = 0, p999_ms = 0;
+  double samples = 0;
+  double blob_mb_per_s = 0;
+};
+
+// Writes at `rate` records/s for `seconds` and measures the lag of every 100th record.
+Lag RunLag(double rate, double seconds, bool with_blobs) {
+  replication::PrimaryOptions o;
+  PrimarySide p(with_blobs ? "lag-blobs" : "lag", o);
+  SubordinateProcess sub(p.sub_dir(), p.primary->endpoint());
+  sub.WaitFor([](const SubStatus& s) { return s.state != 0; });
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> blob_bytes{0};
+  std::thread blobs;
+  if (with_blobs) {
+    blobs = std::thread([&] {
+      std::string data(1 << 20, 'b');
+      for (int i = 0; !stop; ++i) {
+        data[0] = static_cast<char>(i);
+        if (!p.primary->PutBlob("rec/" + std::to_string(i), 2, "rec.wav", data).ok()) return;
+        blob_bytes += data.size();
+        // Keep the lane's queue short: the primary holds blobs in its store, not in memory,
+        // so this only avoids filling the disk during long runs.
+        std::this_thread::sleep_for(1ms);
+      }
+    });
+  }
+  // Sampled writes: (seq, time written). A watcher notes when the acknowledged seq passes each.
+  std::vector<std::pair<Seq, Clock::time_point>> written;
+  std::vector<double> lags_ms;
+  std::mutex mu;
+  std::atomic<bool> writer_done{false};
+  std::thread watcher([&] {
+    std::size_t next = 0;
+    while (true) {
+      const Seq acked = p.acked();
+      const auto now = Clock::now();
+      {
+        std::lock_guard lock(mu);
+        while (next < written.size() && written[next].first <= acked) {
+          lags_ms.push_back(std::chrono::duration<double, std::milli>(now - written[next].second)
+                                .count());
+          ++next;
+        }
+        if (writer_done && next == written.size()) return;
+      }
+      std::this_thread::sleep_for(20us);
+    }
+  });
+  const TimePoint wall = WallNow();
+  constexpr std::size_t kChunk = 50;  // records per write call
+  const auto interval = std::chrono::duration<double>(kChunk / rate);
+  const auto t0 = Clock::now();
+  std::uint64_t i = 0;
+  std::vector<FirewallSession> chunk;
+  while (Seconds(Clock::now() - t0) < seconds) {
+    const auto due = t0 + std::chrono::duration_cast<Clock::duration>(interval * (i / kChunk));
+    while (Clock::now() < due) {
+      p.primary->Pump(p.table);
+      std::this_thread::sleep_for(20us);
+    }
+    chunk = Sessions(i, kChunk, wall);
+    p.Upsert(chunk);
+    const Seq seq = p.head();
+    {
+      std::lock_guard lock(mu);
+      written.emplace_back(seq, Clock::now());
+    }
+    i += kChunk;
+  }
+  p.primary->Flush(p.table);
+  writer_done = true;
+  watcher.join();
+  stop = true;
+  if (blobs.joinable()) blobs.join();
+  Lag r;
+  r.rate = i / Seconds(Clock::now() - t0);
+  r.p50_ms = Percentile(lags_ms, 0.50);
+  r.p99_ms = Percentile(lags_ms, 0.99);
+  r.p999_ms = Percentile(lags_ms, 0.999);
+  r.samples = static_cast<double>(lags_ms.size());
+  r.blob_mb_per_s = blob_bytes / 1e6 / seconds;
+  return r;
+}
+
+struct CatchUp {
+  double records = 0;
+  double continue_s = 0;
+  double snapshot_s = 0;
+  double continue_per_s = 0;
+  double snapshot_per_s = 0;
+};
+
+CatchUp RunCatchUp(std::uint64_t n) {
+  CatchUp r;
+  r.records = static_cast<double>(n);
+  replication::PrimaryOptions o;
+  o.journal.max_bytes = 64ull << 30;  // the whole history stays in the journal: CONTINUE
+  PrimarySide p("catchup", o);
+  for (std::uint64_t i = 0; i < n; i += 100'000) {
+    const auto s = Sessions(i, std::min<std::uint64_t>(100'000, n - i), WallNow());
+    p.Upsert(s);
+  }
+  p.primary->Flush(p.table);
+  while (p.primary->stats().journaled.seq < p.head()) std::this_thread::sleep_for(1ms);
+  {
+    const auto t0 = Clock::now();
+    SubordinateProcess sub(p.sub_dir(), p.primary->endpoint());
+    const Seq head = p.head();
+    sub.WaitFor([&](const SubStatus& s) { return s.persisted >= head; });
+    r.continue_s = Seconds(Clock::now() - t0);
+  }
+  fs::remove_all(p.sub_dir());
+  // SNAPSHOT: the same history with the journal trimmed away. The primary's tables must hold
+  // everything first (a snapshot is read from them).
+  if (!p.store->WaitMaterialized(p.store->applied(), std::chrono::minutes(10))) std::exit(1);
+  p.primary.reset();
+  o.journal.max_bytes = 1;
+  o.trim_interval = 10ms;
+  o.node_id = "primary";
+  o.cluster_id = kCluster;
+  o.endpoint = "tcp://127.0.0.1:*";
+  auto restarted = replication::Primary::Start(o, *p.store, 1);
+  if (!restarted.ok()) std::exit(1);
+  p.primary = std::move(restarted).value();
+  while (p.store->journal().batches > 0) std::this_thread::sleep_for(5ms);
+  {
+    const auto t0 = Clock::now();
+    SubordinateProcess sub(p.sub_dir(), p.primary->endpoint());
+    const Seq head = p.head();
+    sub.WaitFor([&](const SubStatus& s) { return s.persisted >= head && s.snapshots == 1; });
+    r.snapshot_s = Seconds(Clock::now() - t0);
+  }
+  r.continue_per_s = n / r.continue_s;
+  r.snapshot_per_s = n / r.snapshot_s;
+  return r;
+}
+
+// ---- JSON ----
+class Json {
+ public:
+  void Add(const std::string& key, double v) {
+    std::ostringstream s;
+    s.precision(6);
+    s << v;
+    Raw(key, s.str());
+  }
+  void Raw(const std::string& key, const std::string& v) {
+    if (!body_.empty()) body_ += ",\n";
+    body_ += "  \"" + key + "\": " + v;
+  }
+  std::string str() const { return "{\n" + body_ + "\n}\n"; }
+
+ private:
+  std::string body_;
+};
+
+std::string Obj(const std::map<std::string, double>& m) {
+  std::ostringstream s;
+  s.precision(6);
+  s << '{';
+  bool first = true;
+  for (const auto& [k, v] : m) {
+    s << (first ? "" : ", ") << '"' << k << "\": " << v;
+    first = false;
+  }
+  s << '}';
+  return s.str();
+}
+
+int Main(int argc, char** argv) {
+  bool quick = false;
+  int reps = 3;
+  std::string which = "all", out;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--quick") {
+      quick = true;
+    } else if (a == "--repetitions" && i + 1 < argc) {
+      reps = std::stoi(argv[++i]);
+    } else if (a == "--out" && i + 1 < argc) {
+      out = argv[++i];
+    } else if (a == "--case" && i + 1 < argc) {
+      which = argv[++i];
+    } else {
+      std::fprintf(stderr,
+                   "usage: replication_bench [--quick] [--repetitions N] [--case "
+                   "a|b|c|lag|catchup|all] [--out FILE]\n");
+      return 2;
+    }
+  }
+  spdlog::set_level(spdlog::level::warn);
+  if (quick) reps = 1;
+  const std::uint64_t n_a = quick ? 500'000 : 2'000'000;
+  auto want = [&](const char* c) { return which == "all" || which == c; };
+  Json json;
+  json.Add("nproc", std::thread::hardware_concurrency());
+  json.Raw("quick", quick ? "true" : "false");
+
+  double a_rate = 0;
+  if (want("a")) {
+    std::vector<double> base, a, mat, mb;
+    for (int r = 0; r < reps; ++r) {
+      // Interleaved, and in alternating order, so that a slow phase hits both.
+      if (r % 2 == 0) {
+        base.push_back(RunNaive(n_a));
+        const CaseA x = RunA(n_a);
+        a.push_back(x.records_per_s), mat.push_back(x.materialized_per_s), mb.push_back(x.mb_per_s);
+      } else {
+        const CaseA x = RunA(n_a);
+        a.push_back(x.records_per_s), mat.push_back(x.materialized_per_s), mb.push_back(x.mb_per_s);
+        base.push_back(RunNaive(n_a));
+      }
+      std::fprintf(stderr, "rep %d: naive %.0f rec/s, statesync %.0f rec/s (tables %.0f)\n", r,
+                   base.back(), a.back(), mat.back());
+    }
+    a_rate = Median(a);
+    json.Raw("baseline_naive", Obj({{"records_per_s", Median(base)}, {"records", double(n_a)}}));
+    json.Raw("a_distinct_upserts", Obj({{"records_per_s", a_rate},
+                                        {"tables_materialized_per_s", Median(mat)},
+                                        {"mb_per_s", Median(mb)},
+                                        {"records", double(n_a)},
+                                        {"ratio_to_baseline", a_rate / Median(base)}}));
+  }
+  if (want("b")) {
+    std::vector<double> v;
+    CaseB last;
+    for (int r = 0; r < reps; ++r) {
+      last = RunB(quick ? 200'000 : 500'000);
+      v.push_back(last.mutations_per_s);
+    }
+    json.Raw("b_lifecycle", Obj({{"effective_deltas_per_s", Median(v)},
+                                 {"mutations", last.mutations},
+                                 {"deltas_sent", last.deltas_sent}}));
+  }
+  if (want("c")) {
+    std::vector<double> v;
+    for (int r = 0; r < reps; ++r) v.push_back(RunC(quick ? 100 : 300).mb_per_s);
+    json.Raw("c_blobs_1mb", Obj({{"mb_per_s", Median(v)}}));
+  }
+  if (want("lag")) {
+    if (a_rate == 0) a_rate = RunA(n_a).records_per_s;
+    const double rate = a_rate / 2;
+    const double secs = quick ? 3 : 8;
+    std::vector<double> p99, p99b;
+    Lag plain, blobs;
+    for (int r = 0; r < reps; ++r) {
+      plain = RunLag(rate, secs, false);
+      blobs = RunLag(rate, secs, true);
+      p99.push_back(plain.p99_ms);
+      p99b.push_back(blobs.p99_ms);
+    }
+    json.Raw("lag_half_rate", Obj({{"target_rate", rate}, {"rate", plain.rate},
+                                   {"p50_ms", plain.p50_ms}, {"p99_ms", Median(p99)},
+                                   {"p999_ms", plain.p999_ms}, {"samples", plain.samples}}));
+    json.Raw("d_lag_half_rate_with_blobs",
+             Obj({{"rate", blobs.rate}, {"p50_ms", blobs.p50_ms}, {"p99_ms", Median(p99b)},
+                  {"p999_ms", blobs.p999_ms}, {"blob_mb_per_s", blobs.blob_mb_per_s},
+                  {"p99_ratio_to_without", Median(p99b) / Median(p99)}}));
+  }
+  if (want("catchup")) {
+    for (std::uint64_t n : quick ? std::vector<std::uint64_t>{1'000'000}
+                                 : std::vector<std::uint64_t>{1'000'000, 10'000'000}) {
+      const CatchUp c = RunCatchUp(n);
+      json.Raw("catchup_" + std::to_string(n / 1'000'000) + "m",
+               Obj({{"records", c.records}, {"continue_s", c.continue_s},
+                    {"continue_per_s", c.continue_per_s}, {"snapshot_s", c.snapshot_s},
+                    {"snapshot_per_s", c.snapshot_per_s}}));
+    }
+  }
+  const std::string doc = json.str();
+  std::fputs(doc.c_str(), stdout);
+  if (!out.empty()) std::ofstream(out) << doc;
+  return 0;
+}
+
+}  // namespace
+}  // namespace statesync::bench
+
+int main(int argc, char** argv) {
+  statesync::bench::g_self = argv[0];
+  if (argc == 5 && std::string(argv[1]) == "--subordinate") {
+    return statesync::bench::RunSubordinate(argv[2], argv[3], argv[4]);
+  }
+  if (argc == 6 && std::string(argv[1]) == "--naive-receiver") {
+    return statesync::bench::RunNaiveReceiver(argv[2], argv[3], argv[4], argv[5]);
+  }
+  return statesync::bench::Main(argc, argv);
+}
