@@ -19,20 +19,20 @@
 #include <signal.h>
 #include <sys/wait.h>
 
+#include <spdlog/spdlog.h>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cstring>
-#include <mutex>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <random>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
-#include <spdlog/spdlog.h>
 #include <zmq.hpp>
 
 #include "bench_util.h"
@@ -55,8 +55,7 @@ double Seconds(Clock::duration d) {
   return std::chrono::duration<double>(d).count();
 }
 TimePoint WallNow() {
-  return std::chrono::time_point_cast<std::chrono::milliseconds>(
-      std::chrono::system_clock::now());
+  return std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());
 }
 double Median(std::vector<double> v) {
   if (v.empty()) return 0;
@@ -73,7 +72,7 @@ double Percentile(std::vector<double> v, double p) {
 std::unique_ptr<Store> OpenStore(const fs::path& dir, bool materialize = true) {
   StoreOptions o;
   o.dir = dir;
-  o.materialize = materialize;
+  o.materialize = materialize && std::getenv("NOMAT") == nullptr;
   auto s = Store::Open(o);
   if (!s.ok()) {
     std::fprintf(stderr, "cannot open the store: %s\n", s.status().ToString().c_str());
@@ -103,8 +102,8 @@ int RunSubordinate(const char* dir, const char* endpoint, const char* status_fil
     {
       std::ofstream out(tmp, std::ios::trunc);
       out << store->applied().seq << ' ' << store->materialized().seq << ' '
-          << store->blob_cursor().seq << ' ' << static_cast<int>(st.state) << ' '
-          << st.snapshots << '\n';
+          << store->blob_cursor().seq << ' ' << static_cast<int>(st.state) << ' ' << st.snapshots
+          << '\n';
     }
     fs::rename(tmp, status_file);
     std::this_thread::sleep_for(2ms);
@@ -160,8 +159,7 @@ struct PrimarySide {
   SessionTable table{SessionTableOptions{.change_log_capacity = 1 << 20}};
   std::unique_ptr<replication::Primary> primary;
 
-  explicit PrimarySide(const std::string& name, replication::PrimaryOptions o = {})
-      : dir(name) {
+  explicit PrimarySide(const std::string& name, replication::PrimaryOptions o = {}) : dir(name) {
     store = OpenStore(dir.path() / "primary");
     table.Tick(WallNow());
     if (!table.BecomeWritable(1).ok()) std::exit(1);
@@ -302,7 +300,8 @@ CaseA RunA(std::uint64_t n) {
   while (p.acked() < p.head()) std::this_thread::sleep_for(200us);
   const double t_persisted = Seconds(Clock::now() - t0);
   const Seq head = p.head();
-  sub.WaitFor([&](const SubStatus& s) { return s.materialized >= head; });
+  if (!std::getenv("NOMAT"))
+    sub.WaitFor([&](const SubStatus& s) { return s.materialized >= head; });
   const double t_materialized = Seconds(Clock::now() - t0);
   CaseA r;
   r.records_per_s = n / t_persisted;
@@ -347,10 +346,9 @@ CaseB RunB(std::uint64_t sessions) {
     }
     p.Upsert(batch);
     mutations += batch.size();
-    const std::uint64_t close =
-        created - closed > 4 * kPerRound || created == sessions
-            ? std::min(kPerRound, created - closed)
-            : 0;
+    const std::uint64_t close = created - closed > 4 * kPerRound || created == sessions
+                                    ? std::min(kPerRound, created - closed)
+                                    : 0;
     for (std::uint64_t i = 0; i < close; ++i) {
       const FirewallSession s = workload::Ipv4Session(closed + i, now);
       for (;;) {
@@ -438,8 +436,8 @@ Lag RunLag(double rate, double seconds, bool with_blobs) {
       {
         std::lock_guard lock(mu);
         while (next < written.size() && written[next].first <= acked) {
-          lags_ms.push_back(std::chrono::duration<double, std::milli>(now - written[next].second)
-                                .count());
+          lags_ms.push_back(
+              std::chrono::duration<double, std::milli>(now - written[next].second).count());
           ++next;
         }
         if (writer_done && next == written.size()) return;
@@ -598,6 +596,11 @@ int Main(int argc, char** argv) {
   json.Raw("quick", quick ? "true" : "false");
 
   double a_rate = 0;
+  if (which == "a-only") {  // for profiling: statesync's case (a) alone, 4M records
+    const CaseA x = RunA(4'000'000);
+    std::printf("%.0f rec/s (tables %.0f)\n", x.records_per_s, x.materialized_per_s);
+    return 0;
+  }
   if (want("a")) {
     std::vector<double> base, a, mat, mb;
     for (int r = 0; r < reps; ++r) {
@@ -650,12 +653,18 @@ int Main(int argc, char** argv) {
       p99.push_back(plain.p99_ms);
       p99b.push_back(blobs.p99_ms);
     }
-    json.Raw("lag_half_rate", Obj({{"target_rate", rate}, {"rate", plain.rate},
-                                   {"p50_ms", plain.p50_ms}, {"p99_ms", Median(p99)},
-                                   {"p999_ms", plain.p999_ms}, {"samples", plain.samples}}));
+    json.Raw("lag_half_rate", Obj({{"target_rate", rate},
+                                   {"rate", plain.rate},
+                                   {"p50_ms", plain.p50_ms},
+                                   {"p99_ms", Median(p99)},
+                                   {"p999_ms", plain.p999_ms},
+                                   {"samples", plain.samples}}));
     json.Raw("d_lag_half_rate_with_blobs",
-             Obj({{"rate", blobs.rate}, {"p50_ms", blobs.p50_ms}, {"p99_ms", Median(p99b)},
-                  {"p999_ms", blobs.p999_ms}, {"blob_mb_per_s", blobs.blob_mb_per_s},
+             Obj({{"rate", blobs.rate},
+                  {"p50_ms", blobs.p50_ms},
+                  {"p99_ms", Median(p99b)},
+                  {"p999_ms", blobs.p999_ms},
+                  {"blob_mb_per_s", blobs.blob_mb_per_s},
                   {"p99_ratio_to_without", Median(p99b) / Median(p99)}}));
   }
   if (want("catchup")) {
@@ -663,8 +672,10 @@ int Main(int argc, char** argv) {
                                  : std::vector<std::uint64_t>{1'000'000, 10'000'000}) {
       const CatchUp c = RunCatchUp(n);
       json.Raw("catchup_" + std::to_string(n / 1'000'000) + "m",
-               Obj({{"records", c.records}, {"continue_s", c.continue_s},
-                    {"continue_per_s", c.continue_per_s}, {"snapshot_s", c.snapshot_s},
+               Obj({{"records", c.records},
+                    {"continue_s", c.continue_s},
+                    {"continue_per_s", c.continue_per_s},
+                    {"snapshot_s", c.snapshot_s},
                     {"snapshot_per_s", c.snapshot_per_s}}));
     }
   }

@@ -1,5 +1,7 @@
 #include "statesync/replication/primary.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -245,6 +247,7 @@ class Primary::Impl {
 
   // ---- the I/O thread ----
   void Run() {
+    pthread_setname_np(pthread_self(), "ss-primary-io");
     zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0},
                                {nullptr, waker_.fd(), ZMQ_POLLIN, 0}};
     auto last_trim = Clock::now();
@@ -272,6 +275,9 @@ class Primary::Impl {
   }
 
   void TakeOutbox() {
+    // While the store's materializer is too far behind, batches stay in the outbox: Pump then
+    // stops taking deltas, and the table's change log holds them (and at last refuses writes).
+    if (store_.materializer_behind() && !stop_) return;
     std::deque<Outgoing> batch;
     {
       std::lock_guard lock(outbox_mu_);
@@ -724,6 +730,7 @@ class Primary::Impl {
       }
     }
     std::vector<std::string> alerts;
+    std::vector<std::pair<std::promise<Status>, std::string>> failed;
     {
       std::lock_guard lock(waiters_mu_);
       for (auto it = waiters_.begin(); it != waiters_.end();) {
@@ -739,7 +746,7 @@ class Primary::Impl {
             (o_.on_sync_timeout == SyncFailure::kFail ? ": it fails" : ": it keeps waiting");
         alerts.push_back(text);
         if (o_.on_sync_timeout == SyncFailure::kFail) {
-          w.promise.set_value(Status::Unavailable(text));
+          failed.emplace_back(std::move(w.promise), text);
           it = waiters_.erase(it);
         } else {
           w.alerted = true;
@@ -755,6 +762,8 @@ class Primary::Impl {
       spdlog::warn("{}: {} ({} such writes)", o_.node_id, alerts.front(), alerts.size());
       Emit(ReplicationEvent::Kind::kSyncTimeout, "", alerts.front());
     }
+    // The alert is out before the writer learns of the failure.
+    for (auto& [promise, text] : failed) promise.set_value(Status::Unavailable(text));
   }
 
   // The journal keeps what a snapshot in progress and a subordinate that is catching up still

@@ -8,6 +8,10 @@
 #include <rocksdb/write_batch.h>
 #include <xxhash.h>
 
+#include <pthread.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <boost/unordered/unordered_flat_map.hpp>
@@ -225,12 +229,24 @@ enum class CfKind { kTable, kBlobs, kJournal, kBlobLane, kSmall };
 // so that compactions move only their small keys. Measured choices are in docs/BENCHMARKS.md.
 rocksdb::ColumnFamilyOptions MakeCfOptions(const StoreOptions& o, CfKind kind) {
   rocksdb::ColumnFamilyOptions cf;
-  if (kind == CfKind::kJournal || kind == CfKind::kBlobLane) {
+  if (kind == CfKind::kBlobLane) {
     cf.enable_blob_files = true;
-    cf.min_blob_size = kind == CfKind::kJournal ? 1024 : o.blob_min_bytes;
+    cf.min_blob_size = o.blob_min_bytes;
     cf.blob_file_size = 256ull << 20;
     cf.enable_blob_garbage_collection = true;
+  }
+  if (kind == CfKind::kJournal) {
+    // Keys grow with seq, so flushed files never overlap and levelled compaction only moves
+    // them (no rewrite); trimming deletes ranges. Large blocks hold whole batch frames, and XXH3
+    // checksums spare this build's software CRC32C.
+    rocksdb::BlockBasedTableOptions bbt;
+    bbt.block_size = 256 << 10;
+    bbt.checksum = rocksdb::kXXH3;
+    cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(bbt));
+    cf.compression = rocksdb::kNoCompression;
     cf.write_buffer_size = std::max<std::uint64_t>(8ull << 20, o.memtable_budget_bytes / 8);
+    cf.max_write_buffer_number = 4;
+    return cf;
   }
   if (!o.tuned) return cf;
   constexpr int kMemtables = 8;
@@ -245,7 +261,15 @@ rocksdb::ColumnFamilyOptions MakeCfOptions(const StoreOptions& o, CfKind kind) {
     cf.max_write_buffer_number = 4;
   }
   cf.min_write_buffer_number_to_merge = 1;
-  if (kind == CfKind::kTable) cf.memtable_factory = std::make_shared<rocksdb::VectorRepFactory>();
+  if (kind == CfKind::kTable) {
+    cf.memtable_factory = std::make_shared<rocksdb::VectorRepFactory>();
+    // Tables are read whole at start-up and for snapshots, never by point lookups on a hot
+    // path: fewer, larger merges (more sorted runs before one) cost less CPU, and the reads
+    // merge the runs cheaply.
+    cf.compaction_options_universal.size_ratio = 20;
+    cf.compaction_options_universal.min_merge_width = 4;
+    cf.compaction_options_universal.max_size_amplification_percent = 300;
+  }
   cf.compaction_style = rocksdb::kCompactionStyleUniversal;
   cf.level0_file_num_compaction_trigger = 4;
   cf.level0_slowdown_writes_trigger = 40;
@@ -258,6 +282,8 @@ rocksdb::ColumnFamilyOptions MakeCfOptions(const StoreOptions& o, CfKind kind) {
   rocksdb::BlockBasedTableOptions bbt;
   bbt.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
   bbt.block_size = 16 << 10;
+  // XXH3 instead of CRC32C for block checksums: this RocksDB build computes CRC32C in software.
+  bbt.checksum = rocksdb::kXXH3;
   cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(bbt));
   if (kind == CfKind::kBlobs) {
     cf.enable_blob_files = true;
@@ -352,7 +378,11 @@ class Store::Impl {
 
     if (Status st = ReadMeta(); !st.ok()) return st;
     if (Status st = ReadJournalIndex(); !st.ok()) return st;
-    if (options.materialize) materializer_ = std::thread([this] { MaterializeLoop(); });
+    if (options.materialize) {
+      // RocksDB's compactions also run below the stream's threads.
+      rocksdb::Env::Default()->LowerThreadPoolCPUPriority(rocksdb::Env::Priority::LOW);
+      materializer_ = std::thread([this] { MaterializeLoop(); });
+    }
     return Status::Ok();
   }
 
@@ -390,6 +420,7 @@ class Store::Impl {
       if (new_epoch) history_ = std::move(history);
       journal_.push_back(e);
       journal_bytes_ += e.bytes;
+      unmaterialized_bytes_ += e.bytes;
     }
     state_cv_.notify_all();
     return Status::Ok();
@@ -457,6 +488,14 @@ class Store::Impl {
     }
     if (!it->status().ok()) return FromRocks(it->status(), "cannot read the journal");
     return Status::Ok();
+  }
+
+  std::uint64_t unmaterialized_bytes() const {
+    std::lock_guard lock(state_mu_);
+    return unmaterialized_bytes_;
+  }
+  bool materializer_behind() const {
+    return options_.materialize && unmaterialized_bytes() > options_.max_unmaterialized_bytes;
   }
 
   JournalStats journal() const {
@@ -675,6 +714,7 @@ class Store::Impl {
       history_.clear();
       journal_.clear();
       journal_bytes_ = 0;
+      unmaterialized_bytes_ = 0;
     }
     // Then empty every table: dropping a column family is immediate whatever it holds.
     for (auto& [id, cf] : tables_) {
@@ -959,12 +999,11 @@ class Store::Impl {
     if (!applied.ok()) return applied.status();
     auto materialized = ReadPosition(kMaterializedKey, nullptr);
     if (!materialized.ok()) return materialized.status();
-    // A store written before the journal existed has only "applied": its tables hold it all.
+    // No `materialized` key yet means no materializer round has finished: the tables hold
+    // nothing from the journal.
     std::string raw;
-    const bool has_materialized =
-        db_->Get(rocksdb::ReadOptions(), meta_, kMaterializedKey, &raw).ok();
     applied_ = *applied;
-    materialized_ = has_materialized ? *materialized : *applied;
+    materialized_ = *materialized;
     if (db_->Get(rocksdb::ReadOptions(), meta_, kReplicationIdKey, &raw).ok()) {
       replication_id_ = raw;
     }
@@ -996,6 +1035,7 @@ class Store::Impl {
       e.bytes = GetU64(v, 24);
       journal_.push_back(e);
       journal_bytes_ += e.bytes;
+      if (e.last.seq > materialized_.seq) unmaterialized_bytes_ += e.bytes;
     }
     return FromRocks(it->status(), "cannot read the journal index");
   }
@@ -1084,6 +1124,10 @@ class Store::Impl {
 
   // ---- the materializer ----
   void MaterializeLoop() {
+    pthread_setname_np(pthread_self(), "ss-materialize");
+    // Behind the journal, at the lowest CPU priority: the stream comes first, and the lag is
+    // bounded (max_unmaterialized_bytes) by the callers' flow control, not by this thread.
+    ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 19);
     std::vector<JournalBatch> batches;
     for (;;) {
       {
@@ -1103,25 +1147,33 @@ class Store::Impl {
     }
   }
 
+  // One round: the journal's batches after `materialized`, coalesced by key (the last delta of a
+  // key wins), written with the new `materialized` position in one WriteBatch.
   Status MaterializeOnce(std::vector<JournalBatch>& batches) {
     std::lock_guard materialize_lock(materialize_mu_);
     const Position from = materialized();
-    if (Status st = ReadJournal(from.seq, options_.materialize_group * 160, &batches); !st.ok()) {
+    if (Status st = ReadJournal(from.seq, options_.materialize_group * 192, &batches); !st.ok()) {
       return st;
     }
     if (batches.empty()) return Status::Ok();
-    // Coalesce: the last delta of a key wins (an upsert, or a delete).
     struct Item {
       TableId table;
       DeltaKind kind;
       std::string_view key;
       std::string_view value;
     };
+    struct RefHash {
+      std::size_t operator()(const std::pair<TableId, std::string_view>& k) const {
+        return XXH3_64bits_withSeed(k.second.data(), k.second.size(),
+                                    static_cast<std::uint64_t>(k.first));
+      }
+    };
     std::vector<Item> items;
-    boost::unordered_flat_map<std::string, std::size_t> where;
+    items.reserve(options_.materialize_group);
+    boost::unordered_flat_map<std::pair<TableId, std::string_view>, std::uint32_t, RefHash> where;
+    where.reserve(options_.materialize_group);
     std::vector<FrameDeltas> frames(batches.size());
     Position to = from;
-    std::string map_key;
     std::size_t seen = 0;
     for (std::size_t b = 0; b < batches.size(); ++b) {
       if (Status st = DecodeJournalFrame(batches[b].frame, &frames[b]); !st.ok()) return st;
@@ -1130,9 +1182,8 @@ class Store::Impl {
         Item it{static_cast<TableId>(d->table_id()), static_cast<DeltaKind>(d->kind()),
                 d->key() ? wire::AsChars({d->key()->data(), d->key()->size()}) : "",
                 d->value() ? wire::AsChars({d->value()->data(), d->value()->size()}) : ""};
-        map_key.assign(reinterpret_cast<const char*>(&it.table), sizeof(it.table));
-        map_key.append(it.key);
-        auto [pos, inserted] = where.try_emplace(map_key, items.size());
+        auto [pos, inserted] =
+            where.try_emplace({it.table, it.key}, static_cast<std::uint32_t>(items.size()));
         if (inserted) {
           items.push_back(it);
         } else {
@@ -1157,6 +1208,10 @@ class Store::Impl {
     {
       std::lock_guard lock(state_mu_);
       materialized_ = to;
+      unmaterialized_bytes_ = 0;
+      for (auto it = journal_.rbegin(); it != journal_.rend() && it->last.seq > to.seq; ++it) {
+        unmaterialized_bytes_ += it->bytes;
+      }
     }
     state_cv_.notify_all();
     return Status::Ok();
@@ -1185,6 +1240,7 @@ class Store::Impl {
   std::vector<Position> history_;
   std::deque<JournalIndexEntry> journal_;
   std::uint64_t journal_bytes_ = 0;
+  std::uint64_t unmaterialized_bytes_ = 0;
   BlobCursor blob_cursor_;
   bool stop_ = false;
   std::thread materializer_;
@@ -1300,6 +1356,12 @@ Status Store::ReadJournal(Seq after, std::size_t max_bytes, std::vector<JournalB
 }
 JournalStats Store::journal() const {
   return impl_->journal();
+}
+std::uint64_t Store::unmaterialized_bytes() const {
+  return impl_->unmaterialized_bytes();
+}
+bool Store::materializer_behind() const {
+  return impl_->materializer_behind();
 }
 Result<std::uint64_t> Store::Trim(const JournalLimits& limits, TimePoint now, Seq keep_after) {
   return impl_->Trim(limits, now, keep_after);

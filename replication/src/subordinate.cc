@@ -2,7 +2,11 @@
 
 #include <xxhash.h>
 
+#include <pthread.h>
+
 #include <atomic>
+#include <condition_variable>
+#include <deque>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -112,6 +116,8 @@ class Subordinate::Impl {
     }
     std::random_device rd;
     session_ = (static_cast<std::uint64_t>(rd()) << 32) | rd();
+    table_position_ = applied_;
+    applier_ = std::thread([this] { ApplyLoop(); });
     thread_ = std::thread([this] { Run(); });
     return Status::Ok();
   }
@@ -132,12 +138,21 @@ class Subordinate::Impl {
       waker_.Signal();
       thread_.join();
     }
+    if (applier_.joinable()) {
+      {
+        std::lock_guard lock(apply_mu_);
+        apply_stop_ = true;
+      }
+      apply_cv_.notify_all();
+      applier_.join();  // after applying what was queued: the table matches the store
+    }
     std::lock_guard lock(table_mu_);
     return std::move(table_);
   }
 
  private:
   void Run() {
+    pthread_setname_np(pthread_self(), "ss-follow-io");
     header_ = {o_.cluster_id, o_.node_id, newest_epoch_};
     SendHello();
     while (!stop_) {
@@ -150,16 +165,18 @@ class Subordinate::Impl {
       }
       if (items[1].revents & ZMQ_POLLIN) waker_.Clear();
       for (int n = 0; n < 256 && !stop_; ++n) {
-        zmq::message_t msg;
+        // On the heap, so that a batch handed to the applier keeps its bytes where they are.
+        auto msg = std::make_unique<zmq::message_t>();
         try {
-          if (!dealer_.recv(msg, zmq::recv_flags::dontwait)) break;
+          if (!dealer_.recv(*msg, zmq::recv_flags::dontwait)) break;
         } catch (const zmq::error_t& e) {
           spdlog::error("{}: receive failed: {}", o_.node_id, e.what());
           break;
         }
-        Handle(msg);
+        Handle(std::move(msg));
         PublishStatus();
       }
+      if (credit_withheld_ && !MustWithholdCredit()) ack_due_ = true;
       if (ack_due_) SendAck();
       TrySendHello();
       const auto now = Clock::now();
@@ -216,6 +233,61 @@ class Subordinate::Impl {
     status_.state = state_;
   }
 
+  // ---- the applier thread ----
+  struct PendingApply {
+    std::unique_ptr<zmq::message_t> message;
+    wire::Decoded decoded;
+    Seq after = 0;  // deltas up to this seq were already applied
+  };
+
+  void ApplyLoop() {
+    pthread_setname_np(pthread_self(), "ss-apply");
+    for (;;) {
+      PendingApply item;
+      {
+        std::unique_lock lock(apply_mu_);
+        apply_cv_.wait(lock, [&] { return apply_stop_ || !apply_queue_.empty(); });
+        if (apply_queue_.empty()) return;  // stopping, and everything is applied
+        item = std::move(apply_queue_.front());
+        apply_queue_.pop_front();
+        applying_ = true;
+      }
+      const auto* deltas = item.decoded.envelope->body_as_DeltaBatch()->deltas();
+      Position last;
+      {
+        std::lock_guard lock(table_mu_);
+        for (flatbuffers::uoffset_t i = 0; i < deltas->size(); ++i) {
+          const DeltaView v = ViewOf(*deltas->Get(i));
+          if (v.position.seq <= item.after) continue;
+          Status st = table_->Apply(v);
+          STATESYNC_CHECK(st.ok(), "a validated, journaled delta did not apply");
+          last = v.position;
+        }
+      }
+      {
+        std::lock_guard lock(apply_mu_);
+        applying_ = false;
+        table_position_ = last;
+      }
+      apply_cv_.notify_all();
+    }
+  }
+
+  // Waits until the applier has applied everything handed to it.
+  void WaitApplied() {
+    std::unique_lock lock(apply_mu_);
+    apply_cv_.wait(lock, [&] { return apply_queue_.empty() && !applying_; });
+  }
+
+  std::size_t apply_backlog() const {
+    std::lock_guard lock(apply_mu_);
+    return apply_queue_.size();
+  }
+
+  bool MustWithholdCredit() const {
+    return store_.materializer_behind() || apply_backlog() >= o_.credit_batches;
+  }
+
   void TrySendHello() {
     if (hello_frame_.empty()) return;
     if (detail::Send(dealer_, "", hello_frame_) == detail::SendResult::kSent) {
@@ -227,8 +299,15 @@ class Subordinate::Impl {
   void SendAck() {
     AckMsg a;
     a.node_id = o_.node_id;
-    a.applied = a.persisted = applied_;
-    a.credit_batches = o_.credit_batches;
+    a.persisted = applied_;
+    // While the store's materializer or the applier is too far behind, no new credit: the
+    // primary waits, and the loop acks again once they have caught up.
+    credit_withheld_ = MustWithholdCredit();
+    a.credit_batches = credit_withheld_ ? 0 : o_.credit_batches;
+    {
+      std::lock_guard lock(apply_mu_);
+      a.applied = table_position_;
+    }
     a.session = session_;
     a.received = received_;
     a.blob_next = store_.blob_cursor();
@@ -250,7 +329,8 @@ class Subordinate::Impl {
     Emit(ReplicationEvent::Kind::kBadInput, "", reason);
   }
 
-  void Handle(const zmq::message_t& msg) {
+  void Handle(std::unique_ptr<zmq::message_t> owned) {
+    const zmq::message_t& msg = *owned;
     wire::DecodeLimits limits;
     limits.max_message_bytes = o_.max_message_bytes;
     wire::Decoded d = wire::Decode({static_cast<const std::uint8_t*>(msg.data()), msg.size()},
@@ -291,7 +371,7 @@ class Subordinate::Impl {
         OnSnapshotEnd(From(*env.body_as_SnapshotEnd()));
         return;
       case fb::Body::DeltaBatch:
-        OnBatch(msg, env);
+        OnBatch(std::move(owned), std::move(d));
         return;
       case fb::Body::BlobChunk:
         OnBlobChunk(*env.body_as_BlobChunk());
@@ -370,7 +450,8 @@ class Subordinate::Impl {
     ack_due_ = true;
     if (!snapshot_open_) {
       // The primary may also switch a CONTINUE session to a snapshot when this node's place has
-      // left its journal.
+      // left its journal. What the applier still holds belongs to the data being replaced.
+      WaitApplied();
       if (Status st = store_.BeginSnapshot(); !st.ok()) {
         spdlog::error("{}: cannot start the snapshot: {}", o_.node_id, st.ToString());
         SendHello();
@@ -381,6 +462,10 @@ class Subordinate::Impl {
         table_ = std::make_unique<SessionTable>(o_.table_options);
       }
       applied_ = Position{};
+      {
+        std::lock_guard lock(apply_mu_);
+        table_position_ = Position{};
+      }
       snapshot_open_ = true;
       state_ = SyncState::kSnapshot;
       snapshot_records_ = snapshot_bytes_ = 0;
@@ -440,6 +525,10 @@ class Subordinate::Impl {
       STATESYNC_CHECK(st.ok(), "a read-only table has nothing pending");
     }
     applied_ = m.position;
+    {
+      std::lock_guard lock(apply_mu_);
+      table_position_ = m.position;
+    }
     snapshot_open_ = false;
     state_ = SyncState::kCatchingUp;
     catchup_start_seq_ = applied_.seq;
@@ -450,7 +539,9 @@ class Subordinate::Impl {
     UpdateSyncState();
   }
 
-  void OnBatch(const zmq::message_t& msg, const fb::Envelope& env) {
+  void OnBatch(std::unique_ptr<zmq::message_t> owned, wire::Decoded decoded) {
+    const zmq::message_t& msg = *owned;
+    const fb::Envelope& env = *decoded.envelope;
     if (state_ != SyncState::kCatchingUp && state_ != SyncState::kInSync) {
       Refuse(&InputCounters::unexpected, "a delta batch before CONTINUE or SNAPSHOT_END");
       return;
@@ -506,18 +597,16 @@ class Subordinate::Impl {
       SendHello();
       return;
     }
-    std::size_t n = 0;
+    // Persisted: acknowledge it. The table is brought up to date by the applier thread, so that
+    // the next batch's checks and journal write overlap this one's apply.
+    const Seq after = applied_.seq;
+    const std::size_t n = last.position.seq - after;
+    applied_ = last.position;
     {
-      std::lock_guard lock(table_mu_);
-      for (flatbuffers::uoffset_t i = 0; i < deltas->size(); ++i) {
-        const DeltaView v = ViewOf(*deltas->Get(i));
-        if (v.position.seq <= applied_.seq) continue;
-        Status ast = table_->Apply(v);
-        STATESYNC_CHECK(ast.ok(), "a validated, journaled delta did not apply");
-        applied_ = v.position;
-        ++n;
-      }
+      std::lock_guard lock(apply_mu_);
+      apply_queue_.push_back({std::move(owned), std::move(decoded), after});
     }
+    apply_cv_.notify_all();
     primary_head_ = std::max(primary_head_, applied_.seq);
     {
       std::lock_guard lock(status_mu_);
@@ -583,7 +672,11 @@ class Subordinate::Impl {
                         : 0;
     std::lock_guard lock(status_mu_);
     status_.state = state_;
-    status_.applied = applied_;
+    status_.persisted = applied_;
+    {
+      std::lock_guard alock(apply_mu_);
+      status_.applied = table_position_;
+    }
     status_.primary_head = primary_head_;
     status_.newest_epoch = newest_epoch_;
     status_.progress = p;
@@ -604,6 +697,15 @@ class Subordinate::Impl {
   mutable std::mutex status_mu_;
   SubordinateStatus status_;
 
+  // The applier's queue (bounded by the credit the I/O thread grants).
+  mutable std::mutex apply_mu_;
+  std::condition_variable apply_cv_;
+  std::deque<PendingApply> apply_queue_;
+  bool applying_ = false;
+  bool apply_stop_ = false;
+  Position table_position_;  // the table's position (what has been applied)
+  std::thread applier_;
+
   // The I/O thread's.
   zmq::context_t ctx_{1};
   zmq::socket_t dealer_;
@@ -616,6 +718,7 @@ class Subordinate::Impl {
   std::uint64_t received_ = 0;
   std::uint64_t blob_received_ = 0;
   bool ack_due_ = false;
+  bool credit_withheld_ = false;
   bool announced_in_sync_ = false;  // logged once per session
   bool snapshot_open_ = false;
   std::uint64_t snapshot_records_ = 0;

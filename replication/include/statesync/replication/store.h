@@ -62,8 +62,13 @@ struct StoreOptions {
   std::uint64_t memtable_budget_bytes = 512ull << 20;
   // Run the materializer thread. Off only in tests that look at the journal alone.
   bool materialize = true;
-  // The most deltas the materializer coalesces into one write.
-  std::size_t materialize_group = 65536;
+  // The most deltas the materializer coalesces into one round (one file per table).
+  std::size_t materialize_group = 262144;
+  // The materializer runs at the lowest CPU priority, behind the stream; when the journal holds
+  // more than this beyond the tables, the replication adapters stop taking new batches until it
+  // catches up (a subordinate withholds credit, a primary stops journaling and so Pump stops).
+  // It also bounds the replay at start-up.
+  std::uint64_t max_unmaterialized_bytes = 1ull << 30;
 };
 
 struct LoadStats {
@@ -161,6 +166,11 @@ class Store {
   // one batch when there is one). NotFound when the journal no longer holds `after + 1`.
   Status ReadJournal(Seq after, std::size_t max_bytes, std::vector<JournalBatch>* out) const;
   JournalStats journal() const;
+  // Journal bytes after materialized(): what the materializer has yet to do. Writers bound it
+  // (StoreOptions::max_unmaterialized_bytes) by slowing down.
+  std::uint64_t unmaterialized_bytes() const;
+  // More than max_unmaterialized_bytes waits for the materializer.
+  bool materializer_behind() const;
   // Drops the oldest batches beyond the limits, but never one holding a delta after `keep_after`
   // (what a snapshot in progress or the materializer still needs). Returns batches dropped.
   Result<std::uint64_t> Trim(const JournalLimits& limits, TimePoint now, Seq keep_after);

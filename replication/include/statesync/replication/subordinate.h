@@ -11,15 +11,16 @@
 //      left the primary's: its divergent tail goes to the quarantine) or a SNAPSHOT (chunks then
 //      SNAPSHOT_END; the tables are replaced).
 //   3. Each batch is checked (envelope, epoch, seq continuity, every record verified), appended
-//      to the journal (the durable point), applied to the table, and acknowledged with the
-//      persisted position and renewed credit. A batch that fails a check is refused and counted;
-//      nothing already applied changes.
+//      to the journal (the durable point) and acknowledged with the persisted position and
+//      renewed credit; an applier thread then applies it to the table, so that the checks and
+//      journal write of the next batch overlap this one's apply. A batch that fails a check is
+//      refused and counted; nothing already applied changes.
 //   4. Blob chunks are stored at the blob cursor; a blob becomes visible when complete and
 //      verified.
 // Fencing: a message from an epoch older than the newest this node has seen is refused.
 //
-// Thread-safety: every method from any thread. The table belongs to the I/O thread while the
-// subordinate runs; Read() lends it under a lock.
+// Thread-safety: every method from any thread. The table belongs to the applier thread while
+// the subordinate runs; Read() lends it under a lock. Stop() applies what was journaled first.
 #pragma once
 
 #include <chrono>
@@ -69,7 +70,8 @@ struct CatchUpProgress {
 
 struct SubordinateStatus {
   SyncState state = SyncState::kConnecting;
-  Position applied;  // applied and persisted (the journal append is the durable point)
+  Position persisted;  // in the journal (the durable point; what acks report as persisted)
+  Position applied;    // in the table (an applier thread follows the journal closely)
   Seq primary_head = 0;
   Epoch newest_epoch = 0;
   CatchUpProgress progress;
