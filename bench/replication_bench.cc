@@ -14,6 +14,9 @@
 //
 // Lag is measured on the primary: the time from a write until the subordinate's acknowledgement
 // that it persisted it arrives back (so it includes the ack's return trip on loopback).
+//
+// Diagnostics: `--case a-only` runs statesync's case (a) alone with 4M records (for perf), and
+// STATESYNC_BENCH_NO_MATERIALIZE=1 turns both stores' materializers off (the hot path alone).
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
 #include <signal.h>
@@ -72,7 +75,7 @@ double Percentile(std::vector<double> v, double p) {
 std::unique_ptr<Store> OpenStore(const fs::path& dir, bool materialize = true) {
   StoreOptions o;
   o.dir = dir;
-  o.materialize = materialize && std::getenv("NOMAT") == nullptr;
+  o.materialize = materialize && std::getenv("STATESYNC_BENCH_NO_MATERIALIZE") == nullptr;
   auto s = Store::Open(o);
   if (!s.ok()) {
     std::fprintf(stderr, "cannot open the store: %s\n", s.status().ToString().c_str());
@@ -300,7 +303,7 @@ CaseA RunA(std::uint64_t n) {
   while (p.acked() < p.head()) std::this_thread::sleep_for(200us);
   const double t_persisted = Seconds(Clock::now() - t0);
   const Seq head = p.head();
-  if (!std::getenv("NOMAT"))
+  if (!std::getenv("STATESYNC_BENCH_NO_MATERIALIZE"))
     sub.WaitFor([&](const SubStatus& s) { return s.materialized >= head; });
   const double t_materialized = Seconds(Clock::now() - t0);
   CaseA r;
