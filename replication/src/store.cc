@@ -1194,17 +1194,29 @@ class Store::Impl {
       to = batches[b].last;
       if (seen >= options_.materialize_group) break;
     }
+    // Written in slices of 2048 records: RocksDB serializes writers, and one large batch would
+    // hold the journal's appends (the stream's durable point) back for its whole duration. The
+    // position goes with the last slice; a crash in between replays the round, which gives the
+    // same state.
+    constexpr std::size_t kSlice = 2048;
     std::vector<StoredDelta> deltas;
-    deltas.reserve(items.size());
-    for (const Item& it : items) deltas.push_back({it.table, it.kind, it.key, it.value});
-    rocksdb::WriteBatch batch(items.size() * 192 + 64);
-    {
-      std::shared_lock tables_lock(tables_mu_);
-      if (Status st = AddToBatch(batch, deltas); !st.ok()) return st;
+    deltas.reserve(kSlice);
+    for (std::size_t first = 0; first < items.size() || first == 0; first += kSlice) {
+      deltas.clear();
+      for (std::size_t i = first; i < std::min(items.size(), first + kSlice); ++i) {
+        deltas.push_back({items[i].table, items[i].kind, items[i].key, items[i].value});
+      }
+      rocksdb::WriteBatch batch(deltas.size() * 192 + 64);
+      {
+        std::shared_lock tables_lock(tables_mu_);
+        if (Status st = AddToBatch(batch, deltas); !st.ok()) return st;
+      }
+      rocksdb::Status s = rocksdb::Status::OK();
+      if (first + kSlice >= items.size()) s = batch.Put(meta_, kMaterializedKey, EncodePosition(to));
+      if (s.ok()) s = db_->Write(write_options_, &batch);
+      if (!s.ok()) return FromRocks(s, "cannot write materialized records");
+      if (items.empty()) break;
     }
-    rocksdb::Status s = batch.Put(meta_, kMaterializedKey, EncodePosition(to));
-    if (s.ok()) s = db_->Write(write_options_, &batch);
-    if (!s.ok()) return FromRocks(s, "cannot write materialized records");
     {
       std::lock_guard lock(state_mu_);
       materialized_ = to;
