@@ -156,12 +156,14 @@ class Primary::Impl {
   Epoch epoch() const { return epoch_; }
 
   PrimaryStats stats() const {
-    std::lock_guard lock(stats_mu_);
-    PrimaryStats s = stats_;
+    PrimaryStats s;
     {
-      std::lock_guard olock(outbox_mu_);
-      s.outbox_bytes = outbox_bytes_;
+      std::lock_guard lock(stats_mu_);
+      s = stats_;
     }
+    // Not under stats_mu_: CloseBatch takes the two the other way round.
+    std::lock_guard olock(outbox_mu_);
+    s.outbox_bytes = outbox_bytes_;
     return s;
   }
 

@@ -863,7 +863,9 @@ class Store::Impl {
                            std::string_view data, std::size_t chunk_bytes) {
     if (blob_id.empty()) return Status::InvalidArgument("a blob needs an id");
     if (chunk_bytes == 0) return Status::InvalidArgument("chunk_bytes must be positive");
-    std::lock_guard write_lock(write_mu_);
+    // The blob lane has its own lock, and a blob goes in slices: the journal's appends (the
+    // stream's durable point) never wait behind a large blob.
+    std::lock_guard blob_lock(blob_mu_);
     BlobCursor cursor = blob_cursor();
     BlobInfo info;
     info.seq = cursor.seq;
@@ -872,13 +874,16 @@ class Store::Impl {
     info.name = name;
     info.size = data.size();
     info.xxh64 = XXH3_64bits(data.data(), data.size());
-    rocksdb::WriteBatch batch(data.size() + 1024);
-    // A partial blob left at this seq (received before this node was promoted) goes first.
-    rocksdb::Status s =
-        batch.DeleteRange(blob_cf_, ChunkKey(info.seq, 0), ChunkKey(info.seq + 1, 0));
+    // A partial blob left at this seq (received before this node was promoted) goes first. Until
+    // the info record below is written, the chunks are invisible, and a crash leaves the cursor
+    // at this seq, to be reused.
+    rocksdb::Status s = db_->DeleteRange(write_options_, blob_cf_, ChunkKey(info.seq, 0),
+                                         ChunkKey(info.seq + 1, 0));
     for (std::size_t off = 0; s.ok() && off < data.size(); off += chunk_bytes) {
-      s = batch.Put(blob_cf_, ChunkKey(info.seq, off), ToSlice(data.substr(off, chunk_bytes)));
+      s = db_->Put(write_options_, blob_cf_, ChunkKey(info.seq, off),
+                   ToSlice(data.substr(off, chunk_bytes)));
     }
+    rocksdb::WriteBatch batch;
     if (s.ok()) s = batch.Put(blob_cf_, BlobInfoKey(info.seq), EncodeBlobInfo(info));
     std::string seq_bytes;
     PutU64(seq_bytes, info.seq);
@@ -927,7 +932,7 @@ class Store::Impl {
   }
 
   Status AddBlobChunk(const BlobInfo& info, std::uint64_t offset, std::string_view data) {
-    std::lock_guard write_lock(write_mu_);
+    std::lock_guard blob_lock(blob_mu_);
     const BlobCursor cursor = blob_cursor();
     if (info.seq != cursor.seq || offset != cursor.offset) {
       return Status::FailedPrecondition("blob chunk (" + std::to_string(info.seq) + ", " +
@@ -1084,7 +1089,7 @@ class Store::Impl {
   }
 
   Status CompleteBlob(const BlobInfo& info) {
-    // REQUIRES: write_mu_ held. Verifies the whole blob from what is stored.
+    // REQUIRES: blob_mu_ held. Verifies the whole blob from what is stored.
     std::string data;
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), blob_cf_));
     for (it->Seek(ChunkKey(info.seq, 0)); it->Valid(); it->Next()) {
@@ -1212,7 +1217,8 @@ class Store::Impl {
         if (Status st = AddToBatch(batch, deltas); !st.ok()) return st;
       }
       rocksdb::Status s = rocksdb::Status::OK();
-      if (first + kSlice >= items.size()) s = batch.Put(meta_, kMaterializedKey, EncodePosition(to));
+      if (first + kSlice >= items.size())
+        s = batch.Put(meta_, kMaterializedKey, EncodePosition(to));
       if (s.ok()) s = db_->Write(write_options_, &batch);
       if (!s.ok()) return FromRocks(s, "cannot write materialized records");
       if (items.empty()) break;
@@ -1236,9 +1242,11 @@ class Store::Impl {
   rocksdb::ColumnFamilyHandle* journal_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* blob_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* quarantine_cf_ = nullptr;
-  // Lock order: materialize_mu_, write_mu_, tables_mu_, create_mu_, state_mu_.
+  // Lock order: materialize_mu_, write_mu_, tables_mu_, create_mu_, state_mu_ (blob_mu_ before
+  // state_mu_).
   std::mutex materialize_mu_;            // one materializer round or a snapshot reset at a time
   std::mutex write_mu_;                  // one writer of positions at a time
+  std::mutex blob_mu_;                   // one writer of the blob lane at a time
   mutable std::shared_mutex tables_mu_;  // exclusive only while tables are dropped (snapshot)
   std::mutex create_mu_;                 // creation of user-table column families
   std::map<TableId, rocksdb::ColumnFamilyHandle*> tables_;

@@ -118,6 +118,7 @@ class Subordinate::Impl {
     session_ = (static_cast<std::uint64_t>(rd()) << 32) | rd();
     table_position_ = applied_;
     applier_ = std::thread([this] { ApplyLoop(); });
+    blob_thread_ = std::thread([this] { BlobLoop(); });
     thread_ = std::thread([this] { Run(); });
     return Status::Ok();
   }
@@ -137,6 +138,14 @@ class Subordinate::Impl {
       stop_ = true;
       waker_.Signal();
       thread_.join();
+    }
+    if (blob_thread_.joinable()) {
+      {
+        std::lock_guard lock(blob_queue_mu_);
+        blob_stop_ = true;
+      }
+      blob_queue_cv_.notify_all();
+      blob_thread_.join();
     }
     if (applier_.joinable()) {
       {
@@ -177,6 +186,7 @@ class Subordinate::Impl {
         PublishStatus();
       }
       if (credit_withheld_ && !MustWithholdCredit()) ack_due_ = true;
+      if (blob_progress_.exchange(false)) ack_due_ = true;
       if (ack_due_) SendAck();
       TrySendHello();
       const auto now = Clock::now();
@@ -210,7 +220,12 @@ class Subordinate::Impl {
     ++session_;
     announced_in_sync_ = false;
     received_ = 0;
-    blob_received_ = 0;
+    {
+      // Chunks of the previous session are sent again from the cursor if still needed.
+      std::lock_guard lock(blob_queue_mu_);
+      blob_queue_.clear();
+      blob_received_ = 0;
+    }
     state_ = SyncState::kConnecting;
     snapshot_open_ = false;
     HelloMsg h;
@@ -616,24 +631,58 @@ class Subordinate::Impl {
     UpdateSyncState();
   }
 
+  // `blob_received_` counts chunks dealt with (stored, or refused): the primary rewinds the lane
+  // to the acked cursor only once every chunk it sent was dealt with, and grants credit as they
+  // are, so the blob thread's queue holds at most the blob credit.
   void OnBlobChunk(const fb::BlobChunk& c) {
-    ++blob_received_;
     ack_due_ = true;
     const BlobChunkMsg m = From(c);
     if (XXH3_64bits(m.data.data(), m.data.size()) != m.chunk_xxh64) {
+      ++blob_received_;
       Refuse(&InputCounters::blob_corrupt, "a chunk of blob " + m.info.blob_id + " at offset " +
                                                std::to_string(m.offset) +
                                                " does not match its checksum");
       return;
     }
-    const BlobCursor cursor = store_.blob_cursor();
-    if (m.info.seq != cursor.seq || m.offset != cursor.offset) return;  // not the one expected
-    Status st = store_.AddBlobChunk(m.info, m.offset, m.data);
-    if (st.code() == Status::Code::kCorruption) {
-      Refuse(&InputCounters::blob_corrupt, st.message());
-      Emit(ReplicationEvent::Kind::kBlobCorrupt, "", st.message());
-    } else if (!st.ok()) {
-      spdlog::error("{}: cannot store a blob chunk: {}", o_.node_id, st.ToString());
+    // Stored by the blob thread, so that voice data never holds a delta batch back.
+    {
+      std::lock_guard lock(blob_queue_mu_);
+      blob_queue_.push_back({m.info, m.offset, std::string(m.data)});
+    }
+    blob_queue_cv_.notify_all();
+  }
+
+  // ---- the blob thread ----
+  struct PendingBlobChunk {
+    BlobInfo info;
+    std::uint64_t offset = 0;
+    std::string data;
+  };
+
+  void BlobLoop() {
+    pthread_setname_np(pthread_self(), "ss-blobs");
+    for (;;) {
+      PendingBlobChunk c;
+      {
+        std::unique_lock lock(blob_queue_mu_);
+        blob_queue_cv_.wait(lock, [&] { return blob_stop_ || !blob_queue_.empty(); });
+        if (blob_stop_) return;  // what is left is sent again from the cursor
+        c = std::move(blob_queue_.front());
+        blob_queue_.pop_front();
+      }
+      const BlobCursor cursor = store_.blob_cursor();
+      if (c.info.seq == cursor.seq && c.offset == cursor.offset) {
+        Status st = store_.AddBlobChunk(c.info, c.offset, c.data);
+        if (st.code() == Status::Code::kCorruption) {
+          Refuse(&InputCounters::blob_corrupt, st.message());
+          Emit(ReplicationEvent::Kind::kBlobCorrupt, "", st.message());
+        } else if (!st.ok()) {
+          spdlog::error("{}: cannot store a blob chunk: {}", o_.node_id, st.ToString());
+        }
+      }
+      ++blob_received_;
+      blob_progress_ = true;  // the I/O thread acks the new cursor and credit
+      waker_.Signal();
     }
   }
 
@@ -706,6 +755,14 @@ class Subordinate::Impl {
   Position table_position_;  // the table's position (what has been applied)
   std::thread applier_;
 
+  // The blob thread's queue (bounded by the blob credit).
+  mutable std::mutex blob_queue_mu_;
+  std::condition_variable blob_queue_cv_;
+  std::deque<PendingBlobChunk> blob_queue_;
+  bool blob_stop_ = false;
+  std::atomic<bool> blob_progress_{false};
+  std::thread blob_thread_;
+
   // The I/O thread's.
   zmq::context_t ctx_{1};
   zmq::socket_t dealer_;
@@ -716,7 +773,7 @@ class Subordinate::Impl {
   Epoch newest_epoch_ = 0;
   Seq primary_head_ = 0;
   std::uint64_t received_ = 0;
-  std::uint64_t blob_received_ = 0;
+  std::atomic<std::uint64_t> blob_received_{0};
   bool ack_due_ = false;
   bool credit_withheld_ = false;
   bool announced_in_sync_ = false;  // logged once per session

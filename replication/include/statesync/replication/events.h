@@ -1,8 +1,8 @@
 // What the replication adapters report: events worth an alert or a log line, and the counters of
 // refused input.
 //
-// Thread-safety: plain values. An EventSink is called from the adapter's I/O thread and must
-// not block.
+// Thread-safety: plain values. An EventSink is called from the adapters' threads (possibly two
+// at once) and must not block.
 #pragma once
 
 #include <array>

@@ -15,8 +15,8 @@
 //      renewed credit; an applier thread then applies it to the table, so that the checks and
 //      journal write of the next batch overlap this one's apply. A batch that fails a check is
 //      refused and counted; nothing already applied changes.
-//   4. Blob chunks are stored at the blob cursor; a blob becomes visible when complete and
-//      verified.
+//   4. Blob chunks are stored at the blob cursor by a blob thread (so that voice data never
+//      holds a delta batch back); a blob becomes visible when complete and verified.
 // Fencing: a message from an epoch older than the newest this node has seen is refused.
 //
 // Thread-safety: every method from any thread. The table belongs to the applier thread while
