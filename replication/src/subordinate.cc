@@ -187,6 +187,11 @@ class Subordinate::Impl {
       }
       if (credit_withheld_ && !MustWithholdCredit()) ack_due_ = true;
       if (blob_progress_.exchange(false)) ack_due_ = true;
+      // An ack at least every 250 ms, also while credit is withheld: it tells the primary that
+      // this node is alive (it drops subordinates it has not heard from for its peer timeout).
+      if (state_ != SyncState::kConnecting && Clock::now() - last_ack_ > milliseconds(250)) {
+        ack_due_ = true;
+      }
       if (ack_due_) SendAck();
       TrySendHello();
       const auto now = Clock::now();
@@ -331,6 +336,7 @@ class Subordinate::Impl {
     header_.epoch = newest_epoch_;
     if (detail::Send(dealer_, "", Encode(header_, a)) == detail::SendResult::kSent) {
       ack_due_ = false;
+      last_ack_ = Clock::now();
     }
   }
 
@@ -775,6 +781,7 @@ class Subordinate::Impl {
   std::uint64_t received_ = 0;
   std::atomic<std::uint64_t> blob_received_{0};
   bool ack_due_ = false;
+  Clock::time_point last_ack_;
   bool credit_withheld_ = false;
   bool announced_in_sync_ = false;  // logged once per session
   bool snapshot_open_ = false;

@@ -139,20 +139,30 @@ void ExpectSameData(const SessionTable& a, const SessionTable& b) {
   }
 }
 
-TEST(Replication, StreamsAMillionMixedDeltasAndTheDigestsAgree) {
-  TempDir pdir, sdir;
+TEST(Replication, StreamsAMillionMixedDeltasToTwoSubordinatesAndTheDigestsAgree) {
+  TempDir pdir, sdir, s2dir;
   PrimaryNode p;
   p.Start(pdir.path(), 1);
   auto sstore = OpenStore(sdir.path());
   auto sub =
       Subordinate::Start(SubOptions("s1", p.primary->endpoint()), *sstore, LoadTable(*sstore));
   ASSERT_TRUE(sub.ok()) << sub.status().ToString();
+  auto s2store = OpenStore(s2dir.path());
+  auto sub2 =
+      Subordinate::Start(SubOptions("s2", p.primary->endpoint()), *s2store, LoadTable(*s2store));
+  ASSERT_TRUE(sub2.ok()) << sub2.status().ToString();
   Mix mix(1);
   mix.Run(p, 1'000'000);
   const Position head = p.table->last_position();
-  ASSERT_TRUE(WaitFor([&] { return (*sub)->status().applied == head; }, 120s))
-      << "subordinate at " << (*sub)->status().applied.seq << " of " << head.seq;
-  EXPECT_EQ((*sub)->status().state, SyncState::kInSync);
+  for (auto* s : {&*sub, &*sub2}) {
+    ASSERT_TRUE(WaitFor([&] { return (*s)->status().applied == head; }, 120s))
+        << "subordinate at " << (*s)->status().applied.seq << " of " << head.seq;
+    EXPECT_EQ((*s)->status().state, SyncState::kInSync);
+    // Progress is reported as a fraction of what there was to catch up.
+    EXPECT_DOUBLE_EQ((*s)->status().progress.fraction, 1.0);
+  }
+  EXPECT_EQ(p.primary->peers().size(), 2u);
+  (*sub2)->Read([&](const SessionTable& t) { ExpectSameData(*p.table, t); });
   (*sub)->Read([&](const SessionTable& t) {
     ExpectSameData(*p.table, t);
     // Record by record on a sample.
@@ -245,9 +255,14 @@ TEST(Replication, ASubordinateOutOfTheBacklogGetsASnapshotWhileWritesGoOn) {
   });
   ASSERT_TRUE(WaitFor([&] { return (*sub)->status().snapshots > 0; }));
   const std::uint64_t writes_at_start = writes;
+  bool saw_progress = false;  // records done and an estimate of the total, while it runs
   ASSERT_TRUE(WaitFor([&] {
-    return (*sub)->status().state != SyncState::kSnapshot &&
-           (*sub)->status().state != SyncState::kConnecting;
+    const auto st = (*sub)->status();
+    if (st.state == SyncState::kSnapshot && st.progress.records_done > 0 &&
+        st.progress.records_total >= st.progress.records_done && st.progress.fraction > 0) {
+      saw_progress = true;
+    }
+    return st.state != SyncState::kSnapshot && st.state != SyncState::kConnecting;
   }));
   const std::uint64_t during = writes - writes_at_start;
   std::this_thread::sleep_for(300ms);
@@ -260,6 +275,7 @@ TEST(Replication, ASubordinateOutOfTheBacklogGetsASnapshotWhileWritesGoOn) {
   EXPECT_EQ(st.snapshots, 1u);
   EXPECT_EQ(st.forks, 0u);
   EXPECT_GT(during, 0u) << "no write landed while the snapshot ran";
+  EXPECT_TRUE(saw_progress) << "no progress was reported during the snapshot";
   EXPECT_GE(p.primary->stats().snapshots, 1u);
   (*sub)->Read([&](const SessionTable& t) { ExpectSameData(*p.table, t); });
   table = (*sub)->Stop();
