@@ -20,10 +20,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-TimePoint WallNow() {
-  return std::chrono::time_point_cast<milliseconds>(std::chrono::system_clock::now());
-}
-
 std::string NewReplicationId() {
   std::random_device rd;
   std::string id;
@@ -286,7 +282,7 @@ class Primary::Impl {
       batch.swap(outbox_);
     }
     if (batch.empty()) return;
-    const TimePoint now = WallNow();
+    const TimePoint now = detail::WallNow();
     std::size_t released = 0;
     while (!batch.empty()) {
       Outgoing& out = batch.front();
@@ -391,8 +387,8 @@ class Primary::Impl {
       const ForkPoint fork = FindFork(history, journaled_.seq, m.history, m.last_applied);
       if (fork.diverged) {
         SendFork(p, fork.common);
-        how = "its history left ours after " + PosText(fork.common) + " (it holds up to " +
-              PosText(m.last_applied) + "): the tail goes to its quarantine, then a snapshot";
+        how = "its history left ours after " + ToString(fork.common) + " (it holds up to " +
+              ToString(m.last_applied) + "): the tail goes to its quarantine, then a snapshot";
       } else if (CanContinue(m.last_applied.seq)) {
         p.state = PeerStatus::State::kContinue;
         p.sent_seq = m.last_applied.seq;
@@ -422,12 +418,8 @@ class Primary::Impl {
       p.state = PeerStatus::State::kSnapshot;
       how = "SNAPSHOT: a new subordinate";
     }
-    spdlog::info("{}: {} said HELLO at {}: {}", o_.node_id, from, PosText(m.last_applied), how);
+    spdlog::info("{}: {} said HELLO at {}: {}", o_.node_id, from, ToString(m.last_applied), how);
     Emit(ReplicationEvent::Kind::kPeerJoined, from, how);
-  }
-
-  static std::string PosText(Position p) {
-    return "(" + std::to_string(p.epoch) + ", " + std::to_string(p.seq) + ")";
   }
 
   void SendFork(Peer& p, Position common) {
@@ -624,7 +616,7 @@ class Primary::Impl {
         ++stats_.snapshots;
       }
       const std::string text = "sending " + p.id + " a snapshot at " +
-                               PosText(p.snapshot_position) + " (about " +
+                               ToString(p.snapshot_position) + " (about " +
                                std::to_string(p.snapshot_total) + " records)";
       spdlog::info("{}: {}", o_.node_id, text);
       Emit(ReplicationEvent::Kind::kSnapshotStarted, p.id, text);
@@ -649,7 +641,7 @@ class Primary::Impl {
         if (!Send(p, Encode(header_, end), true)) return;
         const std::string text = "snapshot for " + p.id +
                                  " sent: " + std::to_string(p.snapshot_sent) + " records at " +
-                                 PosText(p.snapshot_position);
+                                 ToString(p.snapshot_position);
         spdlog::info("{}: {}", o_.node_id, text);
         Emit(ReplicationEvent::Kind::kSnapshotFinished, p.id, text);
         p.snapshot.reset();
@@ -783,7 +775,7 @@ class Primary::Impl {
         }
       }
     }
-    auto dropped = store_.Trim(o_.journal, WallNow(), keep);
+    auto dropped = store_.Trim(o_.journal, detail::WallNow(), keep);
     if (!dropped.ok()) {
       spdlog::error("{}: trimming the journal: {}", o_.node_id, dropped.status().ToString());
     }

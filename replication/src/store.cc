@@ -71,9 +71,6 @@ Result<Position> DecodePosition(std::string_view b) {
   }
   return Position{GetU64(b, 0), GetU64(b, 8)};
 }
-std::string PosText(Position p) {
-  return "(" + std::to_string(p.epoch) + ", " + std::to_string(p.seq) + ")";
-}
 rocksdb::Slice ToSlice(std::string_view v) {
   return {v.data(), v.size()};
 }
@@ -391,12 +388,12 @@ class Store::Impl {
     std::lock_guard write_lock(write_mu_);
     const Position head = applied();
     if (first.epoch != last.epoch || first.seq > last.seq) {
-      return Status::InvalidArgument("a journal batch runs from " + PosText(first) + " to " +
-                                     PosText(last) + ": one epoch, increasing seq");
+      return Status::InvalidArgument("a journal batch runs from " + ToString(first) + " to " +
+                                     ToString(last) + ": one epoch, increasing seq");
     }
     if (first.seq != head.seq + 1 || first.epoch < head.epoch) {
-      return Status::FailedPrecondition("a batch starting at " + PosText(first) +
-                                        " does not follow the head " + PosText(head));
+      return Status::FailedPrecondition("a batch starting at " + ToString(first) +
+                                        " does not follow the head " + ToString(head));
     }
     JournalIndexEntry e{first.seq, last, now.time_since_epoch().count(), frame.size()};
     rocksdb::WriteBatch batch(frame.size() + 256);
@@ -580,8 +577,8 @@ class Store::Impl {
     std::shared_lock tables_lock(tables_mu_);
     const Position current = this->applied();
     if (applied <= current) {
-      return Status::FailedPrecondition("batch position " + PosText(applied) +
-                                        " is not after the applied " + PosText(current));
+      return Status::FailedPrecondition("batch position " + ToString(applied) +
+                                        " is not after the applied " + ToString(current));
     }
     if (materialized() != current) {
       return Status::FailedPrecondition("ApplyBatch with journal batches not yet materialized");
@@ -652,32 +649,18 @@ class Store::Impl {
     }
     if (Status st = table.ResetPosition(*at); !st.ok()) return st;
     // Then what the journal holds beyond the tables.
-    Seq after = at->seq;
-    std::vector<JournalBatch> batches;
-    for (;;) {
-      if (Status st = ReadJournal(after, 64 << 20, &batches); !st.ok()) return st;
-      if (batches.empty()) break;
-      for (const JournalBatch& b : batches) {
-        FrameDeltas fd;
-        if (Status st = DecodeJournalFrame(b.frame, &fd); !st.ok()) return st;
-        for (const fb::Delta* d : *fd.batch->deltas()) {
-          if (d->position()->seq() <= after) continue;
-          DeltaView v;
-          v.position = {d->position()->epoch(), d->position()->seq()};
-          v.table = static_cast<TableId>(d->table_id());
-          v.kind = static_cast<DeltaKind>(d->kind());
-          if (d->key()) v.key = wire::AsChars({d->key()->data(), d->key()->size()});
-          if (d->value()) v.value = wire::AsChars({d->value()->data(), d->value()->size()});
+    Status replayed = ForEachJournalDelta(
+        at->seq,
+        [&](const DeltaView& v) {
           if (Status st = table.Apply(v); !st.ok()) {
-            return Status::Corruption("replaying the journal at " + PosText(v.position) + ": " +
+            return Status::Corruption("replaying the journal at " + ToString(v.position) + ": " +
                                       st.ToString());
           }
           ++local.journal_deltas;
-          after = v.position.seq;
-        }
-        ++local.journal_batches;
-      }
-    }
+          return Status::Ok();
+        },
+        &local.journal_batches);
+    if (!replayed.ok()) return replayed;
     local.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (stats) *stats = local;
     return Status::Ok();
@@ -779,29 +762,12 @@ class Store::Impl {
     const JournalStats js = journal();
     const bool journal_covers = js.batches > 0 && js.first_seq <= common.seq + 1;
     if (journal_covers) {
-      std::vector<JournalBatch> batches;
-      Seq after = common.seq;
-      for (;;) {
-        if (Status st = ReadJournal(after, 64 << 20, &batches); !st.ok()) return st;
-        if (batches.empty()) break;
-        for (const JournalBatch& b : batches) {
-          FrameDeltas fd;
-          if (Status st = DecodeJournalFrame(b.frame, &fd); !st.ok()) return st;
-          for (const fb::Delta* d : *fd.batch->deltas()) {
-            if (d->position()->seq() <= common.seq) continue;
-            QuarantinedDelta q;
-            q.position = {d->position()->epoch(), d->position()->seq()};
-            q.table = static_cast<TableId>(d->table_id());
-            q.kind = static_cast<DeltaKind>(d->kind());
-            if (d->key()) q.key = wire::AsChars({d->key()->data(), d->key()->size()});
-            if (d->value()) q.value = wire::AsChars({d->value()->data(), d->value()->size()});
-            q.quarantined = now;
-            q.reason = reason;
-            out.push_back(std::move(q));
-          }
-          after = b.last.seq;
-        }
-      }
+      Status st = ForEachJournalDelta(common.seq, [&](const DeltaView& v) {
+        out.push_back({v.position, v.table, v.kind, std::string(v.key), std::string(v.value), now,
+                       std::string(reason)});
+        return Status::Ok();
+      });
+      if (!st.ok()) return st;
     } else {
       // The journal no longer reaches the fork: keep every record, marked with the head.
       const Position mat = materialized();
@@ -997,6 +963,32 @@ class Store::Impl {
     std::string out;
     for (const Position& p : h) out += EncodePosition(p);
     return out;
+  }
+
+  // Visits every journal delta after seq `after`, in order; stops at the first error `fn` returns.
+  Status ForEachJournalDelta(Seq after, const std::function<Status(const DeltaView&)>& fn,
+                             std::uint64_t* batches_read = nullptr) const {
+    std::vector<JournalBatch> batches;
+    for (;;) {
+      if (Status st = ReadJournal(after, 64 << 20, &batches); !st.ok()) return st;
+      if (batches.empty()) return Status::Ok();
+      for (const JournalBatch& b : batches) {
+        FrameDeltas fd;
+        if (Status st = DecodeJournalFrame(b.frame, &fd); !st.ok()) return st;
+        for (const fb::Delta* d : *fd.batch->deltas()) {
+          if (d->position()->seq() <= after) continue;
+          DeltaView v;
+          v.position = {d->position()->epoch(), d->position()->seq()};
+          v.table = static_cast<TableId>(d->table_id());
+          v.kind = static_cast<DeltaKind>(d->kind());
+          if (d->key()) v.key = wire::AsChars({d->key()->data(), d->key()->size()});
+          if (d->value()) v.value = wire::AsChars({d->value()->data(), d->value()->size()});
+          if (Status st = fn(v); !st.ok()) return st;
+          after = v.position.seq;
+        }
+        if (batches_read) ++*batches_read;
+      }
+    }
   }
 
   Status ReadMeta() {

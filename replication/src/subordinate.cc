@@ -20,13 +20,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-TimePoint WallNow() {
-  return std::chrono::time_point_cast<milliseconds>(std::chrono::system_clock::now());
-}
-std::string PosText(Position p) {
-  return "(" + std::to_string(p.epoch) + ", " + std::to_string(p.seq) + ")";
-}
-
 }  // namespace
 
 std::string_view SyncStateName(SyncState s) {
@@ -101,8 +94,8 @@ class Subordinate::Impl {
       return Status::FailedPrecondition("a subordinate needs a read-only table");
     }
     if (table_->last_position() != store_.applied()) {
-      return Status::FailedPrecondition("the table is at " + PosText(table_->last_position()) +
-                                        " but the store at " + PosText(store_.applied()) +
+      return Status::FailedPrecondition("the table is at " + ToString(table_->last_position()) +
+                                        " but the store at " + ToString(store_.applied()) +
                                         ": load the table from the store first");
     }
     const auto history = store_.history();
@@ -410,8 +403,8 @@ class Subordinate::Impl {
       return;
     }
     if (m.from != applied_) {
-      Refuse(&InputCounters::unexpected,
-             "a CONTINUE from " + PosText(m.from) + " while this node is at " + PosText(applied_));
+      Refuse(&InputCounters::unexpected, "a CONTINUE from " + ToString(m.from) +
+                                             " while this node is at " + ToString(applied_));
       SendHello();
       return;
     }
@@ -428,7 +421,7 @@ class Subordinate::Impl {
     catchup_start_seq_ = applied_.seq;
     catchup_started_ = Clock::now();
     spdlog::info("{}: the primary continues from {} (its head is at seq {})", o_.node_id,
-                 PosText(applied_), m.head);
+                 ToString(applied_), m.head);
     {
       std::lock_guard lock(status_mu_);
       ++status_.continues;
@@ -442,8 +435,8 @@ class Subordinate::Impl {
       return;
     }
     const std::string reason = "this node's history left the primary's (" + m.replication_id +
-                               ") after " + PosText(m.common);
-    auto moved = store_.QuarantineAfter(m.common, reason, WallNow());
+                               ") after " + ToString(m.common);
+    auto moved = store_.QuarantineAfter(m.common, reason, detail::WallNow());
     if (!moved.ok()) {
       spdlog::error("{}: cannot quarantine the divergent tail: {}", o_.node_id,
                     moved.status().ToString());
@@ -460,6 +453,36 @@ class Subordinate::Impl {
     status_.quarantined += *moved;
   }
 
+  // Empties the store and the table for a snapshot. The first chunk opens it, or the end itself
+  // for a snapshot of empty tables. False (and a new HELLO) if the store refused.
+  bool OpenSnapshot(std::uint64_t records_total) {
+    // The primary may also switch a CONTINUE session to a snapshot when this node's place has
+    // left its journal. What the applier still holds belongs to the data being replaced.
+    WaitApplied();
+    if (Status st = store_.BeginSnapshot(); !st.ok()) {
+      spdlog::error("{}: cannot start the snapshot: {}", o_.node_id, st.ToString());
+      SendHello();
+      return false;
+    }
+    {
+      std::lock_guard lock(table_mu_);
+      table_ = std::make_unique<SessionTable>(o_.table_options);
+    }
+    applied_ = Position{};
+    {
+      std::lock_guard lock(apply_mu_);
+      table_position_ = Position{};
+    }
+    snapshot_open_ = true;
+    state_ = SyncState::kSnapshot;
+    snapshot_records_ = snapshot_bytes_ = 0;
+    catchup_started_ = Clock::now();
+    spdlog::info("{}: receiving a snapshot (about {} records)", o_.node_id, records_total);
+    std::lock_guard lock(status_mu_);
+    ++status_.snapshots;
+    return true;
+  }
+
   void OnSnapshotChunk(const fb::SnapshotChunk& c) {
     if (c.snapshot_id() != session_ ||
         (state_ != SyncState::kConnecting && state_ != SyncState::kSnapshot &&
@@ -469,32 +492,7 @@ class Subordinate::Impl {
     }
     ++received_;
     ack_due_ = true;
-    if (!snapshot_open_) {
-      // The primary may also switch a CONTINUE session to a snapshot when this node's place has
-      // left its journal. What the applier still holds belongs to the data being replaced.
-      WaitApplied();
-      if (Status st = store_.BeginSnapshot(); !st.ok()) {
-        spdlog::error("{}: cannot start the snapshot: {}", o_.node_id, st.ToString());
-        SendHello();
-        return;
-      }
-      {
-        std::lock_guard lock(table_mu_);
-        table_ = std::make_unique<SessionTable>(o_.table_options);
-      }
-      applied_ = Position{};
-      {
-        std::lock_guard lock(apply_mu_);
-        table_position_ = Position{};
-      }
-      snapshot_open_ = true;
-      state_ = SyncState::kSnapshot;
-      snapshot_records_ = snapshot_bytes_ = 0;
-      catchup_started_ = Clock::now();
-      spdlog::info("{}: receiving a snapshot (about {} records)", o_.node_id, c.records_total());
-      std::lock_guard lock(status_mu_);
-      ++status_.snapshots;
-    }
+    if (!snapshot_open_ && !OpenSnapshot(c.records_total())) return;
     snapshot_total_ = c.records_total();
     std::vector<StoredDelta> records;
     if (c.records()) {
@@ -529,12 +527,16 @@ class Subordinate::Impl {
   }
 
   void OnSnapshotEnd(const SnapshotEndMsg& m) {
-    if (m.snapshot_id != session_ || state_ != SyncState::kSnapshot || !snapshot_open_) {
+    const bool expected = state_ == SyncState::kSnapshot || state_ == SyncState::kConnecting ||
+                          state_ == SyncState::kCatchingUp || state_ == SyncState::kInSync;
+    if (m.snapshot_id != session_ || !expected) {
       Refuse(&InputCounters::unexpected, "a snapshot end for another session");
       return;
     }
     ++received_;
     ack_due_ = true;
+    // A snapshot of empty tables has no chunk: the end opens it.
+    if (!snapshot_open_ && !OpenSnapshot(0)) return;
     if (Status st = store_.FinishSnapshot(m.replication_id, m.position, m.history); !st.ok()) {
       spdlog::error("{}: cannot finish the snapshot: {}", o_.node_id, st.ToString());
       SendHello();
@@ -554,7 +556,7 @@ class Subordinate::Impl {
     state_ = SyncState::kCatchingUp;
     catchup_start_seq_ = applied_.seq;
     const std::string text = "snapshot installed: " + std::to_string(snapshot_records_) +
-                             " records at " + PosText(m.position);
+                             " records at " + ToString(m.position);
     spdlog::info("{}: {}", o_.node_id, text);
     Emit(ReplicationEvent::Kind::kSnapshotFinished, "", text);
     UpdateSyncState();
@@ -595,7 +597,7 @@ class Subordinate::Impl {
       if (v.position.seq <= applied_.seq) continue;
       if (Status st = ValidateDelta(v); !st.ok()) {
         Refuse(&InputCounters::bad_record,
-               "a batch refused, its delta at " + PosText(v.position) + ": " + st.message());
+               "a batch refused, its delta at " + ToString(v.position) + ": " + st.message());
         return;
       }
     }
@@ -604,16 +606,17 @@ class Subordinate::Impl {
     Position from = first.position;
     if (first.position.seq == applied_.seq + 1) {
       st = store_.Append(first.position, last.position,
-                         {static_cast<const std::uint8_t*>(msg.data()), msg.size()}, WallNow());
+                         {static_cast<const std::uint8_t*>(msg.data()), msg.size()},
+                         detail::WallNow());
     } else {
       const EnvelopeHeader h{o_.cluster_id, env.sender() ? env.sender()->string_view() : "",
                              env.epoch()};
       const std::string cut = Rewrap(batch, h, applied_.seq);
       from = {last.position.epoch, applied_.seq + 1};
-      st = store_.Append(from, last.position, wire::AsBytes(cut), WallNow());
+      st = store_.Append(from, last.position, wire::AsBytes(cut), detail::WallNow());
     }
     if (!st.ok()) {
-      spdlog::error("{}: cannot persist the batch from {}: {}", o_.node_id, PosText(from),
+      spdlog::error("{}: cannot persist the batch from {}: {}", o_.node_id, ToString(from),
                     st.ToString());
       SendHello();
       return;

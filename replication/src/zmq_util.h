@@ -10,14 +10,22 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <string_view>
 #include <zmq.hpp>
 
 #include "statesync/replication/events.h"
+#include "statesync/sessiontable/types.h"
 
 namespace statesync::replication::detail {
+
+// The wall clock, as the store and the table take time (adapters may read clocks; the pure
+// components never do).
+inline TimePoint WallNow() {
+  return std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());
+}
 
 class Waker {
  public:

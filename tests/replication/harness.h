@@ -17,6 +17,7 @@
 #include "statesync/replication/store.h"
 #include "statesync/replication/subordinate.h"
 #include "statesync/workload/workload.h"
+#include "temp_dir.h"
 
 namespace statesync::testing {
 
@@ -28,22 +29,6 @@ inline constexpr std::uint64_t kCluster = 0x5eed;
 inline TimePoint WallNow() {
   return std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());
 }
-
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/statesync-repl-test-XXXXXX";
-    path_ = ::mkdtemp(tmpl);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 // Polls `done` until it holds or `limit` passes. Returns whether it held.
 inline bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds limit = 60s) {

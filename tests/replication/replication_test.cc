@@ -728,6 +728,42 @@ TEST(Replication, BadInputToASubordinateIsCountedByReasonAndNothingAppliedIsLost
   ExpectContiguousJournal(*sstore, 20);
 }
 
+// A subordinate that holds another history meets a new primary whose tables are still empty:
+// its records go to the quarantine, the snapshot has no chunk at all (only its end), and the
+// stream follows.
+TEST(Replication, ANodeFromAnotherHistoryQuarantinesItAndTakesAnEmptySnapshot) {
+  TempDir xdir, ydir, sdir;
+  PrimaryNode x;
+  x.Start(xdir.path(), 1);
+  auto sstore = OpenStore(sdir.path());
+  auto sub =
+      Subordinate::Start(SubOptions("s1", x.primary->endpoint()), *sstore, LoadTable(*sstore));
+  ASSERT_TRUE(sub.ok());
+  Mix mix(9, 1'000);
+  mix.Run(x, 3'000);
+  ASSERT_TRUE(WaitFor([&] { return (*sub)->status().applied.seq == x.head(); }));
+  const Seq held = x.head();
+  auto table = (*sub)->Stop();
+  x.primary.reset();
+
+  PrimaryNode y;  // a new cluster history, nothing written yet
+  y.Start(ydir.path(), 1);
+  ASSERT_NE(y.primary->replication_id(), sstore->replication_id());
+  sub = Subordinate::Start(SubOptions("s1", y.primary->endpoint()), *sstore, std::move(table));
+  ASSERT_TRUE(sub.ok());
+  ASSERT_TRUE(WaitFor(
+      [&] { return (*sub)->status().forks == 1 && (*sub)->status().state == SyncState::kInSync; }));
+  EXPECT_EQ((*sub)->status().snapshots, 1u);
+  std::uint64_t kept = 0;
+  ASSERT_TRUE(sstore->ScanQuarantine([&](const QuarantinedDelta&) { ++kept; }).ok());
+  EXPECT_EQ(kept, held) << "the whole other history is in the quarantine";
+  Mix mix_y(10, 1'000);
+  mix_y.Run(y, 2'000);
+  ASSERT_TRUE(WaitFor([&] { return (*sub)->status().applied.seq == y.head(); }));
+  (*sub)->Read([&](const SessionTable& t) { ExpectSameData(*y.table, t); });
+  EXPECT_EQ(sstore->replication_id(), y.primary->replication_id());
+}
+
 }  // namespace
 }  // namespace statesync::testing
 

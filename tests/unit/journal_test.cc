@@ -9,9 +9,12 @@
 #include "statesync/replication/messages.h"
 #include "statesync/replication/store.h"
 #include "statesync/workload/workload.h"
+#include "temp_dir.h"
 
 namespace statesync {
 namespace {
+
+using testing::TempDir;
 
 namespace fs = std::filesystem;
 using replication::DeltaBatchBuilder;
@@ -19,22 +22,6 @@ using replication::EnvelopeHeader;
 using std::chrono::milliseconds;
 
 const TimePoint kT0{milliseconds(1'780'000'000'000)};
-
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/statesync-journal-test-XXXXXX";
-    path_ = ::mkdtemp(tmpl);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 std::unique_ptr<Store> OpenOrDie(const fs::path& dir, bool materialize = true) {
   StoreOptions o;

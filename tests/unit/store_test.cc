@@ -14,29 +14,16 @@
 #include <random>
 
 #include "statesync/workload/workload.h"
+#include "temp_dir.h"
 
 namespace statesync {
 namespace {
 
+using testing::TempDir;
+
 namespace fs = std::filesystem;
 const TimePoint kT0{std::chrono::milliseconds(1'780'000'000'000)};
 const char* g_self = nullptr;  // argv[0], to start the writer child
-
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/statesync-store-test-XXXXXX";
-    path_ = ::mkdtemp(tmpl);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 std::unique_ptr<Store> OpenOrDie(const fs::path& dir, bool tuned = true) {
   StoreOptions o;

@@ -26,6 +26,10 @@ struct Position {
   Seq seq = 0;
   auto operator<=>(const Position&) const = default;
 };
+// "(epoch, seq)", for log lines and errors.
+inline std::string ToString(Position p) {
+  return "(" + std::to_string(p.epoch) + ", " + std::to_string(p.seq) + ")";
+}
 
 enum class TableId : std::uint16_t {
   kFwSessions = 1,
