@@ -710,10 +710,17 @@ TEST(Replication, BadInputToASubordinateIsCountedByReasonAndNothingAppliedIsLost
   EXPECT_EQ(c.bad_batch, 1u);
   EXPECT_EQ(c.unexpected, 1u);
   EXPECT_EQ(c.gap, 0u);
+  // A batch that overlaps what it holds (15..25 while at 20): only 21..25 are taken, and the
+  // journal stays contiguous.
+  fake.Send(batch(15, 25, e2, false, false));
+  for (Seq q = 21; q <= 25; ++q) {
+    ASSERT_TRUE(reference.UpsertFirewall(workload::Ipv4Session(q, WallNow())).ok());
+  }
+  ASSERT_TRUE(WaitFor([&] { return (*sub)->status().applied.seq == 25; }));
   // A gap: refused, counted, and the subordinate asks again from where it is.
   fake.Send(batch(30, 35, e2, false, false));
   const replication::HelloMsg again = fake.ReceiveHello();
-  EXPECT_EQ(again.last_applied, (Position{2, 20}));
+  EXPECT_EQ(again.last_applied, (Position{2, 25}));
   EXPECT_NE(again.session, hello.session);
   c = (*sub)->status().input;
   EXPECT_EQ(c.gap, 1u);
@@ -721,11 +728,12 @@ TEST(Replication, BadInputToASubordinateIsCountedByReasonAndNothingAppliedIsLost
   reference.Drain(SIZE_MAX, [](const DeltaView&) {});
   (*sub)->Read([&](const SessionTable& t) {
     EXPECT_EQ(t.Digest(TableId::kFwSessions), reference.Digest(TableId::kFwSessions));
-    EXPECT_EQ(t.size(TableId::kFwSessions), 20u);
+    EXPECT_EQ(t.size(TableId::kFwSessions), 25u);
   });
   auto table = (*sub)->Stop();
-  EXPECT_EQ(sstore->applied(), (Position{2, 20}));
-  ExpectContiguousJournal(*sstore, 20);
+  EXPECT_EQ(sstore->applied(), (Position{2, 25}));
+  ExpectContiguousJournal(*sstore, 25);
+  ExpectSameData(reference, *LoadTable(*sstore));
 }
 
 // A subordinate that holds another history meets a new primary whose tables are still empty:
