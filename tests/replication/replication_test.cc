@@ -663,6 +663,8 @@ TEST(Replication, BadInputToASubordinateIsCountedByReasonAndNothingAppliedIsLost
   const replication::EnvelopeHeader e2{kCluster, "fake", 2}, e1{kCluster, "fake", 1};
   fake.Send(replication::Encode(e2, replication::ContinueMsg{"rid", {}, hello.session, 0}));
 
+  // One time for every session built here, so that a session rebuilt later is the same bytes.
+  const TimePoint t0 = WallNow();
   SessionTable reference;  // what the subordinate must end up holding
   reference.Tick(WallNow());
   ASSERT_TRUE(reference.BecomeWritable(2).ok());
@@ -670,7 +672,7 @@ TEST(Replication, BadInputToASubordinateIsCountedByReasonAndNothingAppliedIsLost
   auto batch = [&](Seq from, Seq to, const replication::EnvelopeHeader& h, bool damage, bool keep) {
     replication::DeltaBatchBuilder b;
     for (Seq q = from; q <= to; ++q) {
-      const FirewallSession s = workload::Ipv4Session(q, WallNow());
+      const FirewallSession s = workload::Ipv4Session(q, t0);
       std::string v = EncodeFirewallSession(s);
       if (damage && q == to) v = "not a flatbuffer";
       b.Add({{2, q}, TableId::kFwSessions, DeltaKind::kUpsert, FirewallKey(s.orig, s.zone), v});
@@ -691,7 +693,7 @@ TEST(Replication, BadInputToASubordinateIsCountedByReasonAndNothingAppliedIsLost
     // Two deltas that do not follow each other.
     replication::DeltaBatchBuilder b;
     for (Seq q : {11, 13}) {
-      const FirewallSession s = workload::Ipv4Session(q, WallNow());
+      const FirewallSession s = workload::Ipv4Session(q, t0);
       b.Add({{2, q},
              TableId::kFwSessions,
              DeltaKind::kUpsert,
@@ -714,7 +716,7 @@ TEST(Replication, BadInputToASubordinateIsCountedByReasonAndNothingAppliedIsLost
   // journal stays contiguous.
   fake.Send(batch(15, 25, e2, false, false));
   for (Seq q = 21; q <= 25; ++q) {
-    ASSERT_TRUE(reference.UpsertFirewall(workload::Ipv4Session(q, WallNow())).ok());
+    ASSERT_TRUE(reference.UpsertFirewall(workload::Ipv4Session(q, t0)).ok());
   }
   ASSERT_TRUE(WaitFor([&] { return (*sub)->status().applied.seq == 25; }));
   // A gap: refused, counted, and the subordinate asks again from where it is.
