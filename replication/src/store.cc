@@ -1021,7 +1021,7 @@ class Store::Impl {
   }
 
   Status ReadMeta() {
-    auto applied = ReadPosition(kAppliedKey, nullptr);
+    auto applied = ReadPosition(db_.get(), meta_, kAppliedKey, nullptr);
     if (!applied.ok()) return applied.status();
     auto materialized = ReadMaterialized(nullptr);
     if (!materialized.ok()) return materialized.status();
@@ -1068,26 +1068,21 @@ class Store::Impl {
     return FromRocks(it->status(), "cannot read the journal index");
   }
 
-  // The position stored under `key` in `meta` (zero when absent), as of `snapshot` (null: now).
-  Result<Position> ReadPosition(const char* key, const rocksdb::Snapshot* snapshot) const {
+  // The position stored under `key` in column family `cf` of `db` (zero when absent), as of
+  // `snapshot` (null: now).
+  static Result<Position> ReadPosition(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf,
+                                       const char* key, const rocksdb::Snapshot* snapshot) {
     rocksdb::ReadOptions ro;
     ro.snapshot = snapshot;
     std::string raw;
-    rocksdb::Status s = db_->Get(ro, meta_, key, &raw);
+    rocksdb::Status s = db->Get(ro, cf, key, &raw);
     if (s.IsNotFound()) return Position{};
     if (!s.ok()) return FromRocks(s, std::string("cannot read the ") + key + " position");
     return DecodePosition(raw);
   }
-
-  // The materialized position, kept with the tables (zero when absent), as of `snapshot`.
+  // The materialized position, kept with the tables.
   Result<Position> ReadMaterialized(const rocksdb::Snapshot* snapshot) const {
-    rocksdb::ReadOptions ro;
-    ro.snapshot = snapshot;
-    std::string raw;
-    rocksdb::Status s = tdb_->Get(ro, tmeta_, kMaterializedKey, &raw);
-    if (s.IsNotFound()) return Position{};
-    if (!s.ok()) return FromRocks(s, "cannot read the materialized position");
-    return DecodePosition(raw);
+    return ReadPosition(tdb_.get(), tmeta_, kMaterializedKey, snapshot);
   }
 
   // REQUIRES: tables_mu_ held (shared).
