@@ -1021,7 +1021,7 @@ class Store::Impl {
   }
 
   Status ReadMeta() {
-    auto applied = ReadPosition(db_.get(), meta_, kAppliedKey, nullptr);
+    auto applied = ReadPosition(kAppliedKey, nullptr);
     if (!applied.ok()) return applied.status();
     auto materialized = ReadMaterialized(nullptr);
     if (!materialized.ok()) return materialized.status();
@@ -1068,21 +1068,26 @@ class Store::Impl {
     return FromRocks(it->status(), "cannot read the journal index");
   }
 
-  // The position stored under `key` in column family `cf` of `db` (zero when absent), as of
-  // `snapshot` (null: now).
-  static Result<Position> ReadPosition(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf,
-                                       const char* key, const rocksdb::Snapshot* snapshot) {
+  // The position stored under `key` in `meta` (zero when absent), as of `snapshot` (null: now).
+  Result<Position> ReadPosition(const char* key, const rocksdb::Snapshot* snapshot) const {
     rocksdb::ReadOptions ro;
     ro.snapshot = snapshot;
     std::string raw;
-    rocksdb::Status s = db->Get(ro, cf, key, &raw);
+    rocksdb::Status s = db_->Get(ro, meta_, key, &raw);
     if (s.IsNotFound()) return Position{};
     if (!s.ok()) return FromRocks(s, std::string("cannot read the ") + key + " position");
     return DecodePosition(raw);
   }
-  // The materialized position, kept with the tables.
+
+  // The materialized position, kept with the tables (zero when absent), as of `snapshot`.
   Result<Position> ReadMaterialized(const rocksdb::Snapshot* snapshot) const {
-    return ReadPosition(tdb_.get(), tmeta_, kMaterializedKey, snapshot);
+    rocksdb::ReadOptions ro;
+    ro.snapshot = snapshot;
+    std::string raw;
+    rocksdb::Status s = tdb_->Get(ro, tmeta_, kMaterializedKey, &raw);
+    if (s.IsNotFound()) return Position{};
+    if (!s.ok()) return FromRocks(s, "cannot read the materialized position");
+    return DecodePosition(raw);
   }
 
   // REQUIRES: tables_mu_ held (shared).
