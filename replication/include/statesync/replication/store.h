@@ -1,11 +1,8 @@
 // Store: the durable copy of a node, in RocksDB.
 //
-// Two RocksDB instances in the store's directory. The main one: `meta` (the head position, epoch
-// history, replication id), `backlog` (the journal) and `quarantine` (divergent records kept
-// aside). In tables/: one column family per table (`fw_sessions`, `calls`, `cdrs`, `blobs`,
-// `user_N` created on first use), `blob_lane` (voice-data blobs and their chunks), and the
-// materialized position and blob cursor. Two instances, so that the tables' and blobs' bulk
-// writes and stalls never hold back the journal's appends.
+// Column families: one per table (`fw_sessions`, `calls`, `cdrs`, `blobs`, `user_N` created on
+// first use); `meta` (positions, history, replication id, blob cursor); `backlog` (the journal);
+// `blob_lane` (voice-data blobs and their chunks); `quarantine` (divergent records kept aside).
 //
 // Two ways in:
 // - The journal (Append): every batch a node sends (primary) or receives (subordinate) is
