@@ -445,7 +445,7 @@ Lag RunLag(double rate, double seconds, bool with_blobs) {
         }
         if (writer_done && next == written.size()) return;
       }
-      std::this_thread::sleep_for(200us);
+      std::this_thread::sleep_for(20us);
     }
   });
   const TimePoint wall = WallNow();
@@ -458,7 +458,7 @@ Lag RunLag(double rate, double seconds, bool with_blobs) {
     const auto due = t0 + std::chrono::duration_cast<Clock::duration>(interval * (i / kChunk));
     while (Clock::now() < due) {
       p.primary->Pump(p.table);
-      std::this_thread::sleep_for(200us);
+      std::this_thread::sleep_for(20us);
     }
     chunk = Sessions(i, kChunk, wall);
     p.Upsert(chunk);

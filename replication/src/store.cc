@@ -331,9 +331,6 @@ class Store::Impl {
     }
     state_cv_.notify_all();
     if (materializer_.joinable()) materializer_.join();
-    for (auto* h : thandles_) tdb_->DestroyColumnFamilyHandle(h);
-    thandles_.clear();
-    if (tdb_) tdb_->Close();
     for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
     handles_.clear();
     if (db_) db_->Close();
@@ -355,7 +352,9 @@ class Store::Impl {
     want(rocksdb::kDefaultColumnFamilyName);
     want(kMetaCf);
     want(kBacklogCf);
+    want(kBlobLaneCf);
     want(kQuarantineCf);
+    for (TableId t : kBuiltinTables) want(TableName(t));
 
     std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
     descriptors.reserve(names.size());
@@ -368,33 +367,9 @@ class Store::Impl {
     for (std::size_t i = 0; i < names.size(); ++i) {
       if (names[i] == kMetaCf) meta_ = handles_[i];
       if (names[i] == kBacklogCf) journal_cf_ = handles_[i];
+      if (names[i] == kBlobLaneCf) blob_cf_ = handles_[i];
       if (names[i] == kQuarantineCf) quarantine_cf_ = handles_[i];
-    }
-    // The tables and the blob lane live in a RocksDB instance of their own (in tables/): their
-    // bulk writes, flushes and write stalls then never hold back the journal's appends, the
-    // stream's durable point. Its default column family holds the materialized position and
-    // the blob cursor.
-    const std::filesystem::path tdir = options.dir / "tables";
-    std::vector<std::string> tnames;
-    if (!rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), tdir.string(), &tnames).ok()) {
-      tnames.clear();
-    }
-    auto twant = [&tnames](const std::string& n) {
-      if (std::find(tnames.begin(), tnames.end(), n) == tnames.end()) tnames.push_back(n);
-    };
-    twant(rocksdb::kDefaultColumnFamilyName);
-    twant(kBlobLaneCf);
-    for (TableId t : kBuiltinTables) twant(TableName(t));
-    std::vector<rocksdb::ColumnFamilyDescriptor> tdescriptors;
-    for (const auto& n : tnames) tdescriptors.emplace_back(n, MakeCfOptions(options, KindOf(n)));
-    rocksdb::DB* tdb = nullptr;
-    s = rocksdb::DB::Open(MakeDbOptions(options), tdir.string(), tdescriptors, &thandles_, &tdb);
-    if (!s.ok()) return FromRocks(s, "cannot open the tables in " + tdir.string());
-    tdb_.reset(tdb);
-    for (std::size_t i = 0; i < tnames.size(); ++i) {
-      if (tnames[i] == rocksdb::kDefaultColumnFamilyName) tmeta_ = thandles_[i];
-      if (tnames[i] == kBlobLaneCf) blob_cf_ = thandles_[i];
-      if (auto t = TableFromCfName(tnames[i])) tables_[*t] = thandles_[i];
+      if (auto t = TableFromCfName(names[i])) tables_[*t] = handles_[i];
     }
     write_options_.sync = options.sync_writes;
 
@@ -611,12 +586,10 @@ class Store::Impl {
     rocksdb::WriteBatch batch(deltas.size() * 192 + 64);
     if (Status st = AddToBatch(batch, deltas); !st.ok()) return st;
     const std::string pos = EncodePosition(applied);
-    // The tables and their position first, then the head: after a crash in between, the head
-    // is raised to the tables' position at start-up (ReadMeta).
-    rocksdb::Status s = batch.Put(tmeta_, kMaterializedKey, pos);
+    rocksdb::Status s = batch.Put(meta_, kAppliedKey, pos);
+    if (s.ok()) s = batch.Put(meta_, kMaterializedKey, pos);
     if (!s.ok()) return FromRocks(s, "cannot build the write batch");
-    s = tdb_->Write(write_options_, &batch);
-    if (s.ok()) s = db_->Put(write_options_, meta_, kAppliedKey, pos);
+    s = db_->Write(write_options_, &batch);
     if (!s.ok()) return FromRocks(s, "cannot write a batch of " + std::to_string(deltas.size()));
     std::lock_guard lock(state_mu_);
     applied_ = materialized_ = applied;
@@ -628,7 +601,7 @@ class Store::Impl {
     auto it = tables_.find(table);
     if (it == tables_.end()) return std::optional<std::string>();
     std::string value;
-    rocksdb::Status s = tdb_->Get(rocksdb::ReadOptions(), it->second, ToSlice(key), &value);
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), it->second, ToSlice(key), &value);
     if (s.IsNotFound()) return std::optional<std::string>();
     if (!s.ok()) return FromRocks(s, "cannot read a key of " + TableName(table));
     return std::optional<std::string>(std::move(value));
@@ -644,13 +617,13 @@ class Store::Impl {
     std::shared_lock tables_lock(tables_mu_);
     // One snapshot for every table and the materialized position: a consistent point even if
     // the materializer writes meanwhile.
-    const rocksdb::Snapshot* snapshot = tdb_->GetSnapshot();
+    const rocksdb::Snapshot* snapshot = db_->GetSnapshot();
     struct Release {
       rocksdb::DB* db;
       const rocksdb::Snapshot* s;
       ~Release() { db->ReleaseSnapshot(s); }
-    } release{tdb_.get(), snapshot};
-    auto at = ReadMaterialized(snapshot);
+    } release{db_.get(), snapshot};
+    auto at = ReadPosition(kMaterializedKey, snapshot);
     if (!at.ok()) return at.status();
     rocksdb::ReadOptions ro;
     ro.snapshot = snapshot;
@@ -659,10 +632,10 @@ class Store::Impl {
     ro.adaptive_readahead = true;
     for (const auto& [id, cf] : tables_) {
       std::uint64_t estimate = 0;
-      if (tdb_->GetIntProperty(cf, "rocksdb.estimate-num-keys", &estimate) && estimate > 0) {
+      if (db_->GetIntProperty(cf, "rocksdb.estimate-num-keys", &estimate) && estimate > 0) {
         table.Reserve(id, estimate);
       }
-      std::unique_ptr<rocksdb::Iterator> it(tdb_->NewIterator(ro, cf));
+      std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, cf));
       for (it->SeekToFirst(); it->Valid(); it->Next()) {
         Status st = table.Load(id, ToView(it->key()), ToView(it->value()));
         if (!st.ok()) {
@@ -711,11 +684,11 @@ class Store::Impl {
     rocksdb::WriteBatch batch;
     rocksdb::Status s = batch.Put(meta_, kReplicationIdKey, "");
     if (s.ok()) s = batch.Put(meta_, kAppliedKey, EncodePosition({}));
+    if (s.ok()) s = batch.Put(meta_, kMaterializedKey, EncodePosition({}));
     if (s.ok()) s = batch.Put(meta_, kHistoryKey, "");
     if (s.ok()) s = batch.DeleteRange(journal_cf_, "d", "e");
     if (s.ok()) s = batch.DeleteRange(journal_cf_, "i", "j");
     if (s.ok()) s = db_->Write(write_options_, &batch);
-    if (s.ok()) s = tdb_->Put(write_options_, tmeta_, kMaterializedKey, EncodePosition({}));
     if (!s.ok()) return FromRocks(s, "cannot reset the store for a snapshot");
     {
       std::lock_guard lock(state_mu_);
@@ -729,12 +702,12 @@ class Store::Impl {
     // Then empty every table: dropping a column family is immediate whatever it holds.
     for (auto& [id, cf] : tables_) {
       const std::string name = cf->GetName();
-      s = tdb_->DropColumnFamily(cf);
+      s = db_->DropColumnFamily(cf);
       if (!s.ok()) return FromRocks(s, "cannot drop " + name);
-      auto old = std::find(thandles_.begin(), thandles_.end(), cf);
-      tdb_->DestroyColumnFamilyHandle(cf);
+      auto old = std::find(handles_.begin(), handles_.end(), cf);
+      db_->DestroyColumnFamilyHandle(cf);
       rocksdb::ColumnFamilyHandle* fresh = nullptr;
-      s = tdb_->CreateColumnFamily(MakeCfOptions(options_, KindOf(name)), name, &fresh);
+      s = db_->CreateColumnFamily(MakeCfOptions(options_, KindOf(name)), name, &fresh);
       if (!s.ok()) return FromRocks(s, "cannot create " + name);
       *old = fresh;
       cf = fresh;
@@ -751,7 +724,7 @@ class Store::Impl {
     // the node ask for a new snapshot, so these writes need not survive one on their own.
     rocksdb::WriteOptions wo;
     wo.disableWAL = true;
-    return FromRocks(tdb_->Write(wo, &batch), "cannot write snapshot records");
+    return FromRocks(db_->Write(wo, &batch), "cannot write snapshot records");
   }
 
   Status FinishSnapshot(std::string_view replication_id, Position position,
@@ -763,14 +736,14 @@ class Store::Impl {
       for (const auto& [id, cf] : tables_) cfs.push_back(cf);
       rocksdb::FlushOptions fo;
       fo.wait = true;
-      rocksdb::Status s = tdb_->Flush(fo, cfs);
-      if (s.ok()) s = tdb_->Put(write_options_, tmeta_, kMaterializedKey, EncodePosition(position));
+      rocksdb::Status s = db_->Flush(fo, cfs);
       if (!s.ok()) return FromRocks(s, "cannot flush the snapshot");
     }
     std::vector<Position> h(history.begin(), history.end());
     rocksdb::WriteBatch batch;
     rocksdb::Status s = batch.Put(meta_, kReplicationIdKey, ToSlice(replication_id));
     if (s.ok()) s = batch.Put(meta_, kAppliedKey, EncodePosition(position));
+    if (s.ok()) s = batch.Put(meta_, kMaterializedKey, EncodePosition(position));
     if (s.ok()) s = batch.Put(meta_, kHistoryKey, EncodeHistory(h));
     if (s.ok()) s = db_->Write(write_options_, &batch);
     if (!s.ok()) return FromRocks(s, "cannot record the snapshot's position");
@@ -801,7 +774,7 @@ class Store::Impl {
       if (mat != head) WaitMaterialized(head, std::chrono::minutes(5));
       std::shared_lock tables_lock(tables_mu_);
       for (const auto& [id, cf] : tables_) {
-        std::unique_ptr<rocksdb::Iterator> it(tdb_->NewIterator(rocksdb::ReadOptions(), cf));
+        std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), cf));
         for (it->SeekToFirst(); it->Valid(); it->Next()) {
           QuarantinedDelta q;
           q.position = head;
@@ -870,11 +843,11 @@ class Store::Impl {
     // A partial blob left at this seq (received before this node was promoted) goes first. Until
     // the info record below is written, the chunks are invisible, and a crash leaves the cursor
     // at this seq, to be reused.
-    rocksdb::Status s = tdb_->DeleteRange(write_options_, blob_cf_, ChunkKey(info.seq, 0),
-                                          ChunkKey(info.seq + 1, 0));
+    rocksdb::Status s = db_->DeleteRange(write_options_, blob_cf_, ChunkKey(info.seq, 0),
+                                         ChunkKey(info.seq + 1, 0));
     for (std::size_t off = 0; s.ok() && off < data.size(); off += chunk_bytes) {
-      s = tdb_->Put(write_options_, blob_cf_, ChunkKey(info.seq, off),
-                    ToSlice(data.substr(off, chunk_bytes)));
+      s = db_->Put(write_options_, blob_cf_, ChunkKey(info.seq, off),
+                   ToSlice(data.substr(off, chunk_bytes)));
     }
     rocksdb::WriteBatch batch;
     if (s.ok()) s = batch.Put(blob_cf_, BlobInfoKey(info.seq), EncodeBlobInfo(info));
@@ -882,8 +855,8 @@ class Store::Impl {
     PutU64(seq_bytes, info.seq);
     if (s.ok()) s = batch.Put(blob_cf_, BlobIdKey(blob_id), seq_bytes);
     const BlobCursor next{info.seq + 1, 0};
-    if (s.ok()) s = batch.Put(tmeta_, kBlobCursorKey, EncodePosition({next.seq, next.offset}));
-    if (s.ok()) s = tdb_->Write(write_options_, &batch);
+    if (s.ok()) s = batch.Put(meta_, kBlobCursorKey, EncodePosition({next.seq, next.offset}));
+    if (s.ok()) s = db_->Write(write_options_, &batch);
     if (!s.ok()) return FromRocks(s, "cannot store blob " + std::string(blob_id));
     std::lock_guard lock(state_mu_);
     blob_cursor_ = next;
@@ -898,7 +871,7 @@ class Store::Impl {
   Status ReadBlob(std::uint64_t seq, std::uint64_t offset, std::size_t max_bytes, BlobInfo* info,
                   std::string* data) const {
     std::string raw;
-    rocksdb::Status s = tdb_->Get(rocksdb::ReadOptions(), blob_cf_, BlobInfoKey(seq), &raw);
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), blob_cf_, BlobInfoKey(seq), &raw);
     if (s.IsNotFound()) return Status::NotFound("no complete blob " + std::to_string(seq));
     if (!s.ok()) return FromRocks(s, "cannot read blob " + std::to_string(seq));
     auto decoded = DecodeBlobInfo(raw);
@@ -906,7 +879,7 @@ class Store::Impl {
     *info = *decoded;
     data->clear();
     if (offset >= info->size) return Status::Ok();
-    std::unique_ptr<rocksdb::Iterator> it(tdb_->NewIterator(rocksdb::ReadOptions(), blob_cf_));
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), blob_cf_));
     // The chunk holding `offset` is the last one starting at or before it.
     it->SeekForPrev(ChunkKey(seq, offset));
     while (it->Valid() && data->size() < max_bytes) {
@@ -940,8 +913,8 @@ class Store::Impl {
     rocksdb::WriteBatch batch(data.size() + 256);
     rocksdb::Status s = rocksdb::Status::OK();
     if (!data.empty()) s = batch.Put(blob_cf_, ChunkKey(info.seq, offset), ToSlice(data));
-    if (s.ok()) s = batch.Put(tmeta_, kBlobCursorKey, EncodePosition({next.seq, next.offset}));
-    if (s.ok()) s = tdb_->Write(write_options_, &batch);
+    if (s.ok()) s = batch.Put(meta_, kBlobCursorKey, EncodePosition({next.seq, next.offset}));
+    if (s.ok()) s = db_->Write(write_options_, &batch);
     if (!s.ok()) return FromRocks(s, "cannot store a blob chunk");
     {
       std::lock_guard lock(state_mu_);
@@ -953,7 +926,7 @@ class Store::Impl {
 
   Result<std::optional<std::string>> GetBlob(std::string_view blob_id, BlobInfo* info) const {
     std::string raw;
-    rocksdb::Status s = tdb_->Get(rocksdb::ReadOptions(), blob_cf_, BlobIdKey(blob_id), &raw);
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), blob_cf_, BlobIdKey(blob_id), &raw);
     if (s.IsNotFound()) return std::optional<std::string>();
     if (!s.ok() || raw.size() != 8) return FromRocks(s, "cannot read the blob index");
     std::string data;
@@ -964,7 +937,7 @@ class Store::Impl {
   }
 
   Status ScanBlobs(const std::function<void(const BlobInfo&)>& fn) const {
-    std::unique_ptr<rocksdb::Iterator> it(tdb_->NewIterator(rocksdb::ReadOptions(), blob_cf_));
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), blob_cf_));
     for (it->Seek("m"); it->Valid() && it->key().starts_with("m"); it->Next()) {
       auto info = DecodeBlobInfo(ToView(it->value()));
       if (!info.ok()) return info.status();
@@ -977,9 +950,7 @@ class Store::Impl {
     rocksdb::FlushOptions fo;
     fo.wait = true;
     std::shared_lock lock(tables_mu_);
-    rocksdb::Status s = tdb_->Flush(fo, thandles_);
-    if (s.ok()) s = db_->Flush(fo, handles_);
-    return FromRocks(s, "cannot flush the store");
+    return FromRocks(db_->Flush(fo, handles_), "cannot flush the store");
   }
 
   rocksdb::DB* db() const { return db_.get(); }
@@ -1023,15 +994,13 @@ class Store::Impl {
   Status ReadMeta() {
     auto applied = ReadPosition(kAppliedKey, nullptr);
     if (!applied.ok()) return applied.status();
-    auto materialized = ReadMaterialized(nullptr);
+    auto materialized = ReadPosition(kMaterializedKey, nullptr);
     if (!materialized.ok()) return materialized.status();
     // No `materialized` key yet means no materializer round has finished: the tables hold
     // nothing from the journal.
     std::string raw;
     applied_ = *applied;
     materialized_ = *materialized;
-    // ApplyBatch writes the tables before the head: a crash in between leaves the tables ahead.
-    if (applied_ < materialized_) applied_ = materialized_;
     if (db_->Get(rocksdb::ReadOptions(), meta_, kReplicationIdKey, &raw).ok()) {
       replication_id_ = raw;
     }
@@ -1041,7 +1010,7 @@ class Store::Impl {
         history_.push_back(*DecodePosition(std::string_view(raw).substr(i, 16)));
       }
     }
-    if (tdb_->Get(rocksdb::ReadOptions(), tmeta_, kBlobCursorKey, &raw).ok()) {
+    if (db_->Get(rocksdb::ReadOptions(), meta_, kBlobCursorKey, &raw).ok()) {
       auto c = DecodePosition(raw);
       if (!c.ok()) return c.status();
       blob_cursor_ = {c->epoch, c->seq};
@@ -1079,17 +1048,6 @@ class Store::Impl {
     return DecodePosition(raw);
   }
 
-  // The materialized position, kept with the tables (zero when absent), as of `snapshot`.
-  Result<Position> ReadMaterialized(const rocksdb::Snapshot* snapshot) const {
-    rocksdb::ReadOptions ro;
-    ro.snapshot = snapshot;
-    std::string raw;
-    rocksdb::Status s = tdb_->Get(ro, tmeta_, kMaterializedKey, &raw);
-    if (s.IsNotFound()) return Position{};
-    if (!s.ok()) return FromRocks(s, "cannot read the materialized position");
-    return DecodePosition(raw);
-  }
-
   // REQUIRES: tables_mu_ held (shared).
   Status AddToBatch(rocksdb::WriteBatch& batch, std::span<const StoredDelta> deltas) {
     for (const StoredDelta& d : deltas) {
@@ -1115,9 +1073,9 @@ class Store::Impl {
     }
     rocksdb::ColumnFamilyHandle* h = nullptr;
     rocksdb::Status s =
-        tdb_->CreateColumnFamily(MakeCfOptions(options_, CfKind::kTable), TableName(table), &h);
+        db_->CreateColumnFamily(MakeCfOptions(options_, CfKind::kTable), TableName(table), &h);
     if (!s.ok()) return FromRocks(s, "cannot create the column family of " + TableName(table));
-    thandles_.push_back(h);
+    handles_.push_back(h);
     tables_[table] = h;
     return h;
   }
@@ -1125,7 +1083,7 @@ class Store::Impl {
   Status CompleteBlob(const BlobInfo& info) {
     // REQUIRES: blob_mu_ held. Verifies the whole blob from what is stored.
     std::string data;
-    std::unique_ptr<rocksdb::Iterator> it(tdb_->NewIterator(rocksdb::ReadOptions(), blob_cf_));
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), blob_cf_));
     for (it->Seek(ChunkKey(info.seq, 0)); it->Valid(); it->Next()) {
       const std::string_view key = ToView(it->key());
       if (key.size() != 17 || key[0] != 'c' || GetU64(key, 1) != info.seq) break;
@@ -1147,8 +1105,8 @@ class Store::Impl {
       next = {info.seq, 0};
       s = batch.DeleteRange(blob_cf_, ChunkKey(info.seq, 0), ChunkKey(info.seq + 1, 0));
     }
-    if (s.ok()) s = batch.Put(tmeta_, kBlobCursorKey, EncodePosition({next.seq, next.offset}));
-    if (s.ok()) s = tdb_->Write(write_options_, &batch);
+    if (s.ok()) s = batch.Put(meta_, kBlobCursorKey, EncodePosition({next.seq, next.offset}));
+    if (s.ok()) s = db_->Write(write_options_, &batch);
     if (!s.ok()) return FromRocks(s, "cannot complete blob " + info.blob_id);
     {
       std::lock_guard lock(state_mu_);
@@ -1252,8 +1210,8 @@ class Store::Impl {
       }
       rocksdb::Status s = rocksdb::Status::OK();
       if (first + kSlice >= items.size())
-        s = batch.Put(tmeta_, kMaterializedKey, EncodePosition(to));
-      if (s.ok()) s = tdb_->Write(write_options_, &batch);
+        s = batch.Put(meta_, kMaterializedKey, EncodePosition(to));
+      if (s.ok()) s = db_->Write(write_options_, &batch);
       if (!s.ok()) return FromRocks(s, "cannot write materialized records");
       if (items.empty()) break;
     }
@@ -1270,11 +1228,8 @@ class Store::Impl {
   }
 
   StoreOptions options_;
-  std::unique_ptr<rocksdb::DB> db_;  // meta, the journal, the blob lane, the quarantine
+  std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
-  std::unique_ptr<rocksdb::DB> tdb_;  // the tables, and their materialized position
-  std::vector<rocksdb::ColumnFamilyHandle*> thandles_;
-  rocksdb::ColumnFamilyHandle* tmeta_ = nullptr;
   rocksdb::ColumnFamilyHandle* meta_ = nullptr;
   rocksdb::ColumnFamilyHandle* journal_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* blob_cf_ = nullptr;
@@ -1369,22 +1324,22 @@ class SnapshotImpl final : public StoreSnapshot {
 
 Result<std::unique_ptr<StoreSnapshot>> Store::Impl::OpenSnapshot() {
   std::shared_lock tables_lock(tables_mu_);
-  const rocksdb::Snapshot* snapshot = tdb_->GetSnapshot();
-  auto at = ReadMaterialized(snapshot);
+  const rocksdb::Snapshot* snapshot = db_->GetSnapshot();
+  auto at = ReadPosition(kMaterializedKey, snapshot);
   if (!at.ok()) {
-    tdb_->ReleaseSnapshot(snapshot);
+    db_->ReleaseSnapshot(snapshot);
     return at.status();
   }
   std::uint64_t records = 0, bytes = 0;
   std::vector<std::pair<TableId, rocksdb::ColumnFamilyHandle*>> cfs;
   for (const auto& [id, cf] : tables_) {
     std::uint64_t n = 0, b = 0;
-    if (tdb_->GetIntProperty(cf, "rocksdb.estimate-num-keys", &n)) records += n;
-    if (tdb_->GetIntProperty(cf, "rocksdb.estimate-live-data-size", &b)) bytes += b;
+    if (db_->GetIntProperty(cf, "rocksdb.estimate-num-keys", &n)) records += n;
+    if (db_->GetIntProperty(cf, "rocksdb.estimate-live-data-size", &b)) bytes += b;
     cfs.emplace_back(id, cf);
   }
   return std::unique_ptr<StoreSnapshot>(
-      new SnapshotImpl(tdb_.get(), std::move(cfs), snapshot, *at, records, bytes));
+      new SnapshotImpl(db_.get(), std::move(cfs), snapshot, *at, records, bytes));
 }
 
 Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

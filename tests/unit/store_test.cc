@@ -157,7 +157,7 @@ TEST(StoreBlobs, LargeBlobValuesLiveInBlobFiles) {
     ASSERT_TRUE(store->Flush().ok());
   }
   std::size_t blob_files = 0;
-  for (const auto& e : fs::directory_iterator(dir.path() / "tables")) {
+  for (const auto& e : fs::directory_iterator(dir.path())) {
     if (e.path().extension() == ".blob") ++blob_files;
   }
   EXPECT_GE(blob_files, 1u);
