@@ -150,6 +150,17 @@ std::string Encode(const EnvelopeHeader& h, const BlobChunkMsg& m) {
   return Seal(b, h, fb::Body::BlobChunk, x.Finish().Union());
 }
 
+std::string EncodeKeepalive(const EnvelopeHeader& h, Seq head) {
+  FlatBufferBuilder b(128);
+  auto node = b.CreateString(h.sender.data(), h.sender.size());
+  fb::HeartbeatBuilder x(b);
+  x.add_node_id(node);
+  x.add_epoch(h.epoch);
+  x.add_applied_seq(head);
+  x.add_effective_role(fb::Role::Primary);
+  return Seal(b, h, fb::Body::Heartbeat, x.Finish().Union());
+}
+
 std::string EncodeSnapshotChunk(const EnvelopeHeader& h, std::uint64_t snapshot_id,
                                 std::span<const StoreSnapshot::Record> records,
                                 std::uint64_t records_total, std::uint64_t bytes_total) {

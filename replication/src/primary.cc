@@ -673,15 +673,7 @@ class Primary::Impl {
       return false;
     }
     BlobChunkMsg m{info, p.blob_next_send.offset, data, 0};
-    switch (detail::Send(router_, p.id, Encode(header_, m))) {
-      case detail::SendResult::kSent:
-        break;
-      case detail::SendResult::kFull:
-        return false;
-      case detail::SendResult::kGone:
-        MarkLost(p, "its connection is gone");
-        return false;
-    }
+    if (!Send(p, Encode(header_, m), false)) return false;  // blob chunks have their own credit
     ++p.blob_sent;
     {
       std::lock_guard lock(stats_mu_);
@@ -693,26 +685,7 @@ class Primary::Impl {
     return true;
   }
 
-  void SendKeepalive(Peer& p) {
-    flatbuffers::FlatBufferBuilder b(128);
-    auto node = b.CreateString(o_.node_id);
-    fb::HeartbeatBuilder h(b);
-    h.add_node_id(node);
-    h.add_epoch(epoch_);
-    h.add_applied_seq(journaled_.seq);
-    h.add_effective_role(fb::Role::Primary);
-    auto hb = h.Finish();
-    auto sender = b.CreateString(o_.node_id);
-    fb::EnvelopeBuilder e(b);
-    e.add_schema_version(wire::kSchemaVersion);
-    e.add_cluster_id(o_.cluster_id);
-    e.add_sender(sender);
-    e.add_body_type(fb::Body::Heartbeat);
-    e.add_body(hb.Union());
-    e.add_epoch(epoch_);
-    b.Finish(e.Finish(), fb::EnvelopeIdentifier());
-    Send(p, wire::Frame(b), false);
-  }
+  void SendKeepalive(Peer& p) { Send(p, EncodeKeepalive(header_, journaled_.seq), false); }
 
   void CheckTimers(Clock::time_point now) {
     for (auto& [id, p] : peers_) {

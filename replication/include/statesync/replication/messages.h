@@ -84,6 +84,8 @@ std::string Encode(const EnvelopeHeader& h, const ContinueMsg& m);
 std::string Encode(const EnvelopeHeader& h, const ForkMsg& m);
 std::string Encode(const EnvelopeHeader& h, const SnapshotEndMsg& m);
 std::string Encode(const EnvelopeHeader& h, const BlobChunkMsg& m);
+// The primary's keepalive on a replication connection: a Heartbeat carrying its head seq.
+std::string EncodeKeepalive(const EnvelopeHeader& h, Seq head);
 std::string EncodeSnapshotChunk(const EnvelopeHeader& h, std::uint64_t snapshot_id,
                                 std::span<const StoreSnapshot::Record> records,
                                 std::uint64_t records_total, std::uint64_t bytes_total);
