@@ -242,19 +242,27 @@ TEST(Replication, ASubordinateOutOfTheBacklogGetsASnapshotWhileWritesGoOn) {
   }
   sub = Subordinate::Start(SubOptions("s1", p.primary->endpoint()), *sstore, std::move(table));
   ASSERT_TRUE(sub.ok());
-  // A writer thread (the table's owner meanwhile) goes on during the snapshot and after it, at
-  // about 100k records a second (the journal's cap, twice 16 MB, holds what arrives meanwhile).
+  // A writer thread (the table's owner meanwhile) goes on during the snapshot and after it. Its
+  // volume is bounded in bytes, not in time: the journal keeps what a snapshot needs only up to
+  // twice its cap, and a slow machine must not push the subordinate out of it again. A budget of
+  // a quarter of the cap, in records of the size measured so far, leaves room for the batches
+  // that sit below the snapshot's pin.
+  const JournalStats js = p.store->journal();
+  const std::uint64_t bytes_per_record =
+      std::max<std::uint64_t>(1, js.bytes / std::max<Seq>(1, js.last_seq - js.first_seq + 1));
+  const std::uint64_t budget_steps = po.journal.max_bytes / 4 / bytes_per_record / 100;
+  ASSERT_GT(budget_steps, 50u);
+  ASSERT_TRUE(WaitFor([&] { return (*sub)->status().snapshots > 0; }));
   std::atomic<bool> stop_writing{false};
   std::atomic<std::uint64_t> writes{0};
   std::thread writer([&] {
-    while (!stop_writing) {
+    while (!stop_writing && writes < budget_steps) {
       mix.Run(p, 100);
       ++writes;
       std::this_thread::sleep_for(1ms);
     }
   });
-  ASSERT_TRUE(WaitFor([&] { return (*sub)->status().snapshots > 0; }));
-  const std::uint64_t writes_at_start = writes;
+  const std::uint64_t writes_at_start = 0;
   bool saw_progress = false;  // records done and an estimate of the total, while it runs
   ASSERT_TRUE(WaitFor([&] {
     const auto st = (*sub)->status();
