@@ -15,7 +15,9 @@
 // Lag is measured on the primary: the time from a write until the subordinate's acknowledgement
 // that it persisted it arrives back (so it includes the ack's return trip on loopback).
 //
-// Diagnostics: `--case a-only` runs statesync's case (a) alone with 4M records (for perf), and
+// Diagnostics: `--case a-only` runs statesync's case (a) alone with 4M records (for perf; env
+// STATESYNC_BENCH_A_RECORDS sets another count), STATESYNC_BENCH_LAG_RATE=R runs the lag case at
+// R records/s instead of half of (a)'s measured rate, and
 // STATESYNC_BENCH_NO_MATERIALIZE=1 turns both stores' materializers off (the hot path alone).
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
@@ -27,6 +29,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <map>
@@ -600,7 +603,8 @@ int Main(int argc, char** argv) {
 
   double a_rate = 0;
   if (which == "a-only") {  // for profiling: statesync's case (a) alone, 4M records
-    const CaseA x = RunA(4'000'000);
+    const char* n = std::getenv("STATESYNC_BENCH_A_RECORDS");
+    const CaseA x = RunA(n ? std::stoull(n) : 4'000'000);
     std::printf("%.0f rec/s (tables %.0f)\n", x.records_per_s, x.materialized_per_s);
     return 0;
   }
@@ -645,6 +649,7 @@ int Main(int argc, char** argv) {
     json.Raw("c_blobs_1mb", Obj({{"mb_per_s", Median(v)}}));
   }
   if (want("lag")) {
+    if (const char* r = std::getenv("STATESYNC_BENCH_LAG_RATE")) a_rate = 2 * std::stod(r);
     if (a_rate == 0) a_rate = RunA(n_a).records_per_s;
     const double rate = a_rate / 2;
     const double secs = quick ? 3 : 8;

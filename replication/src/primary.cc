@@ -194,6 +194,8 @@ class Primary::Impl {
     std::uint64_t blob_acked_received = 0;
     std::uint32_t blob_window = 0;
     BlobCursor blob_next_send;
+    double blob_tokens = 0;  // bytes the lane may still send now (blob_max_bytes_per_second)
+    Clock::time_point blob_tokens_at;
     BlobCursor blob_acked;
     Position persisted;
     std::unique_ptr<StoreSnapshot> snapshot;
@@ -532,9 +534,12 @@ class Primary::Impl {
       deltas_waiting = p.state == PeerStatus::State::kSnapshot;
     }
     if (p.state == PeerStatus::State::kContinue) deltas_waiting = !ServeContinue(p);
-    // The blob lane: one chunk while deltas wait, as many as the window allows otherwise.
+    // The blob lane: one chunk while deltas wait, as many as the window and the lane's rate
+    // allow otherwise.
     int chunks = deltas_waiting ? 1 : 1 << 20;
-    while (chunks-- > 0 && p.state != PeerStatus::State::kLost && p.blob_credit() > 0) {
+    RefillBlobTokens(p, now);
+    while (chunks-- > 0 && p.state != PeerStatus::State::kLost && p.blob_credit() > 0 &&
+           p.blob_tokens > 0) {
       if (!ServeBlob(p)) break;
     }
     if (now - p.last_keepalive >= o_.keepalive && p.state != PeerStatus::State::kLost) {
@@ -656,6 +661,19 @@ class Primary::Impl {
     }
   }
 
+  // A token bucket per subordinate (blob_max_bytes_per_second); one tenth of a second's worth
+  // may go at once.
+  void RefillBlobTokens(Peer& p, Clock::time_point now) {
+    if (o_.blob_max_bytes_per_second == 0) {
+      p.blob_tokens = 1;
+      return;
+    }
+    const double rate = static_cast<double>(o_.blob_max_bytes_per_second);
+    const double elapsed = std::chrono::duration<double>(now - p.blob_tokens_at).count();
+    p.blob_tokens = std::min(rate / 10, p.blob_tokens + elapsed * rate);
+    p.blob_tokens_at = now;
+  }
+
   // Returns false when there was nothing to send.
   bool ServeBlob(Peer& p) {
     const BlobCursor head = store_.blob_cursor();
@@ -675,6 +693,7 @@ class Primary::Impl {
     BlobChunkMsg m{info, p.blob_next_send.offset, data, 0};
     if (!Send(p, Encode(header_, m), false)) return false;  // blob chunks have their own credit
     ++p.blob_sent;
+    if (o_.blob_max_bytes_per_second != 0) p.blob_tokens -= static_cast<double>(data.size());
     {
       std::lock_guard lock(stats_mu_);
       ++stats_.blob_chunks_sent;

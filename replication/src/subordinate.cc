@@ -3,6 +3,8 @@
 #include <xxhash.h>
 
 #include <pthread.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -263,6 +265,7 @@ class Subordinate::Impl {
         if (apply_queue_.empty()) return;  // stopping, and everything is applied
         item = std::move(apply_queue_.front());
         apply_queue_.pop_front();
+        apply_queue_bytes_ -= item.message->size();
         applying_ = true;
       }
       const auto* deltas = item.decoded.envelope->body_as_DeltaBatch()->deltas();
@@ -292,13 +295,16 @@ class Subordinate::Impl {
     apply_cv_.wait(lock, [&] { return apply_queue_.empty() && !applying_; });
   }
 
-  std::size_t apply_backlog() const {
+  std::size_t apply_backlog_bytes() const {
     std::lock_guard lock(apply_mu_);
-    return apply_queue_.size();
+    return apply_queue_bytes_;
   }
 
+  // The applier's queue is bounded in bytes, apart from the network credit: a pause of the
+  // applier (the table growing, memory first touched) must not stop the stream, whose durable
+  // point is the journal.
   bool MustWithholdCredit() const {
-    return store_.materializer_behind() || apply_backlog() >= o_.credit_batches;
+    return store_.materializer_behind() || apply_backlog_bytes() >= o_.max_apply_backlog_bytes;
   }
 
   void TrySendHello() {
@@ -628,6 +634,7 @@ class Subordinate::Impl {
     applied_ = last.position;
     {
       std::lock_guard lock(apply_mu_);
+      apply_queue_bytes_ += owned->size();
       apply_queue_.push_back({std::move(owned), std::move(decoded), after});
     }
     apply_cv_.notify_all();
@@ -670,6 +677,9 @@ class Subordinate::Impl {
 
   void BlobLoop() {
     pthread_setname_np(pthread_self(), "ss-blobs");
+    // Voice data yields the CPU to the delta stream: while this thread is behind, its credit
+    // is withheld, so the lane's rate follows what the stream leaves free.
+    ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 10);
     for (;;) {
       PendingBlobChunk c;
       {
@@ -759,6 +769,7 @@ class Subordinate::Impl {
   mutable std::mutex apply_mu_;
   std::condition_variable apply_cv_;
   std::deque<PendingApply> apply_queue_;
+  std::size_t apply_queue_bytes_ = 0;
   bool applying_ = false;
   bool apply_stop_ = false;
   Position table_position_;  // the table's position (what has been applied)

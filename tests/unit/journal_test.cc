@@ -3,8 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <random>
+#include <thread>
 
 #include "statesync/replication/messages.h"
 #include "statesync/replication/store.h"
@@ -23,11 +25,13 @@ using std::chrono::milliseconds;
 
 const TimePoint kT0{milliseconds(1'780'000'000'000)};
 
-std::unique_ptr<Store> OpenOrDie(const fs::path& dir, bool materialize = true) {
+std::unique_ptr<Store> OpenOrDie(const fs::path& dir, bool materialize = true,
+                                 const std::function<void(StoreOptions&)>& tune = {}) {
   StoreOptions o;
   o.dir = dir;
   o.materialize = materialize;
   o.memtable_budget_bytes = 64 << 20;
+  if (tune) tune(o);
   auto s = Store::Open(o);
   EXPECT_TRUE(s.ok()) << s.status().ToString();
   return s.ok() ? std::move(s).value() : nullptr;
@@ -331,6 +335,94 @@ TEST(Journal, ManyReopensKeepEverythingMaterialized) {
         << "round " << round;
   }
   auto store = OpenOrDie(dir.path());
+  EXPECT_EQ(LoadedDigest(*store, TableId::kFwSessions), src.table.Digest(TableId::kFwSessions));
+}
+
+// Polls the materialized position without asking for it (WaitMaterialized would).
+bool MaterializesUnasked(const Store& store, std::chrono::seconds within) {
+  const auto until = std::chrono::steady_clock::now() + within;
+  while (std::chrono::steady_clock::now() < until) {
+    if (store.materialized() == store.applied()) return true;
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  return false;
+}
+
+TEST(Journal, TheMaterializerWaitsForEnoughBytesAnIdleJournalOrARequest) {
+  const auto never = [](StoreOptions& o) {
+    o.materialize_after_bytes = 1ull << 40;
+    o.materialize_when_idle = std::chrono::hours(1);
+  };
+  {  // Nothing starts it: the tables stay behind until someone waits for them.
+    TempDir dir;
+    Source src;
+    auto store = OpenOrDie(dir.path(), true, never);
+    src.Write(*store, 3000);
+    std::this_thread::sleep_for(milliseconds(300));
+    EXPECT_EQ(store->materialized(), Position{});
+    ASSERT_TRUE(store->WaitMaterialized(store->applied(), std::chrono::seconds(30)));
+    EXPECT_EQ(LoadedDigest(*store, TableId::kFwSessions), src.table.Digest(TableId::kFwSessions));
+  }
+  {  // An idle journal.
+    TempDir dir;
+    Source src;
+    auto store = OpenOrDie(dir.path(), true, [&](StoreOptions& o) {
+      never(o);
+      o.materialize_when_idle = milliseconds(100);
+    });
+    src.Write(*store, 3000);
+    EXPECT_TRUE(MaterializesUnasked(*store, std::chrono::seconds(30)));
+  }
+  {  // Enough bytes gathered.
+    TempDir dir;
+    Source src;
+    auto store = OpenOrDie(dir.path(), true, [&](StoreOptions& o) {
+      never(o);
+      o.materialize_after_bytes = 1;
+    });
+    src.Write(*store, 3000);
+    EXPECT_TRUE(MaterializesUnasked(*store, std::chrono::seconds(30)));
+  }
+  {  // A journal over its limits: Trim cannot drop what the tables lack, and asks for it.
+    TempDir dir;
+    Source src;
+    auto store = OpenOrDie(dir.path(), true, never);
+    src.Write(*store, 3000);
+    const JournalLimits tiny{.max_bytes = 1, .max_age = std::chrono::hours(1)};
+    auto dropped = store->Trim(tiny, kT0, UINT64_MAX);
+    ASSERT_TRUE(dropped.ok());
+    EXPECT_EQ(*dropped, 0u) << "dropped what the tables did not hold yet";
+    EXPECT_TRUE(MaterializesUnasked(*store, std::chrono::seconds(30)));
+    dropped = store->Trim(tiny, kT0, UINT64_MAX);
+    ASSERT_TRUE(dropped.ok());
+    EXPECT_GT(*dropped, 0u);
+    EXPECT_EQ(LoadedDigest(*store, TableId::kFwSessions), src.table.Digest(TableId::kFwSessions));
+  }
+}
+
+// Trimming drops the journal's files (no range tombstones among the frames, which would make
+// compactions rewrite them): the disk stays bounded while far more than the limit goes through.
+TEST(Journal, TrimmedFramesLeaveTheDisk) {
+  TempDir dir;
+  Source src;
+  auto store = OpenOrDie(dir.path());
+  const JournalLimits limits{.max_bytes = 8 << 20, .max_age = std::chrono::hours(1)};
+  std::uint64_t written = 0;
+  while (written < (160u << 20)) {
+    const std::uint64_t before = store->journal().bytes;
+    src.Write(*store, 20000);
+    written += store->journal().bytes - before;
+    ASSERT_TRUE(store->WaitMaterialized(store->applied(), std::chrono::seconds(30)));
+    ASSERT_TRUE(store->Trim(limits, kT0, UINT64_MAX).ok());
+  }
+  ASSERT_TRUE(store->Flush().ok());
+  ASSERT_TRUE(store->Trim(limits, kT0, UINT64_MAX).ok());
+  std::uint64_t sst_bytes = 0;
+  for (const auto& e : fs::directory_iterator(dir.path())) {
+    if (e.path().extension() == ".sst") sst_bytes += e.file_size();
+  }
+  EXPECT_LT(sst_bytes, 72u << 20) << "after " << (written >> 20) << " MB through the journal";
+  EXPECT_LE(store->journal().bytes, 8u << 20);
   EXPECT_EQ(LoadedDigest(*store, TableId::kFwSessions), src.table.Digest(TableId::kFwSessions));
 }
 }  // namespace

@@ -77,6 +77,10 @@ struct PrimaryOptions {
   SyncFailure on_sync_timeout = SyncFailure::kFail;
   // Blob lane.
   std::size_t blob_chunk_bytes = 64 << 10;
+  // The blob lane's rate to each subordinate (0: no limit), for links shared with other
+  // traffic. It does not protect the deltas from the cost of storing blobs on the primary
+  // (PutBlob), which is the caller's (docs/BENCHMARKS.md, case (d)).
+  std::uint64_t blob_max_bytes_per_second = 0;
   // Liveness: a heartbeat to each subordinate every keepalive; one not heard from for
   // peer_timeout is dropped until it says HELLO again.
   std::chrono::milliseconds keepalive{100};

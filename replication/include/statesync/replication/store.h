@@ -1,7 +1,8 @@
 // Store: the durable copy of a node, in RocksDB.
 //
 // Column families: one per table (`fw_sessions`, `calls`, `cdrs`, `blobs`, `user_N` created on
-// first use); `meta` (positions, history, replication id, blob cursor); `backlog` (the journal);
+// first use); `meta` (positions, history, replication id, blob cursor); `backlog` and
+// `backlog_index` (the journal's frames and its index);
 // `blob_lane` (voice-data blobs and their chunks); `quarantine` (divergent records kept aside).
 //
 // Two ways in:
@@ -11,8 +12,9 @@
 //   before leaves no trace of the batch. The journal is also the replication backlog a primary
 //   serves CONTINUE from, bounded by size and age (Trim).
 // - Materialization: a background thread reads the journal after the `materialized` position,
-//   coalesces a group of batches by key (the last state of a key wins) and writes the records
-//   into their tables with the new `materialized` position, again in one WriteBatch. Start-up
+//   coalesces a group of batches by key (the last state of a key wins), writes the records as
+//   one sorted SST file per table, ingests them, then records the new `materialized` position.
+//   It waits until enough is gathered or the journal is idle (StoreOptions). Start-up
 //   (LoadInto) reads the tables, then replays the journal from `materialized` to `applied`.
 //   Writing a batch costs the writer one sequential append; the per-key work happens behind it.
 //
@@ -27,6 +29,7 @@
 // thread.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -69,6 +72,12 @@ struct StoreOptions {
   // catches up (a subordinate withholds credit, a primary stops journaling and so Pump stops).
   // It also bounds the replay at start-up.
   std::uint64_t max_unmaterialized_bytes = 1ull << 30;
+  // The materializer starts once this much of the journal is not in the tables yet, or once
+  // the journal has had no append for `materialize_when_idle`, or when asked to
+  // (WaitMaterialized, or a journal over its limits). 0: as soon as anything is appended.
+  // Start-up replays at most what is not materialized (about 1.5M records/s).
+  std::uint64_t materialize_after_bytes = 512ull << 20;
+  std::chrono::milliseconds materialize_when_idle{1000};
 };
 
 struct LoadStats {

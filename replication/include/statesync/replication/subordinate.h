@@ -44,6 +44,9 @@ struct SubordinateOptions {
   // Credit granted: stream messages (batches, snapshot chunks) and blob chunks in flight.
   std::uint32_t credit_batches = 32;
   std::uint32_t credit_blob_chunks = 2;
+  // Journaled batches waiting for the applier (the table) beyond this: no new credit until it
+  // catches up. It bounds the memory they hold.
+  std::size_t max_apply_backlog_bytes = 64 << 20;
   std::chrono::milliseconds hello_timeout{1000};
   std::chrono::milliseconds peer_timeout{3000};
   // Options of the table built when a snapshot replaces the data.
