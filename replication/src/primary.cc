@@ -374,6 +374,13 @@ class Primary::Impl {
   }
 
   void OnHello(const std::string& from, const HelloMsg& m) {
+    if (m.node_id != from) {
+      // ZeroMQ renames the connection a new one with the same routing id took over; what was
+      // still queued on the old one arrives under a made-up id.
+      std::lock_guard lock(stats_mu_);
+      ++stats_.input.late;
+      return;
+    }
     Peer& p = peers_[from];
     p = Peer{};
     p.id = from;

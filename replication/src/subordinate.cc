@@ -111,6 +111,7 @@ class Subordinate::Impl {
     }
     std::random_device rd;
     session_ = (static_cast<std::uint64_t>(rd()) << 32) | rd();
+    first_session_ = session_ + 1;  // SendHello counts the first one
     table_position_ = applied_;
     applier_ = std::thread([this] { ApplyLoop(); });
     blob_thread_ = std::thread([this] { BlobLoop(); });
@@ -179,6 +180,11 @@ class Subordinate::Impl {
         }
         Handle(std::move(msg));
         PublishStatus();
+        // An ack at least every 250 ms also while messages keep coming: the primary drops a
+        // subordinate it has not heard from for its peer timeout.
+        if (state_ != SyncState::kConnecting && Clock::now() - last_ack_ > milliseconds(250)) {
+          SendAck();
+        }
       }
       if (credit_withheld_ && !MustWithholdCredit()) ack_due_ = true;
       if (blob_progress_.exchange(false)) ack_due_ = true;
@@ -339,6 +345,15 @@ class Subordinate::Impl {
     }
   }
 
+  // A message of an earlier session of this node (sent before the primary saw the new HELLO):
+  // counted apart and dropped.
+  bool IsLate(std::uint64_t session) {
+    if (session >= session_ || session < first_session_) return false;
+    std::lock_guard lock(status_mu_);
+    ++status_.input.late;
+    return true;
+  }
+
   void Refuse(std::uint64_t InputCounters::*counter, const std::string& reason) {
     std::uint64_t n;
     {
@@ -404,6 +419,7 @@ class Subordinate::Impl {
   }
 
   void OnContinue(const ContinueMsg& m) {
+    if (IsLate(m.session)) return;
     if (m.session != session_ || state_ != SyncState::kConnecting) {
       Refuse(&InputCounters::unexpected, "a CONTINUE for another session");
       return;
@@ -436,6 +452,7 @@ class Subordinate::Impl {
   }
 
   void OnFork(const ForkMsg& m) {
+    if (IsLate(m.session)) return;
     if (m.session != session_ || state_ != SyncState::kConnecting) {
       Refuse(&InputCounters::unexpected, "a FORK for another session");
       return;
@@ -490,6 +507,7 @@ class Subordinate::Impl {
   }
 
   void OnSnapshotChunk(const fb::SnapshotChunk& c) {
+    if (IsLate(c.snapshot_id())) return;
     if (c.snapshot_id() != session_ ||
         (state_ != SyncState::kConnecting && state_ != SyncState::kSnapshot &&
          state_ != SyncState::kCatchingUp && state_ != SyncState::kInSync)) {
@@ -535,6 +553,7 @@ class Subordinate::Impl {
   void OnSnapshotEnd(const SnapshotEndMsg& m) {
     const bool expected = state_ == SyncState::kSnapshot || state_ == SyncState::kConnecting ||
                           state_ == SyncState::kCatchingUp || state_ == SyncState::kInSync;
+    if (IsLate(m.snapshot_id)) return;
     if (m.snapshot_id != session_ || !expected) {
       Refuse(&InputCounters::unexpected, "a snapshot end for another session");
       return;
@@ -571,6 +590,13 @@ class Subordinate::Impl {
   void OnBatch(std::unique_ptr<zmq::message_t> owned, wire::Decoded decoded) {
     const zmq::message_t& msg = *owned;
     const fb::Envelope& env = *decoded.envelope;
+    if (state_ == SyncState::kConnecting && session_ != first_session_) {
+      // Sent before the primary saw this node's new HELLO: the CONTINUE that follows says
+      // where the stream resumes.
+      std::lock_guard lock(status_mu_);
+      ++status_.input.late;
+      return;
+    }
     if (state_ != SyncState::kCatchingUp && state_ != SyncState::kInSync) {
       Refuse(&InputCounters::unexpected, "a delta batch before CONTINUE or SNAPSHOT_END");
       return;
@@ -788,6 +814,7 @@ class Subordinate::Impl {
   zmq::socket_t dealer_;
   EnvelopeHeader header_;
   std::uint64_t session_ = 0;
+  std::uint64_t first_session_ = 0;
   SyncState state_ = SyncState::kConnecting;
   Position applied_;
   Epoch newest_epoch_ = 0;

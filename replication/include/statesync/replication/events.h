@@ -43,6 +43,9 @@ struct InputCounters {
   std::uint64_t gap = 0;           // a batch that does not follow the applied position
   std::uint64_t unexpected = 0;    // a message this role does not take, or of another session
   std::uint64_t blob_corrupt = 0;  // a chunk or blob whose checksum does not match
+  // Not errors, so not in total(): messages of a connection or session that a new HELLO
+  // replaced, still in flight when it went out (dropped quietly).
+  std::uint64_t late = 0;
   std::uint64_t total() const {
     std::uint64_t n = stale_epoch + bad_batch + bad_record + gap + unexpected + blob_corrupt;
     for (std::size_t i = 1; i < decode.size(); ++i) n += decode[i];
