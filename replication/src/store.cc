@@ -16,7 +16,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <boost/unordered/unordered_flat_map.hpp>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -92,6 +91,24 @@ std::string JournalKey(char kind, Seq first) {
   PutU64(k, first);
   return k;
 }
+// A delta of a materializer round, pointing into the round's frames.
+struct RoundItem {
+  TableId table;
+  DeltaKind kind;
+  std::uint32_t order;   // arrival in the round: the last of a key wins
+  std::uint64_t prefix;  // the key's first 8 bytes, big-endian, zero-padded (bytewise order)
+  std::string_view key;
+  std::string_view value;
+};
+
+std::uint64_t KeyPrefix(std::string_view key) {
+  std::uint64_t p = 0;
+  for (std::size_t i = 0; i < 8; ++i) {
+    p = (p << 8) | (i < key.size() ? static_cast<std::uint8_t>(key[i]) : 0u);
+  }
+  return p;
+}
+
 struct JournalIndexEntry {
   Seq first = 0;
   Position last;
@@ -1197,12 +1214,24 @@ class Store::Impl {
   // of both processes' CPU in a profile of case (a). The position is written after the
   // ingestion; a crash in between replays the round from the journal, which gives the same
   // state (deltas carry whole values).
-  template <typename Item>
-  Status IngestRound(std::vector<Item>& items) {
+  Status IngestRound(std::vector<RoundItem>& items) {
     if (items.empty()) return Status::Ok();
-    std::sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
-      return a.table != b.table ? a.table < b.table : a.key < b.key;
+    // Sorted by table, key and order of arrival; of each key only the last delta stays (the
+    // round coalesces). The first eight bytes of a key, as an integer, decide most comparisons
+    // without reading the keys again.
+    std::sort(items.begin(), items.end(), [](const RoundItem& a, const RoundItem& b) {
+      if (a.table != b.table) return a.table < b.table;
+      if (a.prefix != b.prefix) return a.prefix < b.prefix;
+      if (const int c = a.key.compare(b.key); c != 0) return c < 0;
+      return a.order < b.order;
     });
+    std::size_t kept = 0;
+    for (std::size_t i = 0; i < items.size(); ++i) {
+      const bool last_of_key = i + 1 == items.size() || items[i + 1].table != items[i].table ||
+                               items[i + 1].key != items[i].key;
+      if (last_of_key) items[kept++] = items[i];
+    }
+    items.resize(kept);
     std::shared_lock tables_lock(tables_mu_);
     std::vector<rocksdb::IngestExternalFileArg> args;
     for (std::size_t first = 0; first < items.size();) {
@@ -1258,43 +1287,25 @@ class Store::Impl {
       return st;
     }
     if (batches.empty()) return Status::Ok();
-    struct Item {
-      TableId table;
-      DeltaKind kind;
-      std::string_view key;
-      std::string_view value;
-    };
-    struct RefHash {
-      std::size_t operator()(const std::pair<TableId, std::string_view>& k) const {
-        return XXH3_64bits_withSeed(k.second.data(), k.second.size(),
-                                    static_cast<std::uint64_t>(k.first));
-      }
-    };
-    std::vector<Item> items;
-    items.reserve(options_.materialize_group);
-    boost::unordered_flat_map<std::pair<TableId, std::string_view>, std::uint32_t, RefHash> where;
-    where.reserve(options_.materialize_group);
+    std::vector<RoundItem> items;
+    items.reserve(options_.materialize_group + 512);
     std::vector<FrameDeltas> frames(batches.size());
     Position to = from;
-    std::size_t seen = 0;
     for (std::size_t b = 0; b < batches.size(); ++b) {
       if (Status st = DecodeJournalFrame(batches[b].frame, &frames[b]); !st.ok()) return st;
       for (const fb::Delta* d : *frames[b].batch->deltas()) {
         if (d->position()->seq() <= from.seq) continue;
-        Item it{static_cast<TableId>(d->table_id()), static_cast<DeltaKind>(d->kind()),
-                d->key() ? wire::AsChars({d->key()->data(), d->key()->size()}) : "",
-                d->value() ? wire::AsChars({d->value()->data(), d->value()->size()}) : ""};
-        auto [pos, inserted] =
-            where.try_emplace({it.table, it.key}, static_cast<std::uint32_t>(items.size()));
-        if (inserted) {
-          items.push_back(it);
-        } else {
-          items[pos->second] = it;
-        }
-        ++seen;
+        RoundItem it;
+        it.table = static_cast<TableId>(d->table_id());
+        it.kind = static_cast<DeltaKind>(d->kind());
+        it.key = d->key() ? wire::AsChars({d->key()->data(), d->key()->size()}) : "";
+        it.value = d->value() ? wire::AsChars({d->value()->data(), d->value()->size()}) : "";
+        it.order = static_cast<std::uint32_t>(items.size());
+        it.prefix = KeyPrefix(it.key);
+        items.push_back(it);
       }
       to = batches[b].last;
-      if (seen >= options_.materialize_group) break;
+      if (items.size() >= options_.materialize_group) break;
     }
     if (Status st = IngestRound(items); !st.ok()) return st;
     rocksdb::Status s = db_->Put(write_options_, meta_, kMaterializedKey, EncodePosition(to));
