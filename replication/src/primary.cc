@@ -1,11 +1,14 @@
 #include "statesync/replication/primary.h"
 
 #include <pthread.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <future>
 #include <map>
 #include <mutex>
 #include <random>
@@ -90,6 +93,7 @@ class Primary::Impl {
     spdlog::info("{}: serving replication id {} in epoch {} on {}, head at seq {}", o_.node_id,
                  rid_, epoch_, endpoint_, journaled_.seq);
     thread_ = std::thread([this] { Run(); });
+    blob_store_thread_ = std::thread([this] { BlobStoreLoop(); });
     return Status::Ok();
   }
 
@@ -140,9 +144,22 @@ class Primary::Impl {
     return durable_;
   }
 
+  // The caller waits while the ss-blob-store thread, at a lower CPU priority than the stream's
+  // threads, writes the blob: storing voice data yields the CPU to the journal's appends.
   Result<BlobInfo> PutBlob(std::string_view blob_id, std::uint8_t kind, std::string_view name,
                            std::string_view data) {
-    auto info = store_.PutBlob(blob_id, kind, name, data, o_.blob_chunk_bytes);
+    BlobJob job{blob_id, kind, name, data, {}};
+    auto done = job.done.get_future();
+    {
+      std::lock_guard lock(blob_jobs_mu_);
+      if (blob_jobs_stop_ || !blob_store_thread_.joinable()) {
+        return Status::Unavailable("the primary is stopped: blob " + std::string(blob_id) +
+                                   " was not stored");
+      }
+      blob_jobs_.push_back(&job);
+    }
+    blob_jobs_cv_.notify_one();
+    auto info = done.get();
     if (info.ok()) waker_.Signal();
     return info;
   }
@@ -170,6 +187,12 @@ class Primary::Impl {
 
   void Stop() {
     if (!thread_.joinable()) return;
+    {
+      std::lock_guard lock(blob_jobs_mu_);
+      blob_jobs_stop_ = true;  // blobs already handed over are stored first
+    }
+    blob_jobs_cv_.notify_all();
+    blob_store_thread_.join();
     stop_ = true;
     waker_.Signal();
     thread_.join();
@@ -182,6 +205,31 @@ class Primary::Impl {
   }
 
  private:
+  struct BlobJob {
+    std::string_view blob_id;
+    std::uint8_t kind;
+    std::string_view name;
+    std::string_view data;
+    std::promise<Result<BlobInfo>> done;
+  };
+
+  void BlobStoreLoop() {
+    pthread_setname_np(pthread_self(), "ss-blob-store");
+    ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 10);
+    for (;;) {
+      BlobJob* job = nullptr;
+      {
+        std::unique_lock lock(blob_jobs_mu_);
+        blob_jobs_cv_.wait(lock, [&] { return blob_jobs_stop_ || !blob_jobs_.empty(); });
+        if (blob_jobs_.empty()) return;
+        job = blob_jobs_.front();
+        blob_jobs_.pop_front();
+      }
+      job->done.set_value(
+          store_.PutBlob(job->blob_id, job->kind, job->name, job->data, o_.blob_chunk_bytes));
+    }
+  }
+
   struct Peer {
     std::string id;
     std::uint64_t session = 0;
@@ -813,6 +861,11 @@ class Primary::Impl {
   detail::Waker waker_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
+  std::mutex blob_jobs_mu_;
+  std::condition_variable blob_jobs_cv_;
+  std::deque<BlobJob*> blob_jobs_;  // each waited for by its PutBlob caller
+  bool blob_jobs_stop_ = false;
+  std::thread blob_store_thread_;
 
   // The table owner's.
   DeltaBatchBuilder builder_;

@@ -40,10 +40,12 @@ inline bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds
   return done();
 }
 
-inline std::unique_ptr<Store> OpenStore(const fs::path& dir) {
+inline std::unique_ptr<Store> OpenStore(const fs::path& dir,
+                                        std::uint64_t materialize_after_bytes = 512ull << 20) {
   StoreOptions o;
   o.dir = dir;
   o.memtable_budget_bytes = 64 << 20;
+  o.materialize_after_bytes = materialize_after_bytes;
   auto s = Store::Open(o);
   EXPECT_TRUE(s.ok()) << s.status().ToString();
   return s.ok() ? std::move(s).value() : nullptr;
