@@ -1,0 +1,224 @@
+// Unit tests of the failover core's parts that the scenario traces do not pin down one by one:
+// the ranking's order, the epoch numbering, config validation, clock jumps, flap dampening,
+// and that the simulator's safety and liveness checks do catch what they look for.
+#include <gtest/gtest.h>
+
+#include "sim_cluster.h"
+#include "statesync/failover/core.h"
+#include "statesync/failover/ranking.h"
+
+namespace statesync::failover {
+namespace {
+
+Candidate Base(const char* id) {
+  return Candidate{id, 2, 100, {64, 10}, Millis{1'000}, "SN1"};
+}
+
+TEST(Ranking, EachStepDecidesOnlyWhenTheEarlierOnesTie) {
+  const RankingOptions plain;
+  Candidate a = Base("a");
+  Candidate b = Base("b");
+  // 6. serial, then id.
+  b.serial = "SN2";
+  EXPECT_GT(Compare(a, b, plain).order, 0);
+  EXPECT_NE(Compare(a, b, plain).criterion.find("serial"), std::string::npos);
+  // 5. priority beats serial.
+  a.priority = 150;
+  EXPECT_LT(Compare(a, b, plain).order, 0);
+  // 4. uptime beyond the margin beats priority; within the margin it does not count.
+  b.uptime = a.uptime + Millis{299'000};
+  EXPECT_LT(Compare(a, b, plain).order, 0);
+  b.uptime = a.uptime + Millis{301'000};
+  EXPECT_GT(Compare(a, b, plain).order, 0);
+  // 3. freshness beats uptime, unless two primaries compare (freshness off).
+  a.applied = {64, 11};
+  EXPECT_LT(Compare(a, b, plain).order, 0);
+  EXPECT_GT(Compare(a, b, RankingOptions{false, Millis{300'000}, false}).order, 0);
+  // 2. with override, priority beats freshness.
+  b.priority = 200;
+  EXPECT_LT(Compare(a, b, plain).order, 0);
+  EXPECT_GT(Compare(a, b, RankingOptions{true, Millis{300'000}, true}).order, 0);
+  // 1. monitored links and services up beat everything.
+  a.monitors_up = 3;
+  EXPECT_LT(Compare(a, b, RankingOptions{true, Millis{300'000}, true}).order, 0);
+  // Symmetric, and total.
+  EXPECT_EQ(Compare(a, b, plain).order, -Compare(b, a, plain).order);
+  EXPECT_NE(Compare(Base("x"), Base("y"), plain).order, 0);
+}
+
+TEST(Epochs, TwoNodesNeverTakeTheSameEpoch) {
+  EXPECT_EQ(NextEpochFor(0, 0), 64u);
+  EXPECT_EQ(NextEpochFor(130, 5), 197u);
+  for (Epoch seen = 0; seen < 1000; seen += 7) {
+    for (std::uint32_t a = 0; a < kEpochSlots; ++a) {
+      EXPECT_GT(NextEpochFor(seen, a), seen);
+      EXPECT_EQ(NextEpochFor(seen, a) % kEpochSlots, a);
+    }
+  }
+}
+
+ClusterConfig TwoNodes() {
+  ClusterConfig c;
+  c.members = {{"p1", ConfiguredRole::kPrimary, 200, "A"},
+               {"s2", ConfiguredRole::kSecondary, 100, "B"}};
+  c.links = {"ha1"};
+  c.self = "p1";
+  return c;
+}
+
+TEST(Config, ValidateNamesTheKey) {
+  ClusterConfig c = TwoNodes();
+  EXPECT_TRUE(c.Validate().ok());
+  c.self = "x";
+  EXPECT_NE(c.Validate().message().find("node_id"), std::string::npos);
+  c = TwoNodes();
+  c.members.push_back(c.members[0]);
+  EXPECT_NE(c.Validate().message().find("appears twice"), std::string::npos);
+  c = TwoNodes();
+  c.links.clear();
+  EXPECT_NE(c.Validate().message().find("links"), std::string::npos);
+  c = TwoNodes();
+  c.lost_threshold = 0;
+  EXPECT_NE(c.Validate().message().find("lost_threshold"), std::string::npos);
+  EXPECT_FALSE(ParseOnFailure("restore").ok());
+  EXPECT_EQ(ParseOnFailure("restore_role").value(), OnFailure::kRestoreRole);
+}
+
+std::vector<RoleChange> RoleChanges(const Actions& actions) {
+  std::vector<RoleChange> out;
+  for (const Action& a : actions) {
+    if (const auto* rc = std::get_if<RoleChange>(&a)) out.push_back(*rc);
+  }
+  return out;
+}
+
+// The secondary's clock stalls for 5 s (say the VM was paused): the primary is silent for
+// that long only on this node's clock. It must observe, not promote, at that step, and give
+// the primary a fresh detection window.
+TEST(Clock, AJumpSuspendsPromotionForThatStep) {
+  ClusterConfig config = TwoNodes();
+  config.self = "s2";
+  std::uint64_t n = 0;
+  FailoverCore s2(config, DurableState{}, [&n] { return n++; });
+  Heartbeat hb;
+  hb.sequence = 1;
+  hb.epoch = 64;
+  hb.role = EffectiveRole::kPrimary;
+  hb.ready = true;
+  hb.priority = 200;
+  Instant now{0};
+  for (; now < Instant{1'000}; now += Millis{10}) {
+    if (now.count() % 100 == 0) {
+      ++hb.sequence;
+      (void)s2.Receive(now, "p1", 0, hb);
+    }
+    (void)s2.Tick(now);
+  }
+  ASSERT_EQ(s2.role(), EffectiveRole::kSecondary);
+  const Actions jumped = s2.Tick(now + Millis{5'000});
+  EXPECT_TRUE(RoleChanges(jumped).empty());
+  bool alerted = false;
+  for (const Action& a : jumped) {
+    if (const auto* alert = std::get_if<Alert>(&a)) {
+      alerted |= alert->text.find("clock jumped forward") != std::string::npos;
+    }
+  }
+  EXPECT_TRUE(alerted);
+  // Heartbeats resume right after the jump: no takeover at all.
+  now += Millis{5'000};
+  for (Instant end = now + Millis{1'000}; now < end; now += Millis{10}) {
+    if (now.count() % 100 == 0) {
+      ++hb.sequence;
+      (void)s2.Receive(now, "p1", 0, hb);
+    }
+    EXPECT_TRUE(RoleChanges(s2.Tick(now)).empty());
+  }
+  EXPECT_EQ(s2.role(), EffectiveRole::kSecondary);
+  // A jump backwards is observed the same way.
+  EXPECT_TRUE(RoleChanges(s2.Tick(now - Millis{3'000})).empty());
+}
+
+// A preempting former primary stops switching back once flap_max_changes role changes
+// happened within flap_window, and says so.
+TEST(Flap, VoluntarySwitchesAreDampened) {
+  ClusterConfig config = TwoNodes();
+  config.override_enabled = true;
+  config.preempt_delay = Millis{500};
+  config.flap_max_changes = 2;
+  config.flap_window = Millis{60'000};
+  sim::SimCluster cluster(config, {"port1"}, sim::SimOptions{});
+  int dampened = 0;
+  cluster.SetObserver([&](Millis, const NodeId&, const Action& a) {
+    if (const auto* alert = std::get_if<Alert>(&a)) {
+      dampened += alert->text.find("dampened") != std::string::npos ? 1 : 0;
+    }
+  });
+  cluster.Boot("p1");
+  cluster.Boot("s2");
+  cluster.Run(Millis{1'000});
+  ASSERT_EQ(cluster.View("p1").role, EffectiveRole::kPrimary);
+  // A flapping monitored link on p1: each time it fails p1 hands over to s2; each time it
+  // returns p1 would preempt s2 again after 500 ms.
+  for (int i = 0; i < 3; ++i) {
+    cluster.SetMonitor("p1", "port1", false);
+    cluster.Run(Millis{1'000});
+    cluster.SetMonitor("p1", "port1", true);
+    cluster.Run(Millis{2'000});
+  }
+  EXPECT_GE(dampened, 1);
+  // Dampened: s2 stays primary although p1 outranks it with override on.
+  EXPECT_EQ(cluster.View("s2").role, EffectiveRole::kPrimary);
+  EXPECT_EQ(cluster.View("p1").role, EffectiveRole::kSecondary);
+}
+
+sim::NodeView View(const char* id, EffectiveRole role, Epoch epoch, bool ready,
+                   ConfiguredRole configured = ConfiguredRole::kSecondary) {
+  sim::NodeView v;
+  v.id = id;
+  v.configured = configured;
+  v.running = true;
+  v.role = role;
+  v.epoch = epoch;
+  v.ready = ready;
+  v.following = role == EffectiveRole::kPrimary ? id : "p";
+  return v;
+}
+
+TEST(SimChecks, SafetyCatchesEachViolation) {
+  {
+    sim::SafetyChecker safety;
+    EXPECT_EQ(safety.Check(Millis{0}, {View("a", EffectiveRole::kPrimary, 64, true),
+                                       View("b", EffectiveRole::kSecondary, 64, false)}),
+              "");
+    EXPECT_NE(safety.Check(Millis{10}, {View("a", EffectiveRole::kSecondary, 64, false),
+                                        View("b", EffectiveRole::kPrimary, 64, true)}),
+              "");  // the same epoch, a second writer, even later
+  }
+  {
+    sim::SafetyChecker safety;
+    EXPECT_EQ(safety.Check(Millis{0}, {View("a", EffectiveRole::kSecondary, 129, false)}), "");
+    EXPECT_NE(safety.Check(Millis{10}, {View("a", EffectiveRole::kSecondary, 64, false)}), "");
+  }
+  {
+    sim::SafetyChecker safety;
+    EXPECT_NE(safety.Check(Millis{0}, {View("w", EffectiveRole::kPrimary, 64, false,
+                                            ConfiguredRole::kWitness)}),
+              "");
+  }
+}
+
+TEST(SimChecks, LivenessWantsExactlyOneReadyPrimaryFollowedByAll) {
+  sim::NodeView p = View("p", EffectiveRole::kPrimary, 64, true);
+  sim::NodeView s = View("s", EffectiveRole::kSecondary, 64, false);
+  EXPECT_EQ(sim::CheckOnePrimary({p, s}), "");
+  sim::NodeView not_ready = p;
+  not_ready.ready = false;
+  EXPECT_NE(sim::CheckOnePrimary({not_ready, s}), "");
+  EXPECT_NE(sim::CheckOnePrimary({p, View("q", EffectiveRole::kPrimary, 129, true)}), "");
+  sim::NodeView lost = s;
+  lost.following = "";
+  EXPECT_NE(sim::CheckOnePrimary({p, lost}), "");
+}
+
+}  // namespace
+}  // namespace statesync::failover
