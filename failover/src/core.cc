@@ -20,7 +20,7 @@ bool LegalTransition(EffectiveRole from, EffectiveRole to) {
   using R = EffectiveRole;
   switch (from) {
     case R::kOff:
-      return to == R::kSecondary || to == R::kPrimary;
+      return to == R::kSecondary;
     case R::kSecondary:
       return to == R::kPrimary || to == R::kHoldOff || to == R::kOff;
     case R::kHoldOff:
@@ -56,7 +56,10 @@ FailoverCore::FailoverCore(ClusterConfig config, DurableState durable, RandomSou
     peer.link_lost_reported.assign(config_.links.size(), false);
     peers_.push_back(std::move(peer));
   }
-  highest_epoch_seen_ = durable_.epoch;
+  // A campaign after a restart must go to a round above the last one this node voted in, or it
+  // would vote twice in that round (once for another, once for itself).
+  highest_epoch_seen_ =
+      std::max(durable_.epoch, durable_.voted_round * kEpochSlots + (kEpochSlots - 1));
   epoch_at_boot_ = durable_.epoch;
   recovered_from_failure_ = durable_.role == EffectiveRole::kPrimary && !durable_.planned_stop;
   returning_from_planned_ = durable_.role == EffectiveRole::kPrimary && durable_.planned_stop;
@@ -93,6 +96,21 @@ Actions FailoverCore::Tick(Instant now) {
       break;
     case EffectiveRole::kHoldOff:
       StepHoldOff(now, out);
+      break;
+    case EffectiveRole::kFailed:
+      // FAILED hands the service to a healthier node. With no primary left at all, serving
+      // from here beats serving from nowhere: rejoin and take part in the election.
+      // (After a grace of two detection windows: the node it handed over to needs a moment to
+      // be heard as primary.)
+      if (AlivePrimary() == nullptr && !clock_jumped_this_step_ && failed_since_ &&
+          now - *failed_since_ > config_.LostAfter() * 2) {
+        ChangeRole(now, EffectiveRole::kSecondary,
+                   "no primary left in the cluster: leaving FAILED to take part in the election",
+                   out);
+        election_since_ = now;
+        election_jitter_ = Millis(random_() % config_.heartbeat_interval.count());
+        election_reason_ = "no primary in the cluster";
+      }
       break;
     default:
       break;
@@ -214,7 +232,7 @@ Actions FailoverCore::StateApplied(Instant now, Position applied) {
   return out;
 }
 
-Actions FailoverCore::Command(Instant now, OperatorCommand command) {
+Actions FailoverCore::Command(Instant now, OperatorCommand command, Millis holdoff) {
   Actions out;
   Observe(now, out);
   if (self_.role == ConfiguredRole::kWitness) {
@@ -293,11 +311,15 @@ Actions FailoverCore::Command(Instant now, OperatorCommand command) {
     case OperatorCommand::kSetOff: {
       const std::string reason = "operator set the role to off";
       if (role_ == EffectiveRole::kPrimary) {
-        if (const Peer* best = BestSecondaryPeer(false)) {
-          Send(best->member.id,
-               Control{ControlKind::kTakeOver, durable_.epoch, Millis{0}, reason, applied_}, out);
-        }
+        const Epoch epoch = durable_.epoch;
+        const Peer* best = BestSecondaryPeer(false);
         StepDown(now, EffectiveRole::kOff, reason, out);
+        if (best != nullptr) {
+          handed_over_to_ = best->member.id;
+          handed_over_epoch_ = epoch;
+          Send(best->member.id, Control{ControlKind::kTakeOver, epoch, Millis{0}, reason, applied_},
+               out);
+        }
       } else if (role_ != EffectiveRole::kOff) {
         ChangeRole(now, EffectiveRole::kOff, reason, out);
       }
@@ -308,16 +330,15 @@ Actions FailoverCore::Command(Instant now, OperatorCommand command) {
       const bool was_primary = role_ == EffectiveRole::kPrimary;
       out.push_back(Alert{"the system is rebooting!"});
       if (was_primary) {
+        const Millis asked =
+            holdoff > Millis{0} ? std::min(holdoff, config_.holdoff_max) : config_.holdoff_max;
         for (const Peer& p : peers_) {
           Send(p.member.id,
-               Control{ControlKind::kHoldOff, durable_.epoch, config_.holdoff_max,
-                       "planned restart", applied_},
+               Control{ControlKind::kHoldOff, durable_.epoch, asked, "planned restart", applied_},
                out);
         }
-        ChangeRole(
-            now, EffectiveRole::kOff,
-            "planned restart: peers told to hold off for up to " + Seconds(config_.holdoff_max),
-            out);
+        ChangeRole(now, EffectiveRole::kOff,
+                   "planned restart: peers told to hold off for up to " + Seconds(asked), out);
         ready_ = false;
         out.push_back(ReleaseService{});
       } else if (role_ != EffectiveRole::kOff) {
@@ -384,7 +405,7 @@ void FailoverCore::ShiftTimes(Millis delta) {
   }
   for (std::optional<Instant>* t :
        {&election_since_, &switch_request_sent_, &preempt_eligible_since_, &handover_wait_until_,
-        &holdoff_until_}) {
+        &failed_since_, &holdoff_until_}) {
     if (*t) **t += delta;
   }
   if (campaign_) campaign_->deadline += delta;
@@ -396,6 +417,7 @@ void FailoverCore::ShiftTimes(Millis delta) {
 Heartbeat FailoverCore::MakeHeartbeat(Instant now) const {
   Heartbeat hb;
   hb.sequence = (durable_.boots << 32) + heartbeats_sent_;
+  hb.slot = slot_;
   hb.epoch = durable_.epoch;
   hb.role = role_;
   hb.configured = self_.role;
@@ -514,8 +536,9 @@ void FailoverCore::FinishStartup(Instant now, Actions& out) {
     restore_voluntary_ = true;
     restore_reason_ = "recovery after a restart";
   }
-  if (returning_from_planned_ ||
-      (self_.role == ConfiguredRole::kPrimary && !recovered_from_failure_)) {
+  // The configured primary of a new cluster (nothing persisted yet) starts as primary. Later
+  // starts go through the ranking, so the freshest node wins after a whole-cluster outage.
+  if (returning_from_planned_ || (self_.role == ConfiguredRole::kPrimary && durable_.epoch == 0)) {
     StartCampaign(now,
                   returning_from_planned_ ? reason
                                           : "configured primary starting: no primary in "
@@ -631,7 +654,7 @@ void FailoverCore::StepPrimary(Instant now, Actions& out) {
                        ", elected by a majority"
                  : Quote(p.member.id) + " holds the older epoch " + std::to_string(p.last->epoch);
     } else {
-      const Ranked r = Compare(SelfCandidate(now), PeerCandidate(p), Options(false));
+      const Ranked r = Compare(SelfCandidate(now), PeerCandidate(p), SplitBrainOptions());
       lose = r.order > 0;
       why = (lose ? Quote(p.member.id) + " ranks higher: " : "this node ranks higher: ") +
             r.criterion;
@@ -652,6 +675,10 @@ void FailoverCore::StepPrimary(Instant now, Actions& out) {
   // 2. With three or more members, a primary that no longer hears a majority steps down:
   // the majority may already have elected another.
   if (quorum && AliveMembers() * 2 <= config_.members.size()) {
+    // The majority may have elected another primary: what this node wrote from now on (or
+    // since the other's fork) is divergent if so. Replication quarantines only what lies
+    // beyond the fork point, so marking too much loses nothing.
+    out.push_back(Quarantine{durable_.epoch});
     StepDown(now, EffectiveRole::kSecondary,
              "lost contact with the majority: " + std::to_string(AliveMembers()) + " of " +
                  std::to_string(config_.members.size()) + " members heard",
@@ -669,6 +696,7 @@ void FailoverCore::StepPrimary(Instant now, Actions& out) {
   }
   if (newest > durable_.epoch) {
     if (quorum) {
+      out.push_back(Quarantine{durable_.epoch});
       StepDown(now, EffectiveRole::kSecondary,
                Quote(newest_on) + " holds the newer epoch " + std::to_string(newest), out);
       return;
@@ -749,6 +777,8 @@ void FailoverCore::StartCampaign(Instant now, const std::string& reason, Actions
     return;
   }
   highest_epoch_seen_ = epoch;  // a retry goes to the next round
+  STATESYNC_CHECK(epoch / kEpochSlots > durable_.voted_round,
+                  "one vote per round: a campaign goes to a round above the last vote");
   campaign_ = Campaign{epoch, {config_.self}, now + config_.LostAfter(), reason};
   durable_.voted_round = epoch / kEpochSlots;
   durable_.voted_for = config_.self;
@@ -791,6 +821,7 @@ void FailoverCore::OnVoteRequest(Instant now, Peer& peer, const VoteRequest& req
 
 void FailoverCore::OnVote(Instant now, Peer& peer, const Vote& vote, Actions& out) {
   if (!campaign_ || vote.epoch != campaign_->epoch || !vote.granted) return;
+  if (clock_jumped_this_step_) return;  // observe; the campaign times out and runs again
   if (role_ != EffectiveRole::kSecondary) return;
   if (AlivePrimary() != nullptr || campaign_->epoch <= durable_.epoch) {
     campaign_.reset();  // someone else won meanwhile
@@ -854,6 +885,8 @@ void FailoverCore::StepDown(Instant now, EffectiveRole to, const std::string& re
 void FailoverCore::HandOver(Instant now, const Peer& to, const std::string& reason, Actions& out) {
   const Epoch epoch = durable_.epoch;
   StepDown(now, EffectiveRole::kSecondary, reason, out);
+  handed_over_to_ = to.member.id;
+  handed_over_epoch_ = epoch;
   Send(to.member.id, Control{ControlKind::kTakeOver, epoch, Millis{0}, reason, applied_}, out);
   handover_wait_until_ = now + config_.LostAfter() * 2;
 }
@@ -876,6 +909,7 @@ void FailoverCore::ChangeRole(Instant now, EffectiveRole to, const std::string& 
   }
   out.push_back(RoleChange{role_, to, durable_.epoch, reason});
   role_ = to;
+  failed_since_ = to == EffectiveRole::kFailed ? std::optional<Instant>(now) : std::nullopt;
   if (durable_.role != to) {
     durable_.role = to;
     Persist(out);
@@ -892,6 +926,10 @@ void FailoverCore::ChangeRole(Instant now, EffectiveRole to, const std::string& 
 void FailoverCore::SetFollowing(const NodeId& primary, Actions& out) {
   if (following_ == primary) return;
   following_ = primary;
+  // Checks of the previous primary say nothing about the next one.
+  remote_failure_.clear();
+  switch_request_sent_.reset();
+  preempt_eligible_since_.reset();
   out.push_back(Follow{primary});
 }
 
@@ -916,8 +954,23 @@ void FailoverCore::Send(const NodeId& to, Message message, Actions& out) {
 
 void FailoverCore::OnHeartbeat(Instant now, Peer& peer, LinkIndex link, const Heartbeat& hb,
                                Actions& out) {
-  if (peer.last && hb.sequence < peer.last->sequence) return;  // reordered: older news
-  peer.heard_on_link[link] = now;
+  if (hb.slot != peer.slot) {
+    if (!peer.slot_mismatch_reported) {
+      peer.slot_mismatch_reported = true;
+      out.push_back(Alert{"ignoring " + Quote(peer.member.id) + ": it counts itself as member " +
+                          std::to_string(hb.slot) + ", this node's configuration says " +
+                          std::to_string(peer.slot) +
+                          "; every node must list the members in the same order"});
+    }
+    return;
+  }
+  peer.heard_on_link[link] = now;  // even an older copy shows that the link works
+  // Within one boot of the peer, an older heartbeat (reordered, or the slower link's copy) is
+  // older news. A heartbeat of another boot is taken: the peer restarted or was replaced.
+  if (peer.last && hb.sequence >> 32 == peer.last->sequence >> 32 &&
+      hb.sequence < peer.last->sequence) {
+    return;
+  }
   peer.last = hb;
   if (hb.role != EffectiveRole::kOff) peer.last_active_role = hb.role;
   highest_epoch_seen_ = std::max(highest_epoch_seen_, hb.epoch);
@@ -938,6 +991,7 @@ void FailoverCore::OnControl(Instant now, Peer& peer, const Control& c, Actions&
       if (c.epoch < durable_.epoch) return;
       if (role_ == EffectiveRole::kSecondary && !booting_) {
         holdoff_from_ = peer.member.id;
+        holdoff_epoch_ = c.epoch;
         holdoff_until_ = now + std::min(c.holdoff, config_.holdoff_max);
         ChangeRole(now, EffectiveRole::kHoldOff,
                    "peer rebooting: " + from + " asked to hold off for up to " +
@@ -947,7 +1001,9 @@ void FailoverCore::OnControl(Instant now, Peer& peer, const Control& c, Actions&
       }
       return;
     case ControlKind::kRelease:
-      if (role_ == EffectiveRole::kHoldOff && peer.member.id == holdoff_from_) {
+      // A returning primary takes a new epoch; a Release of an older one is a late duplicate.
+      if (role_ == EffectiveRole::kHoldOff && peer.member.id == holdoff_from_ &&
+          c.epoch > holdoff_epoch_) {
         holdoff_until_.reset();
         if (peer.last) peer.last->role = EffectiveRole::kPrimary;
         ChangeRole(now, EffectiveRole::kSecondary, "peer command appeared: " + from + " is back",
@@ -965,9 +1021,13 @@ void FailoverCore::OnControl(Instant now, Peer& peer, const Control& c, Actions&
                      " reports " + c.reason,
                  out);
         if (to == EffectiveRole::kOff) off_latched_ = true;
+        handed_over_to_ = peer.member.id;
+        handed_over_epoch_ = c.epoch;
       }
-      if (role_ == EffectiveRole::kFailed || role_ == EffectiveRole::kOff) {
-        // Also answers a repeated request whose first answer was lost.
+      if ((role_ == EffectiveRole::kFailed || role_ == EffectiveRole::kOff) &&
+          handed_over_to_ == peer.member.id && handed_over_epoch_ == c.epoch) {
+        // A repeated request whose first answer was lost. Only the node handed to gets it:
+        // two take-overs would make two primaries.
         Send(peer.member.id,
              Control{ControlKind::kTakeOver, c.epoch, Millis{0}, c.reason, applied_}, out);
       }
@@ -983,13 +1043,17 @@ void FailoverCore::OnControl(Instant now, Peer& peer, const Control& c, Actions&
           return;
         }
         HandOver(now, peer, "SECONDARY asks us to switch roles (" + c.reason + ")", out);
-      } else if (role_ == EffectiveRole::kSecondary && handover_wait_until_) {
+      } else if (role_ == EffectiveRole::kSecondary && handover_wait_until_ &&
+                 handed_over_to_ == peer.member.id && handed_over_epoch_ == c.epoch) {
         Send(peer.member.id,
              Control{ControlKind::kTakeOver, c.epoch, Millis{0}, c.reason, applied_}, out);
       }
       return;
     case ControlKind::kTakeOver:
-      if (c.epoch != durable_.epoch || role_ != EffectiveRole::kSecondary || off_latched_) return;
+      if (c.epoch != durable_.epoch || role_ != EffectiveRole::kSecondary || off_latched_ ||
+          clock_jumped_this_step_) {
+        return;  // stale, or observing a clock jump: the election takes over if need be
+      }
       if (peer.last) peer.last->role = EffectiveRole::kSecondary;  // it stepped down
       {
         std::string reason;
@@ -1072,7 +1136,11 @@ Candidate FailoverCore::PeerCandidate(const Peer& peer) {
 }
 
 RankingOptions FailoverCore::Options(bool freshness) const {
-  return RankingOptions{config_.override_enabled, config_.uptime_margin, freshness};
+  return RankingOptions{config_.override_enabled, config_.uptime_margin, freshness, true};
+}
+
+RankingOptions FailoverCore::SplitBrainOptions() const {
+  return RankingOptions{config_.override_enabled, config_.uptime_margin, false, false};
 }
 
 int FailoverCore::MonitorsUp() const {

@@ -36,7 +36,7 @@ Ranked Compare(const Candidate& a, const Candidate& b, const RankingOptions& opt
     return Decide(a_wins ? -1 : 1, "fresher replication " + ToString(w) + " > " + ToString(l));
   }
   const Millis uptime_gap = a.uptime > b.uptime ? a.uptime - b.uptime : b.uptime - a.uptime;
-  if (uptime_gap > options.uptime_margin) {
+  if (options.compare_uptime && uptime_gap > options.uptime_margin) {
     const bool a_wins = a.uptime > b.uptime;
     return Decide(a_wins ? -1 : 1,
                   "longer uptime by " + std::to_string(uptime_gap.count() / 1000) + " s (margin " +

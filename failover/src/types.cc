@@ -93,8 +93,10 @@ Status ClusterConfig::Validate() const {
   if (lost_threshold < 1) return Status::InvalidArgument("lost_threshold: must be at least 1");
   if (holdoff_max <= Millis{0}) return Status::InvalidArgument("holdoff_max: must be positive");
   if (flap_max_changes < 1) return Status::InvalidArgument("flap_max_changes: at least 1");
-  if (max_tick_gap <= heartbeat_interval) {
-    return Status::InvalidArgument("max_tick_gap: must exceed heartbeat_interval");
+  if (max_tick_gap <= Millis{0} || max_tick_gap >= LostAfter()) {
+    return Status::InvalidArgument(
+        "max_tick_gap: must be positive and below heartbeat_interval x lost_threshold (" +
+        std::to_string(LostAfter().count()) + " ms), or a stall could look like lost peers");
   }
   return Status::Ok();
 }

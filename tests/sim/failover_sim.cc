@@ -62,7 +62,9 @@ Outcome RunSeed(std::uint64_t seed, bool verbose) {
   config.links =
       chance(0.5) ? std::vector<std::string>{"ha1"} : std::vector<std::string>{"ha1", "ha2"};
   config.override_enabled = chance(0.3);
-  config.on_failure = chance(0.5) ? OnFailure::kRestoreRole : OnFailure::kBecomeSecondary;
+  const OnFailure policies[] = {OnFailure::kRestoreRole, OnFailure::kBecomeSecondary,
+                                OnFailure::kSwitchOff};
+  config.on_failure = policies[uniform(0, 2)];
   config.holdoff_max = Millis{3'000};
   config.preempt_delay = Millis{1'000};
   config.flap_window = Millis{5'000};
@@ -73,7 +75,9 @@ Outcome RunSeed(std::uint64_t seed, bool verbose) {
   options.faults.drop = std::uniform_real_distribution<double>(0, 0.3)(rng);
   options.faults.duplicate = std::uniform_real_distribution<double>(0, 0.1)(rng);
   options.faults.min_delay = Millis{1};
-  options.faults.max_delay = Millis{uniform(1, 60)};
+  // Mostly prompt, sometimes far beyond the heartbeat interval and the detection window, so
+  // that heartbeats reorder and controls and votes arrive after the state they were sent in.
+  options.faults.max_delay = Millis{chance(0.2) ? uniform(100, 500) : uniform(1, 60)};
   SimCluster cluster(config, {"port1", "port2"}, options);
   const std::vector<NodeId>& ids = cluster.ids();
   const auto pick = [&]() -> const NodeId& { return ids[uniform(0, ids.size() - 1)]; };
@@ -127,7 +131,7 @@ Outcome RunSeed(std::uint64_t seed, bool verbose) {
     if (!chance(0.012)) continue;  // about one fault a second
     ++outcome.faults;
     const NodeId& node = pick();
-    switch (uniform(0, 8)) {
+    switch (uniform(0, 11)) {
       case 0:
         if (cluster.Running(node)) {
           cluster.Crash(node);
@@ -171,10 +175,30 @@ Outcome RunSeed(std::uint64_t seed, bool verbose) {
         cluster.SetMonitor(node, chance(0.5) ? "port1" : "port2", chance(0.5));
         break;
       case 8:
-        if (cluster.Running(node) && chance(0.3)) {
-          cluster.Command(
-              node, chance(0.5) ? OperatorCommand::kSetPrimary : OperatorCommand::kSetSecondary);
+        if (cluster.Running(node) && chance(0.5)) {
+          const OperatorCommand commands[] = {
+              OperatorCommand::kSetPrimary, OperatorCommand::kSetSecondary,
+              OperatorCommand::kSetOff, OperatorCommand::kRestoreRole, OperatorCommand::kShutdown};
+          const OperatorCommand c = commands[uniform(0, 4)];
+          cluster.Command(node, c);
+          if (c == OperatorCommand::kShutdown) {
+            reboots.push_back({cluster.now() + Millis{uniform(200, 5'000)}, node});
+          }
         }
+        break;
+      case 9: {  // remote service monitoring: what `node` sees of its primary's services
+        const ServiceState sip = chance(0.6) ? ServiceState::kFailed : ServiceState::kOk;
+        cluster.Remote(node, {{"SIP_UDP", sip}, {"HTTP", ServiceState::kDisabled}});
+        break;
+      }
+      case 10:  // dies part-way through the next list of actions it carries out
+        if (cluster.Running(node)) {
+          cluster.CrashAfterActions(node, static_cast<int>(uniform(0, 3)));
+          reboots.push_back({cluster.now() + Millis{uniform(200, 4'000)}, node});
+        }
+        break;
+      case 11:
+        cluster.Remote(node, {{"SIP_UDP", ServiceState::kOk}, {"HTTP", ServiceState::kOk}});
         break;
     }
   }
@@ -189,9 +213,26 @@ Outcome RunSeed(std::uint64_t seed, bool verbose) {
   }
   const Millis calm_since = cluster.now();
   std::optional<Millis> holding_since;
+  const std::vector<Millis> operator_rounds = {Millis{1'000}, Millis{5'000}, Millis{10'000}};
   while (cluster.now() - calm_since < kLivenessBound + kStableFor) {
     cluster.Step();
     if (!check()) return outcome;
+    // Remote checks pass again, and the operator brings back what waits for one (switch_off,
+    // set-off, FAILED) a few times in the first seconds.
+    const Millis calm = cluster.now() - calm_since;
+    if (calm == Millis{500}) {
+      for (const NodeId& id : ids) {
+        cluster.Remote(id, {{"SIP_UDP", ServiceState::kOk}, {"HTTP", ServiceState::kOk}});
+      }
+    }
+    for (Millis round : operator_rounds) {
+      if (calm != round) continue;
+      for (const NodeView& v : cluster.Views()) {
+        if (v.running && (v.role == EffectiveRole::kOff || v.role == EffectiveRole::kFailed)) {
+          cluster.Command(v.id, OperatorCommand::kRestoreRole);
+        }
+      }
+    }
     const bool one = CheckOnePrimary(cluster.Views()).empty();
     if (!one) {
       holding_since.reset();
@@ -214,10 +255,10 @@ Outcome RunSeed(std::uint64_t seed, bool verbose) {
 volatile std::uint64_t current_seed_for_abort = 0;  // abort() is raised on this thread
 void PrintSeedOnAbort(int) {
   char text[96];
-  const int n = std::snprintf(text, sizeof text,
-                              "failover_sim: aborted in seed %llu; replay: failover_sim --seed %llu\n",
-                              static_cast<unsigned long long>(current_seed_for_abort),
-                              static_cast<unsigned long long>(current_seed_for_abort));
+  const int n = std::snprintf(
+      text, sizeof text, "failover_sim: aborted in seed %llu; replay: failover_sim --seed %llu\n",
+      static_cast<unsigned long long>(current_seed_for_abort),
+      static_cast<unsigned long long>(current_seed_for_abort));
   if (n > 0) (void)!write(2, text, static_cast<std::size_t>(n));
   std::signal(SIGABRT, SIG_DFL);
   std::abort();

@@ -21,6 +21,7 @@ struct SimCluster::Node {
   NodeId following;
   std::map<std::string, bool> monitors;
   bool stop_after_actions = false;
+  int crash_after_actions = -1;  // < 0: no crash planned
 };
 
 SimCluster::SimCluster(ClusterConfig config, std::vector<std::string> monitors, SimOptions options)
@@ -87,6 +88,10 @@ void SimCluster::Boot(const NodeId& id) {
 
 void SimCluster::Crash(const NodeId& id) {
   Find(id).core.reset();
+}
+
+void SimCluster::CrashAfterActions(const NodeId& id, int actions) {
+  Find(id).crash_after_actions = actions;
 }
 
 void SimCluster::Command(const NodeId& id, OperatorCommand command) {
@@ -165,8 +170,18 @@ void SimCluster::Replicate(Node& node) {
     bool reachable = false;
     for (const auto& link : link_up_) reachable |= link[Index(source.id)][Index(node.id)];
     if (source.core && source.core->role() == EffectiveRole::kPrimary && reachable) {
-      if (source.applied > node.applied) node.applied = source.applied;
-      in_sync = true;  // it holds everything the primary wrote up to this step
+      // Catch up at a bounded rate, so that a node that was away needs time to be in sync.
+      if (source.applied > node.applied) {
+        if (source.applied.seq > node.applied.seq + options_.catch_up_per_step) {
+          node.applied =
+              Position{source.applied.epoch, node.applied.seq + options_.catch_up_per_step};
+        } else {
+          node.applied = source.applied;
+        }
+      }
+      in_sync = node.applied == source.applied ||
+                (node.applied.epoch == source.applied.epoch &&
+                 source.applied.seq <= node.applied.seq + options_.writes_per_step);
     }
   }
   Execute(node, core.ReplicationProgress(local, node.applied, in_sync));
@@ -185,6 +200,13 @@ void SimCluster::Replicate(Node& node) {
 
 void SimCluster::Execute(Node& node, Actions actions) {
   for (const Action& action : actions) {
+    if (!node.core) return;
+    if (node.crash_after_actions == 0) {
+      node.crash_after_actions = -1;
+      node.core.reset();
+      return;
+    }
+    if (node.crash_after_actions > 0) --node.crash_after_actions;
     if (observer_) observer_(now_, node.id, action);
     if (const auto* send = std::get_if<SendMessage>(&action)) {
       Transmit(node.id, *send);

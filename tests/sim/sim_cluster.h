@@ -38,6 +38,7 @@ struct SimOptions {
   std::uint64_t seed = 1;
   NetworkFaults faults;
   std::uint64_t writes_per_step = 1;
+  std::uint64_t catch_up_per_step = 5;  // how fast a secondary that fell behind catches up
 };
 
 struct NodeView {
@@ -66,6 +67,9 @@ class SimCluster {
 
   void Boot(const NodeId& id);   // start, or start again from what the node persisted
   void Crash(const NodeId& id);  // the process dies at once
+  // The process dies after carrying out `actions` more actions: in the middle of a list, so
+  // that whatever the core handed out after those is never done ("persist before acting").
+  void CrashAfterActions(const NodeId& id, int actions);
   // PlannedRestart and Shutdown stop the node once its actions are carried out.
   void Command(const NodeId& id, OperatorCommand command);
   void SetLink(LinkIndex link, const NodeId& from, const NodeId& to, bool up);

@@ -9,11 +9,12 @@
 // two candidates from campaigning at the same instant) comes from the injected `random`.
 //
 // Effective roles and their transitions (see docs/architecture.md for the diagram):
-//   OFF -> SECONDARY | PRIMARY        after the start-up window, or by an operator
+//   OFF -> SECONDARY                  after the start-up window, or by an operator
 //   SECONDARY -> PRIMARY              election won, take-over handed over, operator
 //   SECONDARY -> HOLD_OFF -> SECONDARY | (expired) SECONDARY -> PRIMARY
 //   PRIMARY -> SECONDARY              split brain lost, handed over, majority lost
-//   PRIMARY -> FAILED -> SECONDARY    a secondary saw our services fail; remote problem recovered
+//   PRIMARY -> FAILED -> SECONDARY    a secondary saw our services fail; remote problem
+//                                     recovered, or no primary left
 //   any data role -> OFF              switch_off policy, operator, planned restart, shutdown
 // Any other transition aborts (STATESYNC_CHECK): it would be a bug in this file.
 //
@@ -57,7 +58,8 @@ class FailoverCore {
   Actions ReplicationProgress(Instant now, Position applied, bool in_sync);
   // The replication side applied everything it could after an AwaitState: the promotion gate.
   Actions StateApplied(Instant now, Position applied);
-  Actions Command(Instant now, OperatorCommand command);
+  // `holdoff`: for kPlannedRestart, how long peers hold off (0: holdoff_max; peers cap it there).
+  Actions Command(Instant now, OperatorCommand command, Millis holdoff = Millis{0});
 
   EffectiveRole role() const { return role_; }
   ConfiguredRole configured_role() const { return self_.role; }
@@ -76,7 +78,8 @@ class FailoverCore {
     std::vector<bool> link_up;
     std::vector<bool> link_lost_reported;
     bool alive = false;
-    bool was_lost = false;                                 // lost once: its return is news
+    bool was_lost = false;  // lost once: its return is news
+    bool slot_mismatch_reported = false;
     EffectiveRole last_active_role = EffectiveRole::kOff;  // its role before it went OFF
     std::optional<Heartbeat> last;
   };
@@ -124,6 +127,7 @@ class FailoverCore {
   Candidate SelfCandidate(Instant now) const;
   static Candidate PeerCandidate(const Peer& peer);
   RankingOptions Options(bool freshness) const;
+  RankingOptions SplitBrainOptions() const;
   int MonitorsUp() const;
   bool Dampened(Instant now, Actions& out);
   std::size_t AliveMembers() const;  // self included
@@ -173,7 +177,11 @@ class FailoverCore {
   std::optional<Instant> handover_wait_until_;  // handed the role over: let the peer take it
   bool restore_voluntary_ = false;              // restore by policy (dampened), not by an operator
   std::optional<Instant> holdoff_until_;
+  std::optional<Instant> failed_since_;
   NodeId holdoff_from_;
+  Epoch holdoff_epoch_ = 0;
+  NodeId handed_over_to_;  // the one node a take-over went to (repeated only to it)
+  Epoch handed_over_epoch_ = 0;
   NodeId split_brain_alerted_;  // the peer whose meeting was last reported
 
   std::deque<Instant> role_changes_;  // voluntary and involuntary changes to or from PRIMARY

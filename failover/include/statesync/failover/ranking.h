@@ -7,8 +7,10 @@
 //   4. longer uptime, when the uptimes differ by more than the margin (default 300 s);
 //   5. higher priority;
 //   6. higher serial number (then node id, so the order is total).
-// Two primaries meeting (split brain) use the same order without step 3: their histories have
-// forked, so neither is "fresher", and the loser's writes since the fork go to quarantine.
+// Two primaries meeting (split brain) use the same order without steps 3 and 4: their histories
+// have forked, so neither is "fresher" (the loser's writes since the fork go to quarantine); and
+// each side would compare its own current uptime with the other's slightly older one, so near
+// the margin both could win. Both sides must reach the same verdict from the same facts.
 //
 // Thread-safety: pure functions.
 #pragma once
@@ -32,6 +34,7 @@ struct RankingOptions {
   bool override_enabled = false;
   Millis uptime_margin{300'000};
   bool compare_freshness = true;  // false when two primaries meet
+  bool compare_uptime = true;     // false when two primaries meet
 };
 
 struct Ranked {

@@ -64,7 +64,9 @@ struct Member {
 
 struct ClusterConfig {
   NodeId self;
-  std::vector<Member> members;     // every node including self and witnesses; the index is the slot
+  // Every node including self and witnesses, in the same order on every node: the index is the
+  // node's slot, which makes its epochs its own (heartbeats carry it; a mismatch is ignored).
+  std::vector<Member> members;
   std::vector<std::string> links;  // heartbeat links, e.g. {"ha1", "ha2"}
   Millis heartbeat_interval{100};
   int lost_threshold = 3;         // heartbeats missed on every link before a peer counts as lost
@@ -76,7 +78,9 @@ struct ClusterConfig {
   Millis preempt_delay{30'000};
   int flap_max_changes = 4;  // voluntary role changes (preempt, restore) allowed per flap_window
   Millis flap_window{60'000};
-  Millis max_tick_gap{1'000};  // a step of the clock beyond this (or backwards) is a jump
+  // A step of the clock beyond this (or backwards) is a jump: observed, not acted on. Below
+  // LostAfter(), so that a stall long enough to lose every peer is always seen as one.
+  Millis max_tick_gap{200};
 
   Millis LostAfter() const { return heartbeat_interval * lost_threshold; }
   // Promotion needs a majority of the members once there are three or more.
@@ -100,6 +104,7 @@ struct DurableState {
 
 struct Heartbeat {
   std::uint64_t sequence = 0;  // (boots << 32) + count: a receiver drops older ones (reordering)
+  std::uint32_t slot = 0;      // the sender's index in members: all nodes must agree
   Epoch epoch = 0;
   EffectiveRole role = EffectiveRole::kOff;
   ConfiguredRole configured = ConfiguredRole::kSecondary;
