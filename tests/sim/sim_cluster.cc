@@ -94,6 +94,10 @@ void SimCluster::CrashAfterActions(const NodeId& id, int actions) {
   Find(id).crash_after_actions = actions;
 }
 
+void SimCluster::DisarmCrashes() {
+  for (auto& node : nodes_) node->crash_after_actions = -1;
+}
+
 void SimCluster::Command(const NodeId& id, OperatorCommand command) {
   Node& node = Find(id);
   if (!node.core) return;

@@ -70,6 +70,7 @@ class SimCluster {
   // The process dies after carrying out `actions` more actions: in the middle of a list, so
   // that whatever the core handed out after those is never done ("persist before acting").
   void CrashAfterActions(const NodeId& id, int actions);
+  void DisarmCrashes();  // forget every CrashAfterActions not yet fired
   // PlannedRestart and Shutdown stop the node once its actions are carried out.
   void Command(const NodeId& id, OperatorCommand command);
   void SetLink(LinkIndex link, const NodeId& from, const NodeId& to, bool up);
