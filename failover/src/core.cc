@@ -97,13 +97,15 @@ Actions FailoverCore::Tick(Instant now) {
     case EffectiveRole::kHoldOff:
       StepHoldOff(now, out);
       break;
-    case EffectiveRole::kFailed:
+    case EffectiveRole::kFailed: {
       // FAILED hands the service to a healthier node. With no primary left at all, serving
       // from here beats serving from nowhere: rejoin and take part in the election.
       // (After a grace of two detection windows: the node it handed over to needs a moment to
       // be heard as primary.)
+      // Nor while the node it handed over to is still heard: its promotion may be on the way.
+      const Peer* handed = handed_over_to_.empty() ? nullptr : FindPeer(handed_over_to_);
       if (AlivePrimary() == nullptr && !clock_jumped_this_step_ && failed_since_ &&
-          now - *failed_since_ > config_.LostAfter() * 2) {
+          now - *failed_since_ > config_.LostAfter() * 2 && (handed == nullptr || !handed->alive)) {
         ChangeRole(now, EffectiveRole::kSecondary,
                    "no primary left in the cluster: leaving FAILED to take part in the election",
                    out);
@@ -112,6 +114,7 @@ Actions FailoverCore::Tick(Instant now) {
         election_reason_ = "no primary in the cluster";
       }
       break;
+    }
     default:
       break;
   }
@@ -127,6 +130,9 @@ Actions FailoverCore::Receive(Instant now, const NodeId& from, LinkIndex link,
     out.push_back(Alert{"ignored a message from " + Quote(from) + " on link " +
                         std::to_string(link) + ": not a member of this cluster or no such link"});
     return out;
+  }
+  if (peer->slot_mismatch_reported && !std::holds_alternative<Heartbeat>(message)) {
+    return out;  // a peer that numbers the members differently: not to be acted on
   }
   std::visit(
       [&](const auto& m) {
@@ -771,6 +777,10 @@ void FailoverCore::RunElection(Instant now, Actions& out) {
 
 void FailoverCore::StartCampaign(Instant now, const std::string& reason, Actions& out) {
   if (clock_jumped_this_step_ || campaign_) return;
+  // Slots make epochs unique only if every node numbers the members alike.
+  for (const Peer& p : peers_) {
+    if (p.slot_mismatch_reported) return;
+  }
   const Epoch epoch = NextEpochFor(highest_epoch_seen_, slot_);
   if (!config_.QuorumRequired()) {
     Promote(now, reason, epoch, applied_, out);
@@ -783,7 +793,10 @@ void FailoverCore::StartCampaign(Instant now, const std::string& reason, Actions
   durable_.voted_round = epoch / kEpochSlots;
   durable_.voted_for = config_.self;
   Persist(out);
-  for (const Peer& p : peers_) Send(p.member.id, VoteRequest{epoch, applied_}, out);
+  // A take-over's candidate claims the old primary's last position: its promotion gate holds
+  // it back until it has applied that far, so the old primary can vote for it.
+  const Position claim = std::max(applied_, takeover_up_to_);
+  for (const Peer& p : peers_) Send(p.member.id, VoteRequest{epoch, claim}, out);
 }
 
 void FailoverCore::OnVoteRequest(Instant now, Peer& peer, const VoteRequest& request,
@@ -836,7 +849,7 @@ void FailoverCore::OnVote(Instant now, Peer& peer, const Vote& vote, Actions& ou
   Promote(now,
           won.reason + "; elected by " + std::to_string(won.votes.size()) + " of " +
               std::to_string(config_.members.size()) + " votes (" + voters + ")",
-          won.epoch, applied_, out);
+          won.epoch, std::max(applied_, takeover_up_to_), out);
 }
 
 // ---- Role changes ----
@@ -854,6 +867,7 @@ void FailoverCore::Promote(Instant now, const std::string& reason, Epoch epoch, 
   ready_ = false;
   awaiting_state_ = true;
   awaited_ = std::max(up_to, applied_);
+  takeover_up_to_ = Position{};
   out.push_back(AwaitState{awaited_});
   campaign_.reset();
   election_since_.reset();
@@ -957,26 +971,32 @@ void FailoverCore::OnHeartbeat(Instant now, Peer& peer, LinkIndex link, const He
   if (hb.slot != peer.slot) {
     if (!peer.slot_mismatch_reported) {
       peer.slot_mismatch_reported = true;
-      out.push_back(Alert{"ignoring " + Quote(peer.member.id) + ": it counts itself as member " +
-                          std::to_string(hb.slot) + ", this node's configuration says " +
-                          std::to_string(peer.slot) +
-                          "; every node must list the members in the same order"});
+      out.push_back(
+          Alert{"ignoring " + Quote(peer.member.id) + ": it counts itself as member " +
+                std::to_string(hb.slot) + ", this node's configuration says " +
+                std::to_string(peer.slot) +
+                "; every node must list the members in the same order (no promotion until then)"});
     }
     return;
   }
   peer.heard_on_link[link] = now;  // even an older copy shows that the link works
   // Within one boot of the peer, an older heartbeat (reordered, or the slower link's copy) is
   // older news. A heartbeat of another boot is taken: the peer restarted or was replaced.
-  if (peer.last && hb.sequence >> 32 == peer.last->sequence >> 32 &&
-      hb.sequence < peer.last->sequence) {
-    return;
+  if (peer.last && hb.sequence < peer.last->sequence) {
+    const bool same_boot = hb.sequence >> 32 == peer.last->sequence >> 32;
+    // A lower boot is a replaced unit (its boot count started again) only once the newer boot
+    // has been silent for a whole detection window; until then it is a delayed old message.
+    if (same_boot || now - peer.last_accepted <= config_.LostAfter()) return;
   }
   peer.last = hb;
+  peer.last_accepted = now;
   if (hb.role != EffectiveRole::kOff) peer.last_active_role = hb.role;
   highest_epoch_seen_ = std::max(highest_epoch_seen_, hb.epoch);
   if (hb.role == EffectiveRole::kPrimary && role_ != EffectiveRole::kPrimary) {
     AdoptEpoch(hb.epoch, out);
-    if (role_ == EffectiveRole::kHoldOff && hb.ready && peer.member.id == holdoff_from_) {
+    // Back means a new epoch: a delayed heartbeat sent before the hold-off does not count.
+    if (role_ == EffectiveRole::kHoldOff && hb.ready && peer.member.id == holdoff_from_ &&
+        hb.epoch > holdoff_epoch_) {
       holdoff_until_.reset();
       ChangeRole(now, EffectiveRole::kSecondary, "PRIMARY " + Quote(peer.member.id) + " is back",
                  out);
@@ -1063,6 +1083,15 @@ void FailoverCore::OnControl(Instant now, Peer& peer, const Control& c, Actions&
           reason = "taking the primary role back: " + restore_reason_;
         } else {
           reason = from + " handed the primary role over: " + c.reason;
+        }
+        if (config_.QuorumRequired()) {
+          // Promotion needs a majority even when handed over: otherwise a minority side could
+          // hand the role around in epochs the majority never agreed to. The old primary has
+          // stepped down, so it votes too.
+          takeover_up_to_ = std::max(takeover_up_to_, c.final_position);
+          campaign_.reset();
+          StartCampaign(now, reason, out);
+          return;
         }
         Promote(now, reason, NextEpochFor(highest_epoch_seen_, slot_), c.final_position, out);
       }

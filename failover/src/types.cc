@@ -93,10 +93,15 @@ Status ClusterConfig::Validate() const {
   if (lost_threshold < 1) return Status::InvalidArgument("lost_threshold: must be at least 1");
   if (holdoff_max <= Millis{0}) return Status::InvalidArgument("holdoff_max: must be positive");
   if (flap_max_changes < 1) return Status::InvalidArgument("flap_max_changes: at least 1");
-  if (max_tick_gap <= Millis{0} || max_tick_gap >= LostAfter()) {
+  if (max_tick_gap <= heartbeat_interval || max_tick_gap >= LostAfter()) {
     return Status::InvalidArgument(
-        "max_tick_gap: must be positive and below heartbeat_interval x lost_threshold (" +
-        std::to_string(LostAfter().count()) + " ms), or a stall could look like lost peers");
+        "max_tick_gap: must lie between heartbeat_interval (" +
+        std::to_string(heartbeat_interval.count()) +
+        " ms) and heartbeat_interval x "
+        "lost_threshold (" +
+        std::to_string(LostAfter().count()) +
+        " ms): above the first so that ticking normally is not a jump, below the second so "
+        "that a stall is not taken for lost peers");
   }
   return Status::Ok();
 }

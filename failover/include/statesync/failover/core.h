@@ -46,6 +46,9 @@ class FailoverCore {
   FailoverCore& operator=(const FailoverCore&) = delete;
 
   // Time passes: send heartbeats, notice lost peers and links, run elections and time-outs.
+  // REQUIRES: calls (Tick or any other) at most max_tick_gap apart, and in practice far more
+  // often (the daemon ticks every 10 ms): a longer gap counts as a clock jump, which moves
+  // every deadline, so a core ticked too rarely would never see a peer go.
   Actions Tick(Instant now);
   // A message from `from` arrived on `link`.
   Actions Receive(Instant now, const NodeId& from, LinkIndex link, const Message& message);
@@ -80,6 +83,7 @@ class FailoverCore {
     bool alive = false;
     bool was_lost = false;  // lost once: its return is news
     bool slot_mismatch_reported = false;
+    Instant last_accepted{0};                              // when its newest heartbeat was taken
     EffectiveRole last_active_role = EffectiveRole::kOff;  // its role before it went OFF
     std::optional<Heartbeat> last;
   };
@@ -157,7 +161,8 @@ class FailoverCore {
   bool in_sync_ = false;
   bool ready_ = false;
   bool awaiting_state_ = false;
-  Position awaited_;  // the promotion gate: the position the old primary reached
+  Position awaited_;         // the promotion gate: the position the old primary reached
+  Position takeover_up_to_;  // a take-over's final position, kept while its campaign runs
   Epoch epoch_at_boot_ = 0;
   std::vector<std::pair<std::string, bool>> monitors_;
 
