@@ -99,19 +99,16 @@ Actions FailoverCore::Tick(Instant now) {
       break;
     case EffectiveRole::kFailed: {
       // FAILED hands the service to a healthier node. With no primary left at all, serving
-      // from here beats serving from nowhere: rejoin and take part in the election.
-      // (After a grace of two detection windows: the node it handed over to needs a moment to
-      // be heard as primary.)
-      // Nor while the node it handed over to is still heard: its promotion may be on the way.
+      // from here beats serving from nowhere: rejoin and take part in the election. Not within
+      // two detection windows of failing, nor while the node it handed over to is still heard:
+      // that node's promotion may be on its way.
       const Peer* handed = handed_over_to_.empty() ? nullptr : FindPeer(handed_over_to_);
       if (AlivePrimary() == nullptr && !clock_jumped_this_step_ && failed_since_ &&
           now - *failed_since_ > config_.LostAfter() * 2 && (handed == nullptr || !handed->alive)) {
         ChangeRole(now, EffectiveRole::kSecondary,
                    "no primary left in the cluster: leaving FAILED to take part in the election",
                    out);
-        election_since_ = now;
-        election_jitter_ = Millis(random_() % config_.heartbeat_interval.count());
-        election_reason_ = "no primary in the cluster";
+        StartElectionWait(now, "no primary in the cluster");
       }
       break;
     }
@@ -203,9 +200,7 @@ Actions FailoverCore::RemoteChecks(Instant now, std::span<const ServiceCheck> ch
   } else if (role_ == EffectiveRole::kFailed && !failed && any_ok) {
     ChangeRole(now, EffectiveRole::kSecondary, "remote problem recovered (" + summary + ")", out);
     if (config_.on_failure == OnFailure::kRestoreRole && self_.role == ConfiguredRole::kPrimary) {
-      restore_pending_ = true;
-      restore_voluntary_ = true;
-      restore_reason_ = "recovery after a remote problem";
+      PlanRestore("recovery after a remote problem", true);
     }
   }
   return out;
@@ -262,9 +257,7 @@ Actions FailoverCore::Command(Instant now, OperatorCommand command, Millis holdo
         if (role_ == EffectiveRole::kPrimary) {
           out.push_back(Alert{"restore-role: already in the configured role 'primary'"});
         } else {
-          restore_pending_ = true;
-          restore_voluntary_ = false;
-          restore_reason_ = reason;
+          PlanRestore(reason, false);
           if (AlivePrimary() == nullptr) StartCampaign(now, reason, out);
         }
       } else if (role_ == EffectiveRole::kPrimary) {
@@ -320,12 +313,7 @@ Actions FailoverCore::Command(Instant now, OperatorCommand command, Millis holdo
         const Epoch epoch = durable_.epoch;
         const Peer* best = BestSecondaryPeer(false);
         StepDown(now, EffectiveRole::kOff, reason, out);
-        if (best != nullptr) {
-          handed_over_to_ = best->member.id;
-          handed_over_epoch_ = epoch;
-          Send(best->member.id, Control{ControlKind::kTakeOver, epoch, Millis{0}, reason, applied_},
-               out);
-        }
+        if (best != nullptr) SendTakeOver(best->member.id, epoch, reason, out);
       } else if (role_ != EffectiveRole::kOff) {
         ChangeRole(now, EffectiveRole::kOff, reason, out);
       }
@@ -495,9 +483,7 @@ void FailoverCore::UpdateLiveness(Instant now, Actions& out) {
                                Seconds(lost_after);
       out.push_back(Alert{text});
       if (role_ == EffectiveRole::kSecondary && following_ == p.member.id) {
-        election_since_ = now;
-        election_jitter_ = Millis(random_() % config_.heartbeat_interval.count());
-        election_reason_ = text;
+        StartElectionWait(now, text);
       }
     } else if (p.was_lost) {
       out.push_back(Alert{role_name + " heartbeat appeared from " + Quote(p.member.id)});
@@ -534,13 +520,9 @@ void FailoverCore::FinishStartup(Instant now, Actions& out) {
   if (returning_from_planned_) reason = "back from a planned restart";
   if (recovered_from_failure_) reason = "recovered after a failure, no primary in the cluster";
   ChangeRole(now, EffectiveRole::kSecondary, reason, out);
-  election_since_ = now;
-  election_jitter_ = Millis(random_() % config_.heartbeat_interval.count());
-  election_reason_ = reason;
+  StartElectionWait(now, reason);
   if (recovered_from_failure_ && config_.on_failure == OnFailure::kRestoreRole) {
-    restore_pending_ = true;
-    restore_voluntary_ = true;
-    restore_reason_ = "recovery after a restart";
+    PlanRestore("recovery after a restart", true);
   }
   // The configured primary of a new cluster (nothing persisted yet) starts as primary. Later
   // starts go through the ranking, so the freshest node wins after a whole-cluster outage.
@@ -573,9 +555,7 @@ void FailoverCore::ApplyRecoveryPolicy(Instant now, const Peer& primary, Actions
                      "; on_failure is restore_role: taking the role back once "
                      "caught up",
                  out);
-      restore_pending_ = true;
-      restore_voluntary_ = true;
-      restore_reason_ = "recovery after a restart";
+      PlanRestore("recovery after a restart", true);
       break;
     case OnFailure::kBecomeSecondary:
       ChangeRole(now, EffectiveRole::kSecondary,
@@ -640,9 +620,7 @@ void FailoverCore::StepHoldOff(Instant now, Actions& out) {
                              " did not return within " + Seconds(config_.holdoff_max);
   ChangeRole(now, EffectiveRole::kSecondary, reason, out);
   if (primary == nullptr) {
-    election_since_ = now;
-    election_jitter_ = Millis(random_() % config_.heartbeat_interval.count());
-    election_reason_ = reason;
+    StartElectionWait(now, reason);
     StepSecondary(now, out);
   }
 }
@@ -678,12 +656,11 @@ void FailoverCore::StepPrimary(Instant now, Actions& out) {
                           Quote(p.member.id) + " steps down (" + why + ")"});
     }
   }
-  // 2. With three or more members, a primary that no longer hears a majority steps down:
-  // the majority may already have elected another.
+  // 2. With three or more members, a primary that no longer hears a majority steps down: the
+  // majority may already have elected another, and then what this node wrote since the fork is
+  // divergent. Replication quarantines only what lies beyond the fork point, so marking too
+  // much loses nothing.
   if (quorum && AliveMembers() * 2 <= config_.members.size()) {
-    // The majority may have elected another primary: what this node wrote from now on (or
-    // since the other's fork) is divergent if so. Replication quarantines only what lies
-    // beyond the fork point, so marking too much loses nothing.
     out.push_back(Quarantine{durable_.epoch});
     StepDown(now, EffectiveRole::kSecondary,
              "lost contact with the majority: " + std::to_string(AliveMembers()) + " of " +
@@ -733,23 +710,19 @@ void FailoverCore::RunElection(Instant now, Actions& out) {
                         std::to_string(campaign_->votes.size()) + " of " +
                         std::to_string(config_.members.size()) + " votes; trying again"});
     campaign_.reset();
-    election_since_ = now;
-    election_jitter_ = Millis(random_() % config_.heartbeat_interval.count());
+    StartElectionWait(now, election_reason_);
   }
   // A peer that still hears a primary we do not: our link to it failed, not the primary.
   for (const Peer& p : peers_) {
     if (p.alive && p.last && p.last->role == EffectiveRole::kSecondary &&
         !p.last->following.empty() && p.last->following != config_.self) {
-      const auto followed = std::find_if(peers_.begin(), peers_.end(), [&](const Peer& q) {
-        return q.member.id == p.last->following;
-      });
-      if (followed != peers_.end() && !followed->alive) return;
+      const Peer* followed = FindPeer(p.last->following);
+      if (followed != nullptr && !followed->alive) return;
     }
   }
   if (!election_since_) {
-    election_since_ = now;
-    election_jitter_ = Millis(random_() % config_.heartbeat_interval.count());
-    if (election_reason_.empty()) election_reason_ = "no primary in the cluster";
+    StartElectionWait(now, election_reason_.empty() ? std::string("no primary in the cluster")
+                                                    : election_reason_);
   }
   // Rank the candidates: this node and every alive secondary data node.
   const Candidate me = SelfCandidate(now);
@@ -899,10 +872,27 @@ void FailoverCore::StepDown(Instant now, EffectiveRole to, const std::string& re
 void FailoverCore::HandOver(Instant now, const Peer& to, const std::string& reason, Actions& out) {
   const Epoch epoch = durable_.epoch;
   StepDown(now, EffectiveRole::kSecondary, reason, out);
-  handed_over_to_ = to.member.id;
-  handed_over_epoch_ = epoch;
-  Send(to.member.id, Control{ControlKind::kTakeOver, epoch, Millis{0}, reason, applied_}, out);
+  SendTakeOver(to.member.id, epoch, reason, out);
   handover_wait_until_ = now + config_.LostAfter() * 2;
+}
+
+void FailoverCore::SendTakeOver(const NodeId& to, Epoch epoch, const std::string& reason,
+                                Actions& out) {
+  handed_over_to_ = to;
+  handed_over_epoch_ = epoch;
+  Send(to, Control{ControlKind::kTakeOver, epoch, Millis{0}, reason, applied_}, out);
+}
+
+void FailoverCore::StartElectionWait(Instant now, const std::string& reason) {
+  election_since_ = now;
+  election_jitter_ = Millis(random_() % config_.heartbeat_interval.count());
+  election_reason_ = reason;
+}
+
+void FailoverCore::PlanRestore(const std::string& reason, bool voluntary) {
+  restore_pending_ = true;
+  restore_voluntary_ = voluntary;
+  restore_reason_ = reason;
 }
 
 void FailoverCore::TakeNewEpoch(Epoch seen, const std::string& seen_on, Actions& out) {
@@ -980,8 +970,7 @@ void FailoverCore::OnHeartbeat(Instant now, Peer& peer, LinkIndex link, const He
     return;
   }
   peer.heard_on_link[link] = now;  // even an older copy shows that the link works
-  // Within one boot of the peer, an older heartbeat (reordered, or the slower link's copy) is
-  // older news. A heartbeat of another boot is taken: the peer restarted or was replaced.
+  // An older heartbeat (reordered, or the slower link's copy) is older news.
   if (peer.last && hb.sequence < peer.last->sequence) {
     const bool same_boot = hb.sequence >> 32 == peer.last->sequence >> 32;
     // A lower boot is a replaced unit (its boot count started again) only once the newer boot
@@ -1041,15 +1030,12 @@ void FailoverCore::OnControl(Instant now, Peer& peer, const Control& c, Actions&
                      " reports " + c.reason,
                  out);
         if (to == EffectiveRole::kOff) off_latched_ = true;
-        handed_over_to_ = peer.member.id;
-        handed_over_epoch_ = c.epoch;
-      }
-      if ((role_ == EffectiveRole::kFailed || role_ == EffectiveRole::kOff) &&
-          handed_over_to_ == peer.member.id && handed_over_epoch_ == c.epoch) {
+        SendTakeOver(peer.member.id, c.epoch, c.reason, out);
+      } else if ((role_ == EffectiveRole::kFailed || role_ == EffectiveRole::kOff) &&
+                 handed_over_to_ == peer.member.id && handed_over_epoch_ == c.epoch) {
         // A repeated request whose first answer was lost. Only the node handed to gets it:
         // two take-overs would make two primaries.
-        Send(peer.member.id,
-             Control{ControlKind::kTakeOver, c.epoch, Millis{0}, c.reason, applied_}, out);
+        SendTakeOver(peer.member.id, c.epoch, c.reason, out);
       }
       return;
     case ControlKind::kSwitchRequest:
@@ -1065,8 +1051,7 @@ void FailoverCore::OnControl(Instant now, Peer& peer, const Control& c, Actions&
         HandOver(now, peer, "SECONDARY asks us to switch roles (" + c.reason + ")", out);
       } else if (role_ == EffectiveRole::kSecondary && handover_wait_until_ &&
                  handed_over_to_ == peer.member.id && handed_over_epoch_ == c.epoch) {
-        Send(peer.member.id,
-             Control{ControlKind::kTakeOver, c.epoch, Millis{0}, c.reason, applied_}, out);
+        SendTakeOver(peer.member.id, c.epoch, c.reason, out);
       }
       return;
     case ControlKind::kTakeOver:
@@ -1123,7 +1108,11 @@ void FailoverCore::RequestFail(Instant now, Actions& out) {
 // ---- Queries ----
 
 FailoverCore::Peer* FailoverCore::FindPeer(const NodeId& id) {
-  for (Peer& p : peers_) {
+  return const_cast<Peer*>(std::as_const(*this).FindPeer(id));
+}
+
+const FailoverCore::Peer* FailoverCore::FindPeer(const NodeId& id) const {
+  for (const Peer& p : peers_) {
     if (p.member.id == id) return &p;
   }
   return nullptr;

@@ -160,6 +160,13 @@ void SimCluster::Step() {
   }
 }
 
+bool SimCluster::Reachable(const NodeId& from, const NodeId& to) const {
+  for (const auto& link : link_up_) {
+    if (link[Index(from)][Index(to)]) return true;
+  }
+  return false;
+}
+
 void SimCluster::Replicate(Node& node) {
   const Instant local = LocalNow(node);
   FailoverCore& core = *node.core;
@@ -171,9 +178,8 @@ void SimCluster::Replicate(Node& node) {
     in_sync = true;
   } else if (!node.following.empty() && node.following != node.id) {
     const Node& source = Find(node.following);
-    bool reachable = false;
-    for (const auto& link : link_up_) reachable |= link[Index(source.id)][Index(node.id)];
-    if (source.core && source.core->role() == EffectiveRole::kPrimary && reachable) {
+    if (source.core && source.core->role() == EffectiveRole::kPrimary &&
+        Reachable(source.id, node.id)) {
       // Catch up at a bounded rate, so that a node that was away needs time to be in sync.
       if (source.applied > node.applied) {
         if (source.applied.seq > node.applied.seq + options_.catch_up_per_step) {
@@ -194,9 +200,7 @@ void SimCluster::Replicate(Node& node) {
     // Drain what the old primary wrote before it handed over, if it can still be reached.
     for (const auto& other : nodes_) {
       if (other.get() == &node || !other->core || other->applied < node.await_up_to) continue;
-      bool reachable = false;
-      for (const auto& link : link_up_) reachable |= link[Index(other->id)][Index(node.id)];
-      if (reachable) node.applied = std::max(node.applied, node.await_up_to);
+      if (Reachable(other->id, node.id)) node.applied = std::max(node.applied, node.await_up_to);
     }
     Execute(node, node.core->StateApplied(local, node.applied));
   }

@@ -105,6 +105,7 @@ class SimCluster {
   void Execute(Node& node, Actions actions);
   void Transmit(const NodeId& from, const SendMessage& send);
   void Replicate(Node& node);
+  bool Reachable(const NodeId& from, const NodeId& to) const;  // on any link, that direction
 
   ClusterConfig config_;
   std::vector<std::string> monitors_;

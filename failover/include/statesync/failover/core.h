@@ -127,6 +127,12 @@ class FailoverCore {
   const Peer* BestSecondaryPeer(bool require_more_monitors) const;
 
   Peer* FindPeer(const NodeId& id);
+  const Peer* FindPeer(const NodeId& id) const;
+  // Hands the primary role to `to` (the one node that may then repeat-ask for it).
+  void SendTakeOver(const NodeId& to, Epoch epoch, const std::string& reason, Actions& out);
+  // A secondary starts looking for a primary: the rank delay counts from now, plus a jitter.
+  void StartElectionWait(Instant now, const std::string& reason);
+  void PlanRestore(const std::string& reason, bool voluntary);
   const Peer* AlivePrimary() const;  // the alive peer that claims PRIMARY with the newest epoch
   Candidate SelfCandidate(Instant now) const;
   static Candidate PeerCandidate(const Peer& peer);
