@@ -19,7 +19,10 @@
 // STATESYNC_BENCH_A_RECORDS sets another count), STATESYNC_BENCH_LAG_RATE=R runs the lag case at
 // R records/s instead of half of (a)'s measured rate, STATESYNC_BENCH_LAG_DUMP=PATH writes every
 // lag sample ("seconds since start,lag ms") to PATH.csv and PATH.blobs.csv, and
-// STATESYNC_BENCH_NO_MATERIALIZE=1 turns both stores' materializers off (the hot path alone).
+// STATESYNC_BENCH_NO_MATERIALIZE=1 turns both stores' materializers off (the hot path alone),
+// and STATESYNC_BENCH_NAIVE_TUNED_ALLOCATOR=1 gives the baseline's receiver the allocator setting
+// statesync's processes use (TuneProcessAllocator), STATESYNC_BENCH_DEFAULT_ALLOCATOR=1 keeps
+// statesync's processes on the C library's defaults.
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
 #include <signal.h>
@@ -711,6 +714,15 @@ int Main(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   statesync::bench::g_self = argv[0];
+  // The naive receiver keeps the C library's defaults unless asked (a side measurement, to
+  // show what the allocator setting alone is worth); statesync's processes use the setting
+  // that statesyncd uses.
+  const bool naive = argc == 6 && std::string(argv[1]) == "--naive-receiver";
+  const bool tune = naive ? std::getenv("STATESYNC_BENCH_NAIVE_TUNED_ALLOCATOR") != nullptr
+                          : std::getenv("STATESYNC_BENCH_DEFAULT_ALLOCATOR") == nullptr;
+  if (tune) {
+    statesync::TuneProcessAllocator();
+  }
   if (argc == 5 && std::string(argv[1]) == "--subordinate") {
     return statesync::bench::RunSubordinate(argv[2], argv[3], argv[4]);
   }

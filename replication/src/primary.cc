@@ -621,11 +621,12 @@ class Primary::Impl {
       }
       // 2. From the journal.
       std::vector<JournalBatch> batches;
-      Status st = store_.ReadJournal(
-          p.sent_seq, std::min<std::uint64_t>(p.credit(), 16) * o_.batch_max_bytes, &batches);
+      const std::size_t batches_wanted = std::min<std::uint64_t>(p.credit(), 16);
+      Status st = store_.ReadJournal(p.sent_seq, batches_wanted * o_.batch_max_bytes, &batches,
+                                     batches_wanted);
       if (st.code() == Status::Code::kNotFound) {
-        spdlog::info("{}: {} is at seq {}, which the journal no longer holds: snapshot", o_.node_id,
-                     p.id, p.sent_seq);
+        spdlog::info("{}: {} is at seq {}, which the journal no longer holds ({}): snapshot",
+                     o_.node_id, p.id, p.sent_seq, st.message());
         p.state = PeerStatus::State::kSnapshot;
         return false;
       }

@@ -7,9 +7,13 @@
 #include <rocksdb/options.h>
 #include <rocksdb/sst_file_writer.h>
 #include <rocksdb/table.h>
+#include <rocksdb/transaction_log.h>
 #include <rocksdb/write_batch.h>
 #include <xxhash.h>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <pthread.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -30,7 +34,6 @@ namespace statesync {
 namespace {
 
 constexpr char kMetaCf[] = "meta";
-constexpr char kBacklogCf[] = "backlog";
 constexpr char kBacklogIndexCf[] = "backlog_index";
 constexpr char kBlobLaneCf[] = "blob_lane";
 constexpr char kQuarantineCf[] = "quarantine";
@@ -82,10 +85,15 @@ std::string_view ToView(const rocksdb::Slice& s) {
   return {s.data(), s.size()};
 }
 
-// Journal keys: 'd' + first seq in the backlog family (the frame) and 'i' + first seq in the
-// backlog_index family (last position, time written, frame size), so that opening a store reads
-// only the index, never the frames. Apart, the frames' keys only grow: flushed files never
-// overlap, so compactions move them without rewriting, and trimming drops whole files.
+// Journal index keys: 'i' + first seq in the backlog_index family (last position, time written,
+// frame size, where the frame is in the WAL), so that opening a store reads only the index.
+constexpr std::size_t kWalReadersKept = 4;
+// A reader of the journal's frames in the WAL, and where it stands.
+struct WalReader {
+  std::unique_ptr<rocksdb::TransactionLogIterator> it;
+  Seq next = 0;                          // the journal seq it reads next
+  rocksdb::SequenceNumber last_seq = 0;  // RocksDB's, of the last batch it read
+};
 std::string JournalKey(char kind, Seq first) {
   std::string k(1, kind);
   PutU64(k, first);
@@ -114,13 +122,68 @@ struct JournalIndexEntry {
   Position last;
   std::int64_t written_ms = 0;
   std::uint64_t bytes = 0;
+  // RocksDB's sequence number at or before the write holding the frame: where a WAL read starts.
+  rocksdb::SequenceNumber wal_seq = 0;
 };
 std::string EncodeIndexEntry(const JournalIndexEntry& e) {
   std::string v = EncodePosition(e.last);
   PutU64(v, static_cast<std::uint64_t>(e.written_ms));
   PutU64(v, e.bytes);
+  PutU64(v, e.wal_seq);
   return v;
 }
+
+// Collects the journal frames of the WAL's write batches: an Append writes its index entry and
+// then its frame (as log data), so each frame follows the index key naming its first seq.
+class FrameCollector : public rocksdb::WriteBatch::Handler {
+ public:
+  explicit FrameCollector(std::uint32_t index_cf) : index_cf_(index_cf) {}
+  struct Frame {
+    Seq first;
+    rocksdb::SequenceNumber wal_seq;  // from its index entry: tells this append from any other
+    std::string_view frame;           // into the batch being iterated
+  };
+  std::vector<Frame> frames;
+
+  rocksdb::Status PutCF(std::uint32_t cf, const rocksdb::Slice& key,
+                        const rocksdb::Slice& value) override {
+    pending_.reset();
+    if (cf == index_cf_ && key.size() == 9 && key[0] == 'i' && value.size() == 40) {
+      pending_ = Frame{GetU64(ToView(key), 1), GetU64(ToView(value), 32), {}};
+    }
+    return rocksdb::Status::OK();
+  }
+  void LogData(const rocksdb::Slice& blob) override {
+    if (pending_) frames.push_back({pending_->first, pending_->wal_seq, ToView(blob)});
+    pending_.reset();
+  }
+  // The other records of the WAL (tables, meta, deletions, the blob lane) are not the journal's.
+  rocksdb::Status DeleteCF(std::uint32_t, const rocksdb::Slice&) override { return Skip(); }
+  rocksdb::Status SingleDeleteCF(std::uint32_t, const rocksdb::Slice&) override { return Skip(); }
+  rocksdb::Status DeleteRangeCF(std::uint32_t, const rocksdb::Slice&,
+                                const rocksdb::Slice&) override {
+    return Skip();
+  }
+  rocksdb::Status MergeCF(std::uint32_t, const rocksdb::Slice&, const rocksdb::Slice&) override {
+    return Skip();
+  }
+  rocksdb::Status PutBlobIndexCF(std::uint32_t, const rocksdb::Slice&,
+                                 const rocksdb::Slice&) override {
+    return Skip();
+  }
+  rocksdb::Status PutEntityCF(std::uint32_t, const rocksdb::Slice&,
+                              const rocksdb::Slice&) override {
+    return Skip();
+  }
+
+ private:
+  rocksdb::Status Skip() {
+    pending_.reset();
+    return rocksdb::Status::OK();
+  }
+  std::uint32_t index_cf_;
+  std::optional<Frame> pending_;
+};
 
 // Blob lane keys: 'c' + seq + offset (a chunk), 'm' + seq (the info of a complete blob),
 // 'i' + blob id (its seq).
@@ -222,13 +285,20 @@ rocksdb::DBOptions MakeDbOptions(const StoreOptions& o) {
   rocksdb::DBOptions db;
   db.create_if_missing = true;
   db.create_missing_column_families = true;
+  // The journal's frames live in the WAL (Store::Impl::Append): WAL files that leave the live
+  // set go to archive/ and stay there until Trim deletes the ones no journal batch needs. The
+  // size limit only turns archiving on; RocksDB never reaches it.
+  db.WAL_size_limit_MB = 1ull << 40;
   if (!o.tuned) return db;
   // Four background jobs and two subcompactions on a 2-core machine: while the writer waits
   // for a flush, flushes and compactions can use both cores (measured: +30 % at 10M records).
   db.max_background_jobs = 4;
   db.max_subcompactions = 2;
   db.bytes_per_sync = 1 << 20;
-  db.wal_bytes_per_sync = 0;
+  // The WAL is written back to the disk as it grows, not all at once: each flush fsyncs the WAL
+  // files it closes (several column families), and a whole file of dirty pages at once held
+  // up the appends around it (lag spikes of 20-80 ms at every WAL rotation, measured).
+  db.wal_bytes_per_sync = 4 << 20;
   db.max_total_wal_size = 2 * o.memtable_budget_bytes;
   db.avoid_unnecessary_blocking_io = true;
   db.allow_concurrent_memtable_write =
@@ -236,7 +306,7 @@ rocksdb::DBOptions MakeDbOptions(const StoreOptions& o) {
   return db;
 }
 
-enum class CfKind { kTable, kBlobs, kJournal, kBlobLane, kSmall };
+enum class CfKind { kTable, kBlobs, kBlobLane, kSmall };
 
 // Options for one column family. The write pattern of a table is a stream of batches of mostly
 // distinct keys, with point reads rare (start-up reads everything with an iterator). A profile
@@ -254,19 +324,6 @@ rocksdb::ColumnFamilyOptions MakeCfOptions(const StoreOptions& o, CfKind kind) {
     cf.min_blob_size = o.blob_min_bytes;
     cf.blob_file_size = 256ull << 20;
     cf.enable_blob_garbage_collection = true;
-  }
-  if (kind == CfKind::kJournal) {
-    // Keys grow with seq, so flushed files never overlap and levelled compaction only moves
-    // them (no rewrite); trimming deletes ranges. Large blocks hold whole batch frames, and XXH3
-    // checksums spare this build's software CRC32C.
-    rocksdb::BlockBasedTableOptions bbt;
-    bbt.block_size = 256 << 10;
-    bbt.checksum = rocksdb::kXXH3;
-    cf.table_factory.reset(rocksdb::NewBlockBasedTableFactory(bbt));
-    cf.compression = rocksdb::kNoCompression;
-    cf.write_buffer_size = std::max<std::uint64_t>(8ull << 20, o.memtable_budget_bytes / 8);
-    cf.max_write_buffer_number = 4;
-    return cf;
   }
   if (!o.tuned) return cf;
   constexpr int kMemtables = 8;
@@ -315,7 +372,6 @@ rocksdb::ColumnFamilyOptions MakeCfOptions(const StoreOptions& o, CfKind kind) {
 }
 
 CfKind KindOf(const std::string& name) {
-  if (name == kBacklogCf) return CfKind::kJournal;
   if (name == kBlobLaneCf) return CfKind::kBlobLane;
   if (name == TableName(TableId::kBlobs)) return CfKind::kBlobs;
   if (TableFromCfName(name)) return CfKind::kTable;
@@ -380,7 +436,6 @@ class Store::Impl {
     };
     want(rocksdb::kDefaultColumnFamilyName);
     want(kMetaCf);
-    want(kBacklogCf);
     want(kBacklogIndexCf);
     want(kBlobLaneCf);
     want(kQuarantineCf);
@@ -396,7 +451,6 @@ class Store::Impl {
     db_.reset(db);
     for (std::size_t i = 0; i < names.size(); ++i) {
       if (names[i] == kMetaCf) meta_ = handles_[i];
-      if (names[i] == kBacklogCf) journal_cf_ = handles_[i];
       if (names[i] == kBacklogIndexCf) journal_index_cf_ = handles_[i];
       if (names[i] == kBlobLaneCf) blob_cf_ = handles_[i];
       if (names[i] == kQuarantineCf) quarantine_cf_ = handles_[i];
@@ -426,12 +480,20 @@ class Store::Impl {
       return Status::FailedPrecondition("a batch starting at " + ToString(first) +
                                         " does not follow the head " + ToString(head));
     }
-    JournalIndexEntry e{first.seq, last, now.time_since_epoch().count(), frame.size()};
+    // The frame is log data: it is written to the WAL only, never to a memtable or a table
+    // file. That halves what the journal writes and copies, and no flush of frames competes
+    // with the stream (docs/BENCHMARKS.md). ReadJournal reads it back from the WAL, starting
+    // at the sequence number recorded here (a lower bound: other writers may come between).
+    JournalIndexEntry e{first.seq, last, now.time_since_epoch().count(), frame.size(),
+                        db_->GetLatestSequenceNumber() + 1};
     rocksdb::WriteBatch batch(frame.size() + 256);
+    // The index entry first: FrameCollector takes the log data after it as its frame.
     rocksdb::Status s =
-        batch.Put(journal_cf_, JournalKey('d', first.seq),
-                  rocksdb::Slice(reinterpret_cast<const char*>(frame.data()), frame.size()));
-    if (s.ok()) s = batch.Put(journal_index_cf_, JournalKey('i', first.seq), EncodeIndexEntry(e));
+        batch.Put(journal_index_cf_, JournalKey('i', first.seq), EncodeIndexEntry(e));
+    if (s.ok()) {
+      s = batch.PutLogData(
+          rocksdb::Slice(reinterpret_cast<const char*>(frame.data()), frame.size()));
+    }
     if (s.ok()) s = batch.Put(meta_, kAppliedKey, EncodePosition(last));
     std::vector<Position> history = this->history();
     const bool new_epoch = history.empty() || history.back().epoch < first.epoch;
@@ -442,11 +504,20 @@ class Store::Impl {
     if (!s.ok()) return FromRocks(s, "cannot build the journal write");
     s = db_->Write(write_options_, &batch);
     if (!s.ok()) return FromRocks(s, "cannot append a batch to the journal");
+    RotateWalEvery(frame.size());
+    auto cached = std::make_shared<const std::string>(reinterpret_cast<const char*>(frame.data()),
+                                                      frame.size());
     {
       std::lock_guard lock(state_mu_);
       applied_ = last;
       if (new_epoch) history_ = std::move(history);
       journal_.push_back(e);
+      recent_frames_.push_back({first.seq, std::move(cached)});
+      recent_frames_bytes_ += frame.size();
+      while (recent_frames_bytes_ > options_.journal_cache_bytes && !recent_frames_.empty()) {
+        recent_frames_bytes_ -= recent_frames_.front().frame->size();
+        recent_frames_.pop_front();
+      }
       journal_bytes_ += e.bytes;
       unmaterialized_bytes_ += e.bytes;
       last_append_ = std::chrono::steady_clock::now();
@@ -470,9 +541,11 @@ class Store::Impl {
     return state_cv_.wait_for(lock, timeout, [&] { return materialized_ >= p; });
   }
 
-  Status ReadJournal(Seq after, std::size_t max_bytes, std::vector<JournalBatch>* out) const {
+  Status ReadJournal(Seq after, std::size_t max_bytes, std::vector<JournalBatch>* out,
+                     std::size_t max_batches = SIZE_MAX) const {
     out->clear();
     Seq from = 0;
+    rocksdb::SequenceNumber wal_seq = 0;
     {
       std::lock_guard lock(state_mu_);
       // The batch holding after + 1: the last whose first seq is <= after + 1.
@@ -493,31 +566,165 @@ class Store::Impl {
         if (++it == journal_.end()) return Status::Ok();
       }
       from = it->first;
-    }
-    rocksdb::ReadOptions ro;
-    ro.fill_cache = false;
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, journal_cf_));
-    std::size_t bytes = 0;
-    for (it->Seek(JournalKey('d', from)); it->Valid(); it->Next()) {
-      const std::string_view key = ToView(it->key());
-      if (key.size() != 9 || key[0] != 'd') break;
-      JournalBatch b;
-      b.first.seq = GetU64(key, 1);
-      {
-        std::lock_guard lock(state_mu_);
-        auto e = std::lower_bound(journal_.begin(), journal_.end(), b.first.seq,
-                                  [](const JournalIndexEntry& e, Seq s) { return e.first < s; });
-        if (e == journal_.end() || e->first != b.first.seq) break;  // trimmed meanwhile
-        b.last = e->last;
-        b.first.epoch = e->last.epoch;
-        b.written = TimePoint(std::chrono::milliseconds(e->written_ms));
+      wal_seq = it->wal_seq;
+      if (!recent_frames_.empty() && recent_frames_.front().first <= from) {
+        return ReadRecentFramesLocked(it, max_bytes, max_batches, out);
       }
-      b.frame.assign(it->value().data(), it->value().size());
+    }
+    return ReadFramesFromWal(from, wal_seq, max_bytes, max_batches, out);
+  }
+
+  // Reads from the frames kept in memory, from the index entry `it` on. REQUIRES: state_mu_,
+  // and recent_frames_ holds it.
+  Status ReadRecentFramesLocked(std::deque<JournalIndexEntry>::const_iterator it,
+                                std::size_t max_bytes, std::size_t max_batches,
+                                std::vector<JournalBatch>* out) const {
+    auto f = std::lower_bound(recent_frames_.begin(), recent_frames_.end(), it->first,
+                              [](const RecentFrame& r, Seq s) { return r.first < s; });
+    std::size_t bytes = 0;
+    for (; it != journal_.end() && f != recent_frames_.end() && bytes < max_bytes &&
+           out->size() < max_batches;
+         ++it, ++f) {
+      if (f->first != it->first) {
+        return Status::Corruption("the journal's frames in memory do not follow its index at seq " +
+                                  std::to_string(it->first));
+      }
+      JournalBatch b;
+      b.first = {it->last.epoch, it->first};
+      b.last = it->last;
+      b.written = TimePoint(std::chrono::milliseconds(it->written_ms));
+      b.frame = *f->frame;
       bytes += b.frame.size();
       out->push_back(std::move(b));
-      if (bytes >= max_bytes) break;
     }
-    if (!it->status().ok()) return FromRocks(it->status(), "cannot read the journal");
+    return Status::Ok();
+  }
+
+  // Reads the frames of the batches from `from` on out of the WAL, starting at `wal_seq`.
+  Status ReadFramesFromWal(Seq from, rocksdb::SequenceNumber wal_seq, std::size_t max_bytes,
+                           std::size_t max_batches, std::vector<JournalBatch>* out) const {
+    // Readers are kept between calls: the materializer and each subordinate catching up read on
+    // from where they stopped, while a new reader reads a WAL file from its start to find a
+    // position.
+    WalReader reader;
+    std::uint64_t generation = 0;
+    {
+      std::lock_guard lock(wal_readers_mu_);
+      generation = wal_readers_generation_;
+      auto it = std::find_if(wal_readers_.begin(), wal_readers_.end(),
+                             [from](const WalReader& r) { return r.next == from; });
+      if (it != wal_readers_.end()) {
+        reader = std::move(*it);
+        wal_readers_.erase(it);
+      }
+    }
+    const bool reused = reader.it != nullptr;
+    bool misplaced = false;
+    Status st = ReadFrames(reader, from, wal_seq, max_bytes, max_batches, reused, out, &misplaced);
+    if (misplaced) {
+      // The kept reader was not where it should be: read again from the index's position.
+      out->clear();
+      st = ReadFrames(reader, from, wal_seq, max_bytes, max_batches, false, out, &misplaced);
+    }
+    if (st.ok() && reader.it) {
+      std::lock_guard lock(wal_readers_mu_);
+      if (generation == wal_readers_generation_) {
+        if (wal_readers_.size() >= kWalReadersKept) wal_readers_.erase(wal_readers_.begin());
+        wal_readers_.push_back(std::move(reader));
+      }
+    }
+    return st;
+  }
+
+  Status ReadFrames(WalReader& reader, Seq from, rocksdb::SequenceNumber wal_seq,
+                    std::size_t max_bytes, std::size_t max_batches, bool reuse,
+                    std::vector<JournalBatch>* out, bool* misplaced) const {
+    if (!reuse) {
+      reader.it.reset();
+      reader.last_seq = 0;
+      rocksdb::Status s = db_->GetUpdatesSince(wal_seq, &reader.it);
+      if (!s.ok()) {
+        reader.it.reset();
+        return Status::NotFound("the WAL no longer holds the journal batch at seq " +
+                                std::to_string(from) + ": " + s.ToString());
+      }
+    }
+    std::size_t bytes = 0;
+    Seq next = from;
+    int reseeks = 0;
+    while (reader.it && bytes < max_bytes && out->size() < max_batches) {
+      if (!reader.it->Valid()) {
+        // RocksDB's reader stops at a gap in the sequence numbers, which writes that bypass
+        // the WAL leave (an ingested table file, a snapshot's records): go on after it.
+        const rocksdb::Status why = reader.it->status();
+        if (why.ok() || why.IsTryAgain() || reader.last_seq == 0 || ++reseeks > 64) break;
+        std::unique_ptr<rocksdb::TransactionLogIterator> after_gap;
+        if (!db_->GetUpdatesSince(reader.last_seq + 1, &after_gap).ok() || !after_gap->Valid()) {
+          break;
+        }
+        reader.it = std::move(after_gap);
+        continue;
+      }
+      rocksdb::BatchResult batch = reader.it->GetBatch();
+      reader.last_seq = batch.sequence + batch.writeBatchPtr->Count() - 1;
+      FrameCollector collector(journal_index_cf_->GetID());
+      rocksdb::Status s = batch.writeBatchPtr->Iterate(&collector);
+      if (!s.ok()) {
+        reader.it.reset();
+        return FromRocks(s, "cannot read a journal batch from the WAL");
+      }
+      for (const auto& f : collector.frames) {
+        if (f.first < next && out->empty() && !reuse) continue;  // before `from`
+        if (f.first != next) {
+          reader.it.reset();
+          if (reuse) return *misplaced = true, Status::Ok();
+          return Status::Corruption("the WAL skips from journal seq " + std::to_string(next) +
+                                    " to " + std::to_string(f.first));
+        }
+        JournalBatch b;
+        {
+          std::lock_guard lock(state_mu_);
+          auto e = std::lower_bound(journal_.begin(), journal_.end(), f.first,
+                                    [](const JournalIndexEntry& e, Seq s) { return e.first < s; });
+          if (e == journal_.end() || e->first != f.first) {
+            // Trimmed meanwhile, or written and not indexed yet: the end of this read, and
+            // the next starts afresh.
+            reader.it.reset();
+            break;
+          }
+          if (e->wal_seq != f.wal_seq) {
+            // A frame of another append under the same seq (a history the store was reset from).
+            reader.it.reset();
+            if (reuse) return *misplaced = true, Status::Ok();
+            return Status::Corruption("the WAL's frame at journal seq " + std::to_string(f.first) +
+                                      " is not the one the index names");
+          }
+          b.first = {e->last.epoch, f.first};
+          b.last = e->last;
+          b.written = TimePoint(std::chrono::milliseconds(e->written_ms));
+        }
+        b.frame.assign(f.frame.data(), f.frame.size());
+        next = b.last.seq + 1;
+        bytes += b.frame.size();
+        out->push_back(std::move(b));
+      }
+      if (reader.it) reader.it->Next();
+    }
+    if (reader.it && !reader.it->Valid()) {
+      // At the end of what is written a reader must be made again to see what comes next.
+      const rocksdb::Status why = reader.it->status();
+      reader.it.reset();
+      if (out->empty() && !why.ok() && !why.IsTryAgain()) {
+        return FromRocks(why, "cannot read the journal from the WAL");
+      }
+    }
+    if (out->empty()) {
+      // The index holds the batch (ReadJournal found it) but the WAL gave nothing from it.
+      reader.it.reset();
+      return Status::NotFound("the WAL no longer holds the journal batch at seq " +
+                              std::to_string(from));
+    }
+    reader.next = next;
     return Status::Ok();
   }
 
@@ -542,6 +749,21 @@ class Store::Impl {
   }
 
   Result<std::uint64_t> Trim(const JournalLimits& limits, TimePoint now, Seq keep_after) {
+    auto dropped = TrimIndex(limits, now, keep_after);
+    if (!dropped.ok()) return dropped;
+    // Listing the WAL files takes milliseconds, at times a hundred: not on the caller's thread
+    // (the replication I/O threads call this), but on the materializer's, behind the stream.
+    if (options_.materialize) {
+      std::lock_guard lock(state_mu_);
+      wal_drop_wanted_ = true;
+      state_cv_.notify_all();
+    } else if (Status st = DropArchivedWal(); !st.ok()) {
+      return st;
+    }
+    return dropped;
+  }
+
+  Result<std::uint64_t> TrimIndex(const JournalLimits& limits, TimePoint now, Seq keep_after) {
     std::lock_guard write_lock(write_mu_);
     Seq cut = 0;  // drop batches whose first seq < cut
     std::uint64_t dropped = 0;
@@ -564,23 +786,54 @@ class Store::Impl {
       }
     }
     if (dropped == 0) return std::uint64_t{0};
-    // The index decides what the journal holds. Frames go with whole files: a range tombstone
-    // among them would make the files overlap, and compactions would rewrite every frame.
-    // Frames of a file that also holds newer ones stay until a later trim covers it; nothing
-    // reads them (ReadJournal starts from the index).
+    // The index decides what the journal holds; the frames go with whole archived WAL files.
     rocksdb::Status s = db_->DeleteRange(write_options_, journal_index_cf_, JournalKey('i', 0),
                                          JournalKey('i', cut));
     if (!s.ok()) return FromRocks(s, "cannot trim the journal");
-    const std::string begin = JournalKey('d', 0), end = JournalKey('d', cut);
-    const rocksdb::Slice begin_slice(begin), end_slice(end);
-    s = rocksdb::DeleteFilesInRange(db_.get(), journal_cf_, &begin_slice, &end_slice, false);
-    if (!s.ok()) return FromRocks(s, "cannot drop the trimmed journal's files");
-    std::lock_guard lock(state_mu_);
-    for (std::uint64_t i = 0; i < dropped; ++i) {
-      journal_bytes_ -= journal_.front().bytes;
-      journal_.pop_front();
+    {
+      std::lock_guard lock(state_mu_);
+      for (std::uint64_t i = 0; i < dropped; ++i) {
+        journal_bytes_ -= journal_.front().bytes;
+        journal_.pop_front();
+      }
     }
     return dropped;
+  }
+
+  // Deletes the archived WAL files that hold nothing from the oldest journal batch on (RocksDB
+  // no longer needs an archived file; only the journal's frames keep them).
+  Status DropArchivedWal() {
+    rocksdb::SequenceNumber keep_from = db_->GetLatestSequenceNumber() + 1;
+    {
+      std::lock_guard lock(state_mu_);
+      if (!journal_.empty()) keep_from = journal_.front().wal_seq;
+    }
+    rocksdb::VectorLogPtr files;
+    rocksdb::Status s = db_->GetSortedWalFiles(files);
+    if (!s.ok()) return FromRocks(s, "cannot list the WAL files");
+    for (std::size_t i = 0; i + 1 < files.size(); ++i) {
+      // Everything in file i comes before the next file's first sequence number.
+      if (files[i]->Type() != rocksdb::kArchivedLogFile) continue;
+      if (files[i + 1]->StartSequence() > keep_from) break;
+      s = db_->DeleteFile(files[i]->PathName());
+      if (!s.ok())
+        return FromRocks(s, "cannot delete the archived WAL file " + files[i]->PathName());
+    }
+    return Status::Ok();
+  }
+
+  // Starts a new WAL file after every journal_wal_file_bytes of frames, by switching the memtables
+  // of the two families every append writes to. A read from the middle of a WAL file reads the file
+  // from its start, so the files are kept short; and whole files are what Trim drops.
+  void RotateWalEvery(std::size_t appended) {
+    wal_bytes_since_rotation_ += appended;
+    if (wal_bytes_since_rotation_ < options_.journal_wal_file_bytes) return;
+    wal_bytes_since_rotation_ = 0;
+    rocksdb::FlushOptions fo;
+    fo.wait = false;
+    fo.allow_write_stall = true;
+    // A failure only leaves a longer WAL file; the next rotation tries again.
+    (void)db_->Flush(fo, {journal_index_cf_, meta_});
   }
 
   // ---- history ----
@@ -731,7 +984,6 @@ class Store::Impl {
     if (s.ok()) s = batch.Put(meta_, kAppliedKey, EncodePosition({}));
     if (s.ok()) s = batch.Put(meta_, kMaterializedKey, EncodePosition({}));
     if (s.ok()) s = batch.Put(meta_, kHistoryKey, "");
-    if (s.ok()) s = batch.DeleteRange(journal_cf_, "d", "e");
     if (s.ok()) s = batch.DeleteRange(journal_index_cf_, "i", "j");
     if (s.ok()) s = db_->Write(write_options_, &batch);
     if (!s.ok()) return FromRocks(s, "cannot reset the store for a snapshot");
@@ -741,8 +993,16 @@ class Store::Impl {
       applied_ = materialized_ = Position{};
       history_.clear();
       journal_.clear();
+      recent_frames_.clear();
+      recent_frames_bytes_ = 0;
       journal_bytes_ = 0;
       unmaterialized_bytes_ = 0;
+    }
+    {
+      // Seqs start again: a kept reader would be in the history that was just left.
+      std::lock_guard reader_lock(wal_readers_mu_);
+      wal_readers_.clear();
+      ++wal_readers_generation_;
     }
     // Then empty every table: dropping a column family is immediate whatever it holds.
     for (auto& [id, cf] : tables_) {
@@ -1070,12 +1330,13 @@ class Store::Impl {
       const std::string_view key = ToView(it->key());
       if (key.size() != 9 || key[0] != 'i') break;
       const std::string_view v = ToView(it->value());
-      if (v.size() != 32) return Status::Corruption("a journal index entry is damaged");
+      if (v.size() != 40) return Status::Corruption("a journal index entry is damaged");
       JournalIndexEntry e;
       e.first = GetU64(key, 1);
       e.last = {GetU64(v, 0), GetU64(v, 8)};
       e.written_ms = static_cast<std::int64_t>(GetU64(v, 16));
       e.bytes = GetU64(v, 24);
+      e.wal_seq = GetU64(v, 32);
       journal_.push_back(e);
       journal_bytes_ += e.bytes;
       if (e.last.seq > materialized_.seq) unmaterialized_bytes_ += e.bytes;
@@ -1178,10 +1439,16 @@ class Store::Impl {
     std::vector<JournalBatch> batches;
     Seq target = 0;  // once a round is due: materialize at least up to here
     for (;;) {
+      bool drop_wal = false;
       {
         std::unique_lock lock(state_mu_);
         for (;;) {
           if (stop_) return;
+          if (wal_drop_wanted_) {
+            wal_drop_wanted_ = false;
+            drop_wal = true;
+            break;
+          }
           if (materialized_.seq < target) break;
           if (applied_.seq <= materialized_.seq) {
             state_cv_.wait(lock);
@@ -1196,6 +1463,13 @@ class Store::Impl {
           }
           state_cv_.wait_until(lock, idle_at);
         }
+      }
+      if (drop_wal) {
+        if (Status st = DropArchivedWal(); !st.ok()) {
+          std::fprintf(stderr, "statesync store: deleting archived WAL files failed: %s\n",
+                       st.ToString().c_str());
+        }
+        continue;
       }
       Status st = MaterializeOnce(batches);
       if (!st.ok()) {
@@ -1326,7 +1600,6 @@ class Store::Impl {
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   rocksdb::ColumnFamilyHandle* meta_ = nullptr;
-  rocksdb::ColumnFamilyHandle* journal_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* journal_index_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* blob_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* quarantine_cf_ = nullptr;
@@ -1347,6 +1620,21 @@ class Store::Impl {
   std::string replication_id_;
   std::vector<Position> history_;
   std::deque<JournalIndexEntry> journal_;
+  // The newest frames, also in memory (StoreOptions::journal_cache_bytes): the materializer
+  // and a subordinate slightly behind read them without going to the WAL.
+  struct RecentFrame {
+    Seq first;
+    std::shared_ptr<const std::string> frame;
+  };
+  std::deque<RecentFrame> recent_frames_;
+  std::uint64_t recent_frames_bytes_ = 0;
+  // ReadJournal's WAL readers, kept for the next reads (ReadFramesFromWal); a reset of the
+  // journal (BeginSnapshot) starts a new generation.
+  mutable std::mutex wal_readers_mu_;
+  mutable std::vector<WalReader> wal_readers_;
+  mutable std::uint64_t wal_readers_generation_ = 0;
+  std::uint64_t wal_bytes_since_rotation_ = 0;  // under write_mu_
+  bool wal_drop_wanted_ = false;                // under state_mu_: Trim asks the materializer
   std::uint64_t journal_bytes_ = 0;
   std::uint64_t unmaterialized_bytes_ = 0;
   std::chrono::steady_clock::time_point last_append_;
@@ -1441,6 +1729,15 @@ Result<std::unique_ptr<StoreSnapshot>> Store::Impl::OpenSnapshot() {
       new SnapshotImpl(db_.get(), std::move(cfs), snapshot, *at, records, bytes));
 }
 
+void TuneProcessAllocator() {
+#if defined(__GLIBC__)
+  // Setting either value turns off glibc's own adjustment of both, so both are set: the trim
+  // threshold alone measured 2x slower than the default (every block mapped afresh).
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+#endif
+}
+
 Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Store::~Store() = default;
 
@@ -1462,8 +1759,9 @@ Position Store::materialized() const {
 bool Store::WaitMaterialized(Position p, std::chrono::milliseconds timeout) const {
   return impl_->WaitMaterialized(p, timeout);
 }
-Status Store::ReadJournal(Seq after, std::size_t max_bytes, std::vector<JournalBatch>* out) const {
-  return impl_->ReadJournal(after, max_bytes, out);
+Status Store::ReadJournal(Seq after, std::size_t max_bytes, std::vector<JournalBatch>* out,
+                          std::size_t max_batches) const {
+  return impl_->ReadJournal(after, max_bytes, out, max_batches);
 }
 JournalStats Store::journal() const {
   return impl_->journal();

@@ -196,6 +196,13 @@ class Subordinate::Impl {
       if (ack_due_) SendAck();
       TrySendHello();
       const auto now = Clock::now();
+      if (now - last_trim_ >= o_.trim_interval) {
+        last_trim_ = now;
+        auto dropped = store_.Trim(o_.journal, detail::WallNow(), UINT64_MAX);
+        if (!dropped.ok()) {
+          spdlog::error("{}: trimming the journal: {}", o_.node_id, dropped.status().ToString());
+        }
+      }
       if (state_ == SyncState::kConnecting && now - hello_sent_ > o_.hello_timeout) {
         SendHello();
       } else if (state_ != SyncState::kConnecting && now - last_heard_ > o_.peer_timeout) {
@@ -788,6 +795,7 @@ class Subordinate::Impl {
   detail::Waker waker_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
+  Clock::time_point last_trim_{};
   mutable std::mutex status_mu_;
   SubordinateStatus status_;
 

@@ -1,16 +1,18 @@
 // Store: the durable copy of a node, in RocksDB.
 //
 // Column families: one per table (`fw_sessions`, `calls`, `cdrs`, `blobs`, `user_N` created on
-// first use); `meta` (positions, history, replication id, blob cursor); `backlog` and
-// `backlog_index` (the journal's frames and its index);
+// first use); `meta` (positions, history, replication id, blob cursor); `backlog_index` (the
+// journal's index: its frames are in the WAL);
 // `blob_lane` (voice-data blobs and their chunks); `quarantine` (divergent records kept aside).
 //
 // Two ways in:
 // - The journal (Append): every batch a node sends (primary) or receives (subordinate) is
-//   written whole, as its frame, under its first seq, with the new head position, in one
+//   written whole, as its frame, with its index entry and the new head position, in one
 //   WriteBatch. That is the durable point: a SIGKILL after Append returns loses nothing, and one
-//   before leaves no trace of the batch. The journal is also the replication backlog a primary
-//   serves CONTINUE from, bounded by size and age (Trim).
+//   before leaves no trace of the batch. The frame is WAL-only log data (never in a memtable or
+//   a table file); the index (`backlog_index`) says where in the WAL it is, and WAL files stay
+//   in archive/ until Trim drops the ones no batch needs. The journal is also the replication
+//   backlog a primary serves CONTINUE from, bounded by size and age (Trim).
 // - Materialization: a background thread reads the journal after the `materialized` position,
 //   coalesces a group of batches by key (the last state of a key wins), writes the records as
 //   one sorted SST file per table, ingests them, then records the new `materialized` position.
@@ -78,6 +80,13 @@ struct StoreOptions {
   // Start-up replays at most what is not materialized (about 1.5M records/s).
   std::uint64_t materialize_after_bytes = 512ull << 20;
   std::chrono::milliseconds materialize_when_idle{1000};
+  // The journal's frames are kept in RocksDB's WAL; a new WAL file starts after this many bytes
+  // of frames. A read from a point the last read did not stop at reads its WAL file from the
+  // start (up to this much), and Trim frees the disk a whole file at a time.
+  std::uint64_t journal_wal_file_bytes = 64ull << 20;
+  // The newest frames are also kept in memory, up to this much: reading them back (the
+  // materializer, a subordinate slightly behind) does not go to the WAL.
+  std::uint64_t journal_cache_bytes = 64ull << 20;
 };
 
 struct LoadStats {
@@ -152,6 +161,16 @@ struct BlobCursor {
   auto operator<=>(const BlobCursor&) const = default;
 };
 
+// Sets the C library's allocator of this process to keep freed memory for reuse (glibc: no
+// mmap below 32 MiB, no return to the kernel while under 1 GiB is free). Without it, every
+// memtable block and large message is a fresh mapping whose pages fault in one by one and are
+// handed back when freed: on the 2-vCPU machines of docs/BENCHMARKS.md that made the
+// replication path 25-50 % slower. The cost is that the process keeps its peak heap (bounded by
+// the store's memtable budget and the replication bounds). It changes the whole process, so
+// it is the executable's choice: call it first thing in main(), before any thread starts
+// (statesyncd and the benchmarks do). No-op where the C library is not glibc.
+void TuneProcessAllocator();
+
 class Store {
  public:
   // Opens or creates the store in options.dir.
@@ -173,7 +192,10 @@ class Store {
   bool WaitMaterialized(Position position, std::chrono::milliseconds timeout) const;
   // Reads the batches holding deltas after `after`, in order, up to about `max_bytes` (at least
   // one batch when there is one). NotFound when the journal no longer holds `after + 1`.
-  Status ReadJournal(Seq after, std::size_t max_bytes, std::vector<JournalBatch>* out) const;
+  // At most `max_batches` batches: a reader that takes all it asked for reads on cheaply next
+  // time (the frames are in the WAL, and a read from elsewhere starts at the WAL file's start).
+  Status ReadJournal(Seq after, std::size_t max_bytes, std::vector<JournalBatch>* out,
+                     std::size_t max_batches = SIZE_MAX) const;
   JournalStats journal() const;
   // Journal bytes after materialized(): what the materializer has yet to do. Writers bound it
   // (StoreOptions::max_unmaterialized_bytes) by slowing down.

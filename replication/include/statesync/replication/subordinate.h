@@ -49,6 +49,10 @@ struct SubordinateOptions {
   std::size_t max_apply_backlog_bytes = 64 << 20;
   std::chrono::milliseconds hello_timeout{1000};
   std::chrono::milliseconds peer_timeout{3000};
+  // The journal kept beyond the tables, for the subordinates of this node should it be promoted
+  // (they continue from it); what the tables do not hold yet is kept whatever the limits.
+  JournalLimits journal;
+  std::chrono::milliseconds trim_interval{1000};
   // Options of the table built when a snapshot replaces the data.
   SessionTableOptions table_options{.writable = false};
   EventSink events;
