@@ -627,8 +627,11 @@ class Store::Impl {
       st = ReadFrames(reader, from, wal_seq, max_bytes, max_batches, false, out, &misplaced);
     }
     if (st.ok() && reader.it) {
+      const Seq oldest = journal().first_seq;
       std::lock_guard lock(wal_readers_mu_);
       if (generation == wal_readers_generation_) {
+        // Readers left behind the trimmed journal would only hold deleted WAL files open.
+        std::erase_if(wal_readers_, [oldest](const WalReader& r) { return r.next < oldest; });
         if (wal_readers_.size() >= kWalReadersKept) wal_readers_.erase(wal_readers_.begin());
         wal_readers_.push_back(std::move(reader));
       }
@@ -644,9 +647,12 @@ class Store::Impl {
       reader.last_seq = 0;
       rocksdb::Status s = db_->GetUpdatesSince(wal_seq, &reader.it);
       if (!s.ok()) {
+        // Not NotFound, which makes a primary send a snapshot: listing the WAL files fails at
+        // times while a file is being archived or deleted (RocksDB issues 5763, 10648), and the
+        // next read tries again. A batch truly gone is NotFound from the index or below.
         reader.it.reset();
-        return Status::NotFound("the WAL no longer holds the journal batch at seq " +
-                                std::to_string(from) + ": " + s.ToString());
+        return Status::IOError("cannot start reading the WAL at the journal batch at seq " +
+                               std::to_string(from) + ": " + s.ToString());
       }
     }
     std::size_t bytes = 0;
@@ -719,8 +725,11 @@ class Store::Impl {
       }
     }
     if (out->empty()) {
-      // The index holds the batch (ReadJournal found it) but the WAL gave nothing from it.
       reader.it.reset();
+      // A kept reader knows only the WAL files that existed when it was made: read again with
+      // a new one.
+      if (reuse) return *misplaced = true, Status::Ok();
+      // The index holds the batch (ReadJournal found it) but the WAL gave nothing from it.
       return Status::NotFound("the WAL no longer holds the journal batch at seq " +
                               std::to_string(from));
     }
@@ -751,13 +760,20 @@ class Store::Impl {
   Result<std::uint64_t> Trim(const JournalLimits& limits, TimePoint now, Seq keep_after) {
     auto dropped = TrimIndex(limits, now, keep_after);
     if (!dropped.ok()) return dropped;
-    // Listing the WAL files takes milliseconds, at times a hundred: not on the caller's thread
-    // (the replication I/O threads call this), but on the materializer's, behind the stream.
-    if (options_.materialize) {
+    // Only when the journal lost batches, or was reset: listing the WAL files takes
+    // milliseconds, at times a hundred, and races RocksDB's archiving. Not on the caller's
+    // thread either (the replication I/O threads call this), but on the materializer's.
+    {
       std::lock_guard lock(state_mu_);
-      wal_drop_wanted_ = true;
-      state_cv_.notify_all();
-    } else if (Status st = DropArchivedWal(); !st.ok()) {
+      if (*dropped == 0 && !wal_reset_) return dropped;
+      wal_reset_ = false;
+      if (options_.materialize) {
+        wal_drop_wanted_ = true;
+        state_cv_.notify_all();
+        return dropped;
+      }
+    }
+    if (Status st = DropArchivedWal(); !st.ok()) {
       return st;
     }
     return dropped;
@@ -993,6 +1009,7 @@ class Store::Impl {
       applied_ = materialized_ = Position{};
       history_.clear();
       journal_.clear();
+      wal_reset_ = true;
       recent_frames_.clear();
       recent_frames_bytes_ = 0;
       journal_bytes_ = 0;
@@ -1330,6 +1347,13 @@ class Store::Impl {
       const std::string_view key = ToView(it->key());
       if (key.size() != 9 || key[0] != 'i') break;
       const std::string_view v = ToView(it->value());
+      if (v.size() == 32) {
+        return Status::FailedPrecondition(
+            "the store in " + options_.dir.string() +
+            " has a journal written by an earlier version of statesync (frames in the 'backlog' "
+            "column family; this version keeps them in the WAL). Let that version materialize "
+            "it and trim the journal, or remove the directory and resynchronize from a primary");
+      }
       if (v.size() != 40) return Status::Corruption("a journal index entry is damaged");
       JournalIndexEntry e;
       e.first = GetU64(key, 1);
@@ -1635,6 +1659,7 @@ class Store::Impl {
   mutable std::uint64_t wal_readers_generation_ = 0;
   std::uint64_t wal_bytes_since_rotation_ = 0;  // under write_mu_
   bool wal_drop_wanted_ = false;                // under state_mu_: Trim asks the materializer
+  bool wal_reset_ = true;  // under state_mu_: archived WAL files of an older history may remain
   std::uint64_t journal_bytes_ = 0;
   std::uint64_t unmaterialized_bytes_ = 0;
   std::chrono::steady_clock::time_point last_append_;

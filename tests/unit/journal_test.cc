@@ -500,5 +500,24 @@ TEST(Journal, FramesReadBackFromTheWalAcrossIngestionsAndReopens) {
     EXPECT_EQ(again[i].frame, all[i].frame);
   }
 }
+// A reader kept from an earlier read knows only the WAL files that existed then: when the next
+// frame is in a newer file, the read starts a new reader instead of reporting the batch gone.
+TEST(Journal, AKeptWalReaderFindsFramesInANewerWalFile) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.path(), false, [](StoreOptions& o) { o.journal_cache_bytes = 0; });
+  const std::string frame(1000, 'f');
+  for (Seq s = 1; s <= 3; ++s) {
+    ASSERT_TRUE(store->Append({1, s}, {1, s}, wire::AsBytes(frame), kT0).ok());
+  }
+  ASSERT_TRUE(store->SetReplicationId("rid").ok());  // a record after the last frame
+  std::vector<JournalBatch> batches;
+  ASSERT_TRUE(store->ReadJournal(1, 1 << 20, &batches, 2).ok());  // stops on that record
+  ASSERT_EQ(batches.size(), 2u);
+  ASSERT_TRUE(store->Flush().ok());  // the next frame goes to a new WAL file
+  ASSERT_TRUE(store->Append({1, 4}, {1, 4}, wire::AsBytes(frame), kT0).ok());
+  ASSERT_TRUE(store->ReadJournal(3, 1 << 20, &batches).ok());
+  ASSERT_EQ(batches.size(), 1u);
+  EXPECT_EQ(batches[0].first.seq, 4u);
+}
 }  // namespace
 }  // namespace statesync
