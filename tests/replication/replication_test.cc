@@ -1,6 +1,7 @@
 // The replication engine end to end: a primary and subordinates on real ZeroMQ sockets on
 // 127.0.0.1, each with a real RocksDB store in a temporary directory. Tests that kill or stop a
 // subordinate run it as a child process (this binary, started with --subordinate).
+#include <malloc.h>
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -106,7 +107,15 @@ class Child {
   pid_t pid_ = -1;
 };
 
+// Resident memory after the C library returned the free memory it keeps for reuse: freed
+// blocks scattered among live ones stay resident until trimmed, and their amount drifts up
+// with the allocation pattern (in one 72-step run here, free-but-resident heap went from 23 to
+// 93 MB while the heap in use stayed between 210 and 253 MB). That is not memory the program
+// holds, and the bound below is about what the program holds.
 std::size_t ResidentBytes() {
+#if defined(__GLIBC__)
+  ::malloc_trim(0);
+#endif
   std::ifstream statm("/proc/self/statm");
   std::size_t size = 0, resident = 0;
   statm >> size >> resident;
@@ -288,6 +297,33 @@ TEST(Replication, ASubordinateOutOfTheBacklogGetsASnapshotWhileWritesGoOn) {
   (*sub)->Read([&](const SessionTable& t) { ExpectSameData(*p.table, t); });
   table = (*sub)->Stop();
   ASSERT_TRUE(sstore->WaitMaterialized(sstore->applied(), 60s));
+  ExpectSameData(*p.table, *LoadTable(*sstore));
+}
+
+// A subordinate keeps its journal (which it would serve from once promoted) within its limits,
+// apart from what its tables do not hold yet.
+TEST(Replication, ASubordinateTrimsItsJournalToItsLimits) {
+  TempDir pdir, sdir;
+  PrimaryNode p;
+  p.Start(pdir.path(), 1);
+  auto sstore = OpenStore(sdir.path());
+  auto so = SubOptions("s1", p.primary->endpoint());
+  so.journal = {.max_bytes = 4 << 20, .max_age = std::chrono::hours(1)};
+  so.trim_interval = 20ms;
+  auto sub = Subordinate::Start(so, *sstore, LoadTable(*sstore));
+  ASSERT_TRUE(sub.ok()) << sub.status().ToString();
+  Mix mix(5);
+  mix.Run(p, 300'000);
+  p.primary->Flush(*p.table);
+  const Position head = p.table->last_position();
+  ASSERT_TRUE(WaitFor([&] { return (*sub)->status().applied == head; }, 120s));
+  ASSERT_GT(p.store->journal().bytes, 12u << 20) << "the stream must be well past the limit";
+  ASSERT_TRUE(WaitFor([&] { return sstore->journal().bytes <= (4u << 20); }, 60s))
+      << "the subordinate's journal holds " << sstore->journal().bytes << " bytes";
+  EXPECT_GT(sstore->journal().first_seq, 1u);
+  EXPECT_EQ(sstore->journal().last_seq, head.seq);
+  auto table = (*sub)->Stop();
+  ASSERT_TRUE(sstore->WaitMaterialized(head, 60s));
   ExpectSameData(*p.table, *LoadTable(*sstore));
 }
 
