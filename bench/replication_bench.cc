@@ -20,9 +20,9 @@
 // R records/s instead of half of (a)'s measured rate, STATESYNC_BENCH_LAG_DUMP=PATH writes every
 // lag sample ("seconds since start,lag ms") to PATH.csv and PATH.blobs.csv, and
 // STATESYNC_BENCH_NO_MATERIALIZE=1 turns both stores' materializers off (the hot path alone),
-// and STATESYNC_BENCH_NAIVE_TUNED_ALLOCATOR=1 gives the baseline's receiver the allocator setting
-// statesync's processes use (TuneProcessAllocator), STATESYNC_BENCH_DEFAULT_ALLOCATOR=1 keeps
-// statesync's processes on the C library's defaults.
+// STATESYNC_BENCH_NAIVE_TUNED_ALLOCATOR=1 gives the baseline's receiver the allocator setting
+// statesync's processes use (TuneProcessAllocator), and STATESYNC_BENCH_DEFAULT_ALLOCATOR=1
+// keeps statesync's processes on the C library's defaults.
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
 #include <signal.h>

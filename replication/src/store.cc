@@ -87,6 +87,11 @@ std::string_view ToView(const rocksdb::Slice& s) {
 
 // Journal index keys: 'i' + first seq in the backlog_index family (last position, time written,
 // frame size, where the frame is in the WAL), so that opening a store reads only the index.
+std::string JournalKey(char kind, Seq first) {
+  std::string k(1, kind);
+  PutU64(k, first);
+  return k;
+}
 constexpr std::size_t kWalReadersKept = 4;
 // A reader of the journal's frames in the WAL, and where it stands.
 struct WalReader {
@@ -94,11 +99,6 @@ struct WalReader {
   Seq next = 0;                          // the journal seq it reads next
   rocksdb::SequenceNumber last_seq = 0;  // RocksDB's, of the last batch it read
 };
-std::string JournalKey(char kind, Seq first) {
-  std::string k(1, kind);
-  PutU64(k, first);
-  return k;
-}
 // A delta of a materializer round, pointing into the round's frames.
 struct RoundItem {
   TableId table;
@@ -132,6 +132,25 @@ std::string EncodeIndexEntry(const JournalIndexEntry& e) {
   PutU64(v, e.wal_seq);
   return v;
 }
+// The entry under an index key, or nothing if the key or value is not one.
+std::optional<JournalIndexEntry> DecodeIndexEntry(std::string_view key, std::string_view v) {
+  if (key.size() != 9 || key[0] != 'i' || v.size() != 40) return std::nullopt;
+  JournalIndexEntry e;
+  e.first = GetU64(key, 1);
+  e.last = {GetU64(v, 0), GetU64(v, 8)};
+  e.written_ms = static_cast<std::int64_t>(GetU64(v, 16));
+  e.bytes = GetU64(v, 24);
+  e.wal_seq = GetU64(v, 32);
+  return e;
+}
+JournalBatch BatchOf(const JournalIndexEntry& e, std::string_view frame) {
+  JournalBatch b;
+  b.first = {e.last.epoch, e.first};
+  b.last = e.last;
+  b.written = TimePoint(std::chrono::milliseconds(e.written_ms));
+  b.frame.assign(frame.data(), frame.size());
+  return b;
+}
 
 // Collects the journal frames of the WAL's write batches: an Append writes its index entry and
 // then its frame (as log data), so each frame follows the index key naming its first seq.
@@ -148,8 +167,9 @@ class FrameCollector : public rocksdb::WriteBatch::Handler {
   rocksdb::Status PutCF(std::uint32_t cf, const rocksdb::Slice& key,
                         const rocksdb::Slice& value) override {
     pending_.reset();
-    if (cf == index_cf_ && key.size() == 9 && key[0] == 'i' && value.size() == 40) {
-      pending_ = Frame{GetU64(ToView(key), 1), GetU64(ToView(value), 32), {}};
+    if (cf != index_cf_) return rocksdb::Status::OK();
+    if (auto e = DecodeIndexEntry(ToView(key), ToView(value))) {
+      pending_ = Frame{e->first, e->wal_seq, {}};
     }
     return rocksdb::Status::OK();
   }
@@ -546,6 +566,7 @@ class Store::Impl {
     out->clear();
     Seq from = 0;
     rocksdb::SequenceNumber wal_seq = 0;
+    std::vector<std::pair<JournalIndexEntry, std::shared_ptr<const std::string>>> recent;
     {
       std::lock_guard lock(state_mu_);
       // The batch holding after + 1: the last whose first seq is <= after + 1.
@@ -568,17 +589,24 @@ class Store::Impl {
       from = it->first;
       wal_seq = it->wal_seq;
       if (!recent_frames_.empty() && recent_frames_.front().first <= from) {
-        return ReadRecentFramesLocked(it, max_bytes, max_batches, out);
+        if (Status st = TakeRecentFramesLocked(it, max_bytes, max_batches, &recent); !st.ok()) {
+          return st;
+        }
       }
     }
-    return ReadFramesFromWal(from, wal_seq, max_bytes, max_batches, out);
+    if (recent.empty()) return ReadFramesFromWal(from, wal_seq, max_bytes, max_batches, out);
+    // Copied outside the lock, which Append takes: a materializer round reads tens of MB.
+    out->reserve(recent.size());
+    for (const auto& [e, frame] : recent) out->push_back(BatchOf(e, *frame));
+    return Status::Ok();
   }
 
-  // Reads from the frames kept in memory, from the index entry `it` on. REQUIRES: state_mu_,
-  // and recent_frames_ holds it.
-  Status ReadRecentFramesLocked(std::deque<JournalIndexEntry>::const_iterator it,
-                                std::size_t max_bytes, std::size_t max_batches,
-                                std::vector<JournalBatch>* out) const {
+  // Takes the frames kept in memory, from the index entry `it` on. REQUIRES: state_mu_, and
+  // recent_frames_ holds it.
+  Status TakeRecentFramesLocked(
+      std::deque<JournalIndexEntry>::const_iterator it, std::size_t max_bytes,
+      std::size_t max_batches,
+      std::vector<std::pair<JournalIndexEntry, std::shared_ptr<const std::string>>>* out) const {
     auto f = std::lower_bound(recent_frames_.begin(), recent_frames_.end(), it->first,
                               [](const RecentFrame& r, Seq s) { return r.first < s; });
     std::size_t bytes = 0;
@@ -589,13 +617,8 @@ class Store::Impl {
         return Status::Corruption("the journal's frames in memory do not follow its index at seq " +
                                   std::to_string(it->first));
       }
-      JournalBatch b;
-      b.first = {it->last.epoch, it->first};
-      b.last = it->last;
-      b.written = TimePoint(std::chrono::milliseconds(it->written_ms));
-      b.frame = *f->frame;
-      bytes += b.frame.size();
-      out->push_back(std::move(b));
+      bytes += f->frame->size();
+      out->emplace_back(*it, f->frame);
     }
     return Status::Ok();
   }
@@ -687,7 +710,7 @@ class Store::Impl {
           return Status::Corruption("the WAL skips from journal seq " + std::to_string(next) +
                                     " to " + std::to_string(f.first));
         }
-        JournalBatch b;
+        JournalIndexEntry entry;
         {
           std::lock_guard lock(state_mu_);
           auto e = std::lower_bound(journal_.begin(), journal_.end(), f.first,
@@ -705,11 +728,9 @@ class Store::Impl {
             return Status::Corruption("the WAL's frame at journal seq " + std::to_string(f.first) +
                                       " is not the one the index names");
           }
-          b.first = {e->last.epoch, f.first};
-          b.last = e->last;
-          b.written = TimePoint(std::chrono::milliseconds(e->written_ms));
+          entry = *e;
         }
-        b.frame.assign(f.frame.data(), f.frame.size());
+        JournalBatch b = BatchOf(entry, f.frame);
         next = b.last.seq + 1;
         bytes += b.frame.size();
         out->push_back(std::move(b));
@@ -1354,16 +1375,11 @@ class Store::Impl {
             "column family; this version keeps them in the WAL). Let that version materialize "
             "it and trim the journal, or remove the directory and resynchronize from a primary");
       }
-      if (v.size() != 40) return Status::Corruption("a journal index entry is damaged");
-      JournalIndexEntry e;
-      e.first = GetU64(key, 1);
-      e.last = {GetU64(v, 0), GetU64(v, 8)};
-      e.written_ms = static_cast<std::int64_t>(GetU64(v, 16));
-      e.bytes = GetU64(v, 24);
-      e.wal_seq = GetU64(v, 32);
-      journal_.push_back(e);
-      journal_bytes_ += e.bytes;
-      if (e.last.seq > materialized_.seq) unmaterialized_bytes_ += e.bytes;
+      const std::optional<JournalIndexEntry> e = DecodeIndexEntry(key, v);
+      if (!e) return Status::Corruption("a journal index entry is damaged");
+      journal_.push_back(*e);
+      journal_bytes_ += e->bytes;
+      if (e->last.seq > materialized_.seq) unmaterialized_bytes_ += e->bytes;
     }
     return FromRocks(it->status(), "cannot read the journal index");
   }
