@@ -18,7 +18,9 @@
 // Diagnostics: `--case a-only` runs statesync's case (a) alone with 4M records (for perf; env
 // STATESYNC_BENCH_A_RECORDS sets another count), STATESYNC_BENCH_LAG_RATE=R runs the lag case at
 // R records/s instead of half of (a)'s measured rate, STATESYNC_BENCH_LAG_DUMP=PATH writes every
-// lag sample ("seconds since start,lag ms") to PATH.csv and PATH.blobs.csv, and
+// lag sample ("seconds since start,lag ms") to PATH.csv and PATH.blobs.csv,
+// STATESYNC_BENCH_LAG_WARM=N writes N sessions at full speed before the lag case starts (its
+// steady state with a larger table, the materializer then busy with them),
 // STATESYNC_BENCH_NO_MATERIALIZE=1 turns both stores' materializers off (the hot path alone),
 // STATESYNC_BENCH_NAIVE_TUNED_ALLOCATOR=1 gives the baseline's receiver the allocator setting
 // statesync's processes use (TuneProcessAllocator), and STATESYNC_BENCH_DEFAULT_ALLOCATOR=1
@@ -32,10 +34,13 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <fstream>
+#include <future>
 #include <map>
 #include <mutex>
 #include <random>
@@ -413,12 +418,22 @@ struct Lag {
   double blob_mb_per_s = 0;
 };
 
-// Writes at `rate` records/s for `seconds` and measures the lag of every 100th record.
+// Writes at `rate` records/s for `seconds` and measures the lag of every 50th record.
 Lag RunLag(double rate, double seconds, bool with_blobs) {
   replication::PrimaryOptions o;
+  o.durability[TableId::kFwSessions] = replication::Durability::kSync;
+  o.min_acks = 1;
   PrimarySide p(with_blobs ? "lag-blobs" : "lag", o);
   SubordinateProcess sub(p.sub_dir(), p.primary->endpoint());
   sub.WaitFor([](const SubStatus& s) { return s.state != 0; });
+  std::uint64_t i = 0;
+  if (const char* w = std::getenv("STATESYNC_BENCH_LAG_WARM")) {
+    for (; i < std::stoull(w); i += 1000) p.Upsert(Sessions(i, 1000, WallNow()));
+    p.primary->Flush(p.table);
+    while (p.acked() < p.head()) std::this_thread::sleep_for(1ms);
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+  }
+  const std::uint64_t i0 = i;
   std::atomic<bool> stop{false};
   std::atomic<std::uint64_t> blob_bytes{0};
   std::thread blobs;
@@ -435,66 +450,77 @@ Lag RunLag(double rate, double seconds, bool with_blobs) {
       }
     });
   }
-  // Sampled writes: (seq, time written). A watcher notes when the acknowledged seq passes each.
-  std::vector<std::pair<Seq, Clock::time_point>> written;
-  std::vector<double> lags_ms;
+  // Sampled writes: the time written and a future that the primary completes when the
+  // subordinate's acknowledgement of that seq arrives (the firewall table is declared `sync`
+  // for this, which changes nothing on the stream's path). The watcher sleeps on each future in
+  // turn, so the harness wakes about once per acknowledgement rather than polling: on 2 cores a
+  // polling watcher and writer took enough CPU from the processes under test to move the p99.
+  struct Sample {
+    Clock::time_point written;
+    std::future<Status> durable;
+  };
+  std::deque<Sample> pending;
+  std::vector<std::pair<double, double>> lags;  // (seconds since start, lag ms)
   std::mutex mu;
-  std::atomic<bool> writer_done{false};
+  std::condition_variable cv;
+  bool writer_done = false;
+  const auto t0 = Clock::now();
   std::thread watcher([&] {
-    std::size_t next = 0;
-    while (true) {
-      const Seq acked = p.acked();
-      const auto now = Clock::now();
+    for (;;) {
+      Sample s;
       {
-        std::lock_guard lock(mu);
-        while (next < written.size() && written[next].first <= acked) {
-          lags_ms.push_back(
-              std::chrono::duration<double, std::milli>(now - written[next].second).count());
-          ++next;
-        }
-        if (writer_done && next == written.size()) return;
+        std::unique_lock lock(mu);
+        cv.wait(lock, [&] { return writer_done || !pending.empty(); });
+        if (pending.empty()) return;
+        s = std::move(pending.front());
+        pending.pop_front();
       }
-      // 200 us: each sample reads up to 0.2 ms late (lag is over-stated by at most that). At
-      // 20 us this loop and the writer's below took enough CPU from the two processes under
-      // test to double the lag's p99 at 100k records/s (measured 23-29 ms -> 9-14 ms).
-      std::this_thread::sleep_for(200us);
+      if (!s.durable.get().ok()) std::exit(1);
+      const auto now = Clock::now();
+      lags.emplace_back(Seconds(s.written - t0),
+                        std::chrono::duration<double, std::milli>(now - s.written).count());
     }
   });
-  const TimePoint wall = WallNow();
   constexpr std::size_t kChunk = 50;  // records per write call
   const auto interval = std::chrono::duration<double>(kChunk / rate);
-  const auto t0 = Clock::now();
-  std::uint64_t i = 0;
   std::vector<FirewallSession> chunk;
   while (Seconds(Clock::now() - t0) < seconds) {
-    const auto due = t0 + std::chrono::duration_cast<Clock::duration>(interval * (i / kChunk));
-    while (Clock::now() < due) {
-      p.primary->Pump(p.table);
-      std::this_thread::sleep_for(100us);  // well inside the 1 ms batch deadline
-    }
-    chunk = Sessions(i, kChunk, wall);
+    // Upsert pumps after each chunk, well inside the 1 ms batch deadline.
+    std::this_thread::sleep_until(
+        t0 + std::chrono::duration_cast<Clock::duration>(interval * ((i - i0) / kChunk)));
+    // Stamped with the time they are written, as a firewall's new sessions are: their expiry
+    // timers then fall into the timer wheel's second of their creation. (Sessions all stamped
+    // with the run's start time filed 2M timers in one bucket, whose vector's doublings showed
+    // in the lag at 0.5M, 1M and 2M sessions.)
+    chunk = Sessions(i, kChunk, WallNow());
     p.Upsert(chunk);
-    const Seq seq = p.head();
+    const Position at = p.table.last_position();
+    Sample s{Clock::now(), p.primary->WhenDurable(TableId::kFwSessions, at)};
     {
       std::lock_guard lock(mu);
-      written.emplace_back(seq, Clock::now());
+      pending.push_back(std::move(s));
     }
+    cv.notify_one();
     i += kChunk;
   }
   p.primary->Flush(p.table);
-  writer_done = true;
+  {
+    std::lock_guard lock(mu);
+    writer_done = true;
+  }
+  cv.notify_one();
   watcher.join();
   stop = true;
   if (blobs.joinable()) blobs.join();
   if (const char* dump = std::getenv("STATESYNC_BENCH_LAG_DUMP")) {
     // Diagnostics: "seconds since start, lag ms" of every sample, to see when the tail happens.
     std::ofstream out(std::string(dump) + (with_blobs ? ".blobs.csv" : ".csv"));
-    for (std::size_t k = 0; k < lags_ms.size() && k < written.size(); ++k) {
-      out << Seconds(written[k].second - t0) << "," << lags_ms[k] << "\n";
-    }
+    for (const auto& [at, ms] : lags) out << at << "," << ms << "\n";
   }
+  std::vector<double> lags_ms;
+  for (const auto& [at, ms] : lags) lags_ms.push_back(ms);
   Lag r;
-  r.rate = i / Seconds(Clock::now() - t0);
+  r.rate = (i - i0) / Seconds(Clock::now() - t0);
   r.p50_ms = Percentile(lags_ms, 0.50);
   r.p99_ms = Percentile(lags_ms, 0.99);
   r.p999_ms = Percentile(lags_ms, 0.999);

@@ -28,12 +28,16 @@
 #include <shared_mutex>
 #include <thread>
 
+#include "frame_ring.h"
 #include "statesync/schemas/codec.h"
 
 namespace statesync {
 namespace {
 
 constexpr char kMetaCf[] = "meta";
+// ReadJournal copies frames out of memory this much at a time under the state lock, so that an
+// Append waits for at most one piece (about 0.1 ms) behind a reader.
+constexpr std::size_t kJournalCopyPieceBytes = 1 << 20;
 constexpr char kBacklogIndexCf[] = "backlog_index";
 constexpr char kBlobLaneCf[] = "blob_lane";
 constexpr char kQuarantineCf[] = "quarantine";
@@ -437,6 +441,7 @@ class Store::Impl {
 
   Status Open(const StoreOptions& options) {
     options_ = options;
+    recent_frames_ = detail::FrameRing(options.journal_cache_bytes);
     std::error_code ec;
     std::filesystem::create_directories(options.dir, ec);
     if (ec) return Status::IOError("cannot create " + options.dir.string() + ": " + ec.message());
@@ -525,19 +530,12 @@ class Store::Impl {
     s = db_->Write(write_options_, &batch);
     if (!s.ok()) return FromRocks(s, "cannot append a batch to the journal");
     RotateWalEvery(frame.size());
-    auto cached = std::make_shared<const std::string>(reinterpret_cast<const char*>(frame.data()),
-                                                      frame.size());
     {
       std::lock_guard lock(state_mu_);
       applied_ = last;
       if (new_epoch) history_ = std::move(history);
       journal_.push_back(e);
-      recent_frames_.push_back({first.seq, std::move(cached)});
-      recent_frames_bytes_ += frame.size();
-      while (recent_frames_bytes_ > options_.journal_cache_bytes && !recent_frames_.empty()) {
-        recent_frames_bytes_ -= recent_frames_.front().frame->size();
-        recent_frames_.pop_front();
-      }
+      recent_frames_.Put(first.seq, frame);
       journal_bytes_ += e.bytes;
       unmaterialized_bytes_ += e.bytes;
       last_append_ = std::chrono::steady_clock::now();
@@ -566,18 +564,19 @@ class Store::Impl {
     out->clear();
     Seq from = 0;
     rocksdb::SequenceNumber wal_seq = 0;
-    std::vector<std::pair<JournalIndexEntry, std::shared_ptr<const std::string>>> recent;
-    {
+    std::size_t bytes = 0;
+    for (;;) {
       std::lock_guard lock(state_mu_);
       // The batch holding after + 1: the last whose first seq is <= after + 1.
       auto it = std::upper_bound(journal_.begin(), journal_.end(), after + 1,
                                  [](Seq s, const JournalIndexEntry& e) { return s < e.first; });
       if (applied_.seq <= after) return Status::Ok();  // nothing after it
-      if (journal_.empty()) {
-        return Status::NotFound("the journal is empty and the head is at seq " +
-                                std::to_string(applied_.seq));
-      }
-      if (it == journal_.begin()) {
+      if (journal_.empty() || it == journal_.begin()) {
+        if (!out->empty()) return Status::Ok();  // trimmed since the last piece: what we have
+        if (journal_.empty()) {
+          return Status::NotFound("the journal is empty and the head is at seq " +
+                                  std::to_string(applied_.seq));
+        }
         return Status::NotFound("the journal starts at seq " +
                                 std::to_string(journal_.front().first) + ", after " +
                                 std::to_string(after + 1));
@@ -588,39 +587,30 @@ class Store::Impl {
       }
       from = it->first;
       wal_seq = it->wal_seq;
-      if (!recent_frames_.empty() && recent_frames_.front().first <= from) {
-        if (Status st = TakeRecentFramesLocked(it, max_bytes, max_batches, &recent); !st.ok()) {
-          return st;
+      if (recent_frames_.empty() || recent_frames_.oldest() > from) break;  // in the WAL only
+      // Copied a piece at a time, each under the lock (which Append takes): a materializer
+      // round reads tens of MB.
+      std::size_t piece = 0;
+      for (; it != journal_.end() && bytes < max_bytes && out->size() < max_batches &&
+             piece < kJournalCopyPieceBytes;
+           ++it) {
+        const std::string_view frame = recent_frames_.Find(it->first);
+        if (frame.empty()) {
+          return Status::Corruption(
+              "the journal's frames in memory do not follow its index at seq " +
+              std::to_string(it->first));
         }
+        out->push_back(BatchOf(*it, frame));
+        bytes += frame.size();
+        piece += frame.size();
+        after = it->last.seq;
+      }
+      if (piece < kJournalCopyPieceBytes || bytes >= max_bytes || out->size() >= max_batches) {
+        return Status::Ok();
       }
     }
-    if (recent.empty()) return ReadFramesFromWal(from, wal_seq, max_bytes, max_batches, out);
-    // Copied outside the lock, which Append takes: a materializer round reads tens of MB.
-    out->reserve(recent.size());
-    for (const auto& [e, frame] : recent) out->push_back(BatchOf(e, *frame));
-    return Status::Ok();
-  }
-
-  // Takes the frames kept in memory, from the index entry `it` on. REQUIRES: state_mu_, and
-  // recent_frames_ holds it.
-  Status TakeRecentFramesLocked(
-      std::deque<JournalIndexEntry>::const_iterator it, std::size_t max_bytes,
-      std::size_t max_batches,
-      std::vector<std::pair<JournalIndexEntry, std::shared_ptr<const std::string>>>* out) const {
-    auto f = std::lower_bound(recent_frames_.begin(), recent_frames_.end(), it->first,
-                              [](const RecentFrame& r, Seq s) { return r.first < s; });
-    std::size_t bytes = 0;
-    for (; it != journal_.end() && f != recent_frames_.end() && bytes < max_bytes &&
-           out->size() < max_batches;
-         ++it, ++f) {
-      if (f->first != it->first) {
-        return Status::Corruption("the journal's frames in memory do not follow its index at seq " +
-                                  std::to_string(it->first));
-      }
-      bytes += f->frame->size();
-      out->emplace_back(*it, f->frame);
-    }
-    return Status::Ok();
+    if (!out->empty()) return Status::Ok();  // the rest has left the ring: the next call reads it
+    return ReadFramesFromWal(from, wal_seq, max_bytes, max_batches, out);
   }
 
   // Reads the frames of the batches from `from` on out of the WAL, starting at `wal_seq`.
@@ -1031,8 +1021,7 @@ class Store::Impl {
       history_.clear();
       journal_.clear();
       wal_reset_ = true;
-      recent_frames_.clear();
-      recent_frames_bytes_ = 0;
+      recent_frames_.Clear();
       journal_bytes_ = 0;
       unmaterialized_bytes_ = 0;
     }
@@ -1660,14 +1649,8 @@ class Store::Impl {
   std::string replication_id_;
   std::vector<Position> history_;
   std::deque<JournalIndexEntry> journal_;
-  // The newest frames, also in memory (StoreOptions::journal_cache_bytes): the materializer
-  // and a subordinate slightly behind read them without going to the WAL.
-  struct RecentFrame {
-    Seq first;
-    std::shared_ptr<const std::string> frame;
-  };
-  std::deque<RecentFrame> recent_frames_;
-  std::uint64_t recent_frames_bytes_ = 0;
+  // The newest frames, also in memory (StoreOptions::journal_cache_bytes).
+  detail::FrameRing recent_frames_{0};
   // ReadJournal's WAL readers, kept for the next reads (ReadFramesFromWal); a reset of the
   // journal (BeginSnapshot) starts a new generation.
   mutable std::mutex wal_readers_mu_;
