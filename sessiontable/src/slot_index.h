@@ -62,7 +62,7 @@ class SlotIndex {
 
   // REQUIRES: no entry for this key is present.
   void Insert(std::uint64_t hash, std::uint32_t slot) {
-    if (old_table_ != nullptr) MoveSome(kMovedPerInsert);
+    MoveSome(kMovedPerInsert);
     if ((size_ + 1) * 10 > capacity_ * 7) {
       MoveSome(SIZE_MAX);  // erasures let the new table fill before the old one drained
       StartGrowing(capacity_ * 2);
@@ -136,9 +136,10 @@ class SlotIndex {
     moved_ = 0;
     Allocate(capacity);
   }
-  // Moves the next `buckets` positions of the old table into the new one (at most 2 per insert
-  // finish it before the new table, twice as large, needs to grow: it starts 35 % full and
-  // grows at 70 %).
+  // Moves the next `buckets` positions of the old table, if any, into the new one. Two per
+  // insert drain the old table before the new one, twice as large, needs to grow: it starts
+  // 35 % full and grows at 70 %, so at least 0.35 of its capacity (the old one's 0.7) in inserts
+  // come first.
   void MoveSome(std::size_t buckets) {
     if (old_table_ == nullptr) return;
     const std::size_t old_capacity = old_mask_ + 1;

@@ -27,7 +27,7 @@ TEST(FrameRing, HoldsTheNewestFramesByteForByteAsTheHeadComesRound) {
   std::mt19937_64 rng(3);
   std::deque<std::pair<Seq, std::size_t>> appended;  // every frame, oldest first
   Seq next = 1;
-  std::size_t wraps_seen = 0, previous_oldest = 0;
+  std::size_t oldest_moved_back = 0, previous_oldest = 0;
   for (int step = 0; step < 3'000; ++step) {
     const std::size_t size = 1 + rng() % (rng() % 8 == 0 ? 200'000 : 20'000);
     const std::string frame = FrameOf(next, size);
@@ -53,11 +53,11 @@ TEST(FrameRing, HoldsTheNewestFramesByteForByteAsTheHeadComesRound) {
       ASSERT_TRUE(ring.Find(dropped.first).empty());
       ASSERT_GT(held_bytes + dropped.second + size, kCapacity / 2);
     }
-    if (oldest < previous_oldest) ++wraps_seen;  // never: oldest only moves forward
+    if (oldest < previous_oldest) ++oldest_moved_back;  // never: oldest only moves forward
     previous_oldest = oldest;
     while (appended.size() > held + 1) appended.pop_front();
   }
-  EXPECT_EQ(wraps_seen, 0u);
+  EXPECT_EQ(oldest_moved_back, 0u);
   EXPECT_TRUE(ring.Find(next).empty());  // never appended
 }
 
