@@ -18,12 +18,14 @@
 // Diagnostics: `--case a-only` runs statesync's case (a) alone with 4M records (for perf; env
 // STATESYNC_BENCH_A_RECORDS sets another count), STATESYNC_BENCH_LAG_RATE=R runs the lag case at
 // R records/s instead of half of (a)'s measured rate, STATESYNC_BENCH_LAG_DUMP=PATH writes every
-// lag sample ("seconds since start,lag ms") to PATH.csv and PATH.blobs.csv,
+// lag sample ("seconds since start,lag ms") to PATH.csv and PATH.blobs.csv and the blob lane's
+// rate after each blob ("seconds since start,MB/s") to PATH.lane.csv,
 // STATESYNC_BENCH_LAG_WARM=N writes N sessions at full speed before the lag case starts (its
 // steady state with a larger table, the materializer then busy with them),
-// STATESYNC_BENCH_NO_MATERIALIZE=1 turns both stores' materializers off (the hot path alone),
-// STATESYNC_BENCH_NAIVE_TUNED_ALLOCATOR=1 gives the baseline's receiver the allocator setting
-// statesync's processes use (TuneProcessAllocator), and STATESYNC_BENCH_DEFAULT_ALLOCATOR=1
+// STATESYNC_BENCH_BLOB_YIELD_US=N sets the primaries' blob_yield_delay (0: the blob lane does not
+// yield), STATESYNC_BENCH_NO_MATERIALIZE=1 turns both stores' materializers off (the hot path
+// alone), STATESYNC_BENCH_NAIVE_TUNED_ALLOCATOR=1 gives the baseline's receiver the allocator
+// setting statesync's processes use (TuneProcessAllocator), and STATESYNC_BENCH_DEFAULT_ALLOCATOR=1
 // keeps statesync's processes on the C library's defaults.
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
@@ -183,6 +185,9 @@ struct PrimarySide {
     o.node_id = "primary";
     o.cluster_id = kCluster;
     o.endpoint = "tcp://127.0.0.1:*";
+    if (const char* us = std::getenv("STATESYNC_BENCH_BLOB_YIELD_US")) {
+      o.blob_yield_delay = std::chrono::microseconds(std::stoll(us));
+    }
     auto p = replication::Primary::Start(o, *store, 1);
     if (!p.ok()) {
       std::fprintf(stderr, "%s\n", p.status().ToString().c_str());
@@ -437,6 +442,8 @@ Lag RunLag(double rate, double seconds, bool with_blobs) {
   std::atomic<bool> stop{false};
   std::atomic<std::uint64_t> blob_bytes{0};
   std::thread blobs;
+  std::vector<std::pair<double, double>> lane_rates;  // (seconds since start, MB/s allowed)
+  const auto t0 = Clock::now();
   if (with_blobs) {
     blobs = std::thread([&] {
       std::string data(1 << 20, 'b');
@@ -444,6 +451,8 @@ Lag RunLag(double rate, double seconds, bool with_blobs) {
         data[0] = static_cast<char>(i);
         if (!p.primary->PutBlob("rec/" + std::to_string(i), 2, "rec.wav", data).ok()) return;
         blob_bytes += data.size();
+        lane_rates.emplace_back(Seconds(Clock::now() - t0),
+                                p.primary->stats().blob_bytes_per_second / 1e6);
         // Keep the lane's queue short: the primary holds blobs in its store, not in memory,
         // so this only avoids filling the disk during long runs.
         std::this_thread::sleep_for(1ms);
@@ -464,7 +473,6 @@ Lag RunLag(double rate, double seconds, bool with_blobs) {
   std::mutex mu;
   std::condition_variable cv;
   bool writer_done = false;
-  const auto t0 = Clock::now();
   std::thread watcher([&] {
     for (;;) {
       Sample s;
@@ -516,6 +524,8 @@ Lag RunLag(double rate, double seconds, bool with_blobs) {
     // Diagnostics: "seconds since start, lag ms" of every sample, to see when the tail happens.
     std::ofstream out(std::string(dump) + (with_blobs ? ".blobs.csv" : ".csv"));
     for (const auto& [at, ms] : lags) out << at << "," << ms << "\n";
+    std::ofstream rates(std::string(dump) + ".lane.csv");
+    for (const auto& [at, mb_per_s] : lane_rates) rates << at << "," << mb_per_s << "\n";
   }
   std::vector<double> lags_ms;
   for (const auto& [at, ms] : lags) lags_ms.push_back(ms);

@@ -11,9 +11,11 @@
 #include <future>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 
+#include "blob_pacer.h"
 #include "statesync/replication/messages.h"
 #include "zmq_util.h"
 
@@ -35,6 +37,7 @@ struct Outgoing {
   Position first;
   Position last;
   std::string frame;
+  Clock::time_point closed_at;
 };
 
 struct Recent {
@@ -54,7 +57,15 @@ struct Waiter {
 class Primary::Impl {
  public:
   Impl(PrimaryOptions options, Store& store, Epoch epoch)
-      : o_(std::move(options)), store_(store), epoch_(epoch) {}
+      : o_(std::move(options)), store_(store), epoch_(epoch) {
+    if (o_.blob_yield_delay.count() > 0) {
+      detail::BlobPacer::Options po;
+      po.target = o_.blob_yield_delay;
+      po.min_bytes_per_second = static_cast<double>(o_.blob_min_bytes_per_second);
+      po.max_bytes_per_second = static_cast<double>(o_.blob_max_bytes_per_second);
+      pacer_.emplace(po, Clock::now());
+    }
+  }
 
   ~Impl() { Stop(); }
 
@@ -145,7 +156,8 @@ class Primary::Impl {
   }
 
   // The caller waits while the ss-blob-store thread, at a lower CPU priority than the stream's
-  // threads, writes the blob: storing voice data yields the CPU to the journal's appends.
+  // threads and at the lane's rate, writes the blob: storing voice data yields the CPU to the
+  // journal's appends.
   Result<BlobInfo> PutBlob(std::string_view blob_id, std::uint8_t kind, std::string_view name,
                            std::string_view data) {
     BlobJob job{blob_id, kind, name, data, {}};
@@ -216,6 +228,22 @@ class Primary::Impl {
   void BlobStoreLoop() {
     pthread_setname_np(pthread_self(), "ss-blob-store");
     ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 10);
+    detail::TokenBucket bucket;
+    const auto pace = [&](std::size_t bytes) {
+      for (;;) {
+        const auto now = Clock::now();
+        const double rate = BlobRate(now);
+        if (rate == 0) break;
+        bucket.Refill(now, rate);
+        const auto wait = bucket.Wait(bytes, rate);
+        if (wait.count() == 0) break;
+        std::unique_lock lock(blob_jobs_mu_);
+        // A stopping primary stores what was handed over at once.
+        if (blob_jobs_cv_.wait_for(lock, wait, [&] { return blob_jobs_stop_; })) break;
+      }
+      bucket.tokens -= static_cast<double>(bytes);
+      BlobMoved(bytes);
+    };
     for (;;) {
       BlobJob* job = nullptr;
       {
@@ -226,8 +254,21 @@ class Primary::Impl {
         blob_jobs_.pop_front();
       }
       job->done.set_value(
-          store_.PutBlob(job->blob_id, job->kind, job->name, job->data, o_.blob_chunk_bytes));
+          store_.PutBlob(job->blob_id, job->kind, job->name, job->data, o_.blob_chunk_bytes, pace));
     }
+  }
+
+  // The blob lane's rate now, in bytes per second (0: not limited).
+  double BlobRate(Clock::time_point now) {
+    if (!pacer_) return static_cast<double>(o_.blob_max_bytes_per_second);
+    std::lock_guard lock(pacer_mu_);
+    return pacer_->BytesPerSecond(now);
+  }
+
+  void BlobMoved(std::size_t bytes) {
+    if (!pacer_) return;
+    std::lock_guard lock(pacer_mu_);
+    pacer_->OnMoved(bytes);
   }
 
   struct Peer {
@@ -242,8 +283,7 @@ class Primary::Impl {
     std::uint64_t blob_acked_received = 0;
     std::uint32_t blob_window = 0;
     BlobCursor blob_next_send;
-    double blob_tokens = 0;  // bytes the lane may still send now (blob_max_bytes_per_second)
-    Clock::time_point blob_tokens_at;
+    detail::TokenBucket blob_tokens;  // what the lane may send this subordinate now
     BlobCursor blob_acked;
     Position persisted;
     std::unique_ptr<StoreSnapshot> snapshot;
@@ -277,7 +317,7 @@ class Primary::Impl {
       outbox_cv_.wait(lock, [&] { return outbox_bytes_ < o_.outbox_max_bytes || stop_; });
       if (stop_) return false;
     }
-    Outgoing out{builder_.first(), builder_.last(), {}};
+    Outgoing out{builder_.first(), builder_.last(), {}, Clock::now()};
     const std::size_t n = builder_.deltas();
     out.frame = builder_.Finish(header_, rid_);
     outbox_bytes_ += out.frame.size();
@@ -343,6 +383,10 @@ class Primary::Impl {
         break;
       }
       journaled_ = out.last;
+      if (pacer_) {
+        closed_at_.emplace_back(out.last.seq, out.closed_at);
+        if (closed_at_.size() > kMaxClosedAt) closed_at_.pop_front();
+      }
       released += out.frame.size();
       recent_bytes_ += out.frame.size();
       recent_.push_back(
@@ -514,6 +558,7 @@ class Primary::Impl {
       p.blob_next_send = m.blob_next;
     }
     if (p.persisted < m.persisted) p.persisted = m.persisted;
+    if (p.caught_up) SampleDeltaDelay(p.persisted.seq);
     if (!p.caught_up && p.state == PeerStatus::State::kContinue &&
         p.persisted.seq == journaled_.seq) {
       p.caught_up = true;
@@ -521,6 +566,20 @@ class Primary::Impl {
            from + " caught up at seq " + std::to_string(p.persisted.seq));
     }
     UpdateDurable();
+  }
+
+  // A caught-up subordinate's acknowledgement gives the blob pacer the delay of the newest batch
+  // it covers (the first subordinate to cover a batch gives its sample).
+  void SampleDeltaDelay(Seq persisted) {
+    if (!pacer_ || closed_at_.empty() || closed_at_.front().first > persisted) return;
+    Clock::time_point closed;
+    while (!closed_at_.empty() && closed_at_.front().first <= persisted) {
+      closed = closed_at_.front().second;
+      closed_at_.pop_front();
+    }
+    const auto now = Clock::now();
+    std::lock_guard lock(pacer_mu_);
+    pacer_->OnDeltaDelay(now, std::chrono::duration_cast<std::chrono::microseconds>(now - closed));
   }
 
   void UpdateDurable() {
@@ -592,10 +651,15 @@ class Primary::Impl {
     // The blob lane: one chunk while deltas wait, as many as the window and the lane's rate
     // allow otherwise.
     int chunks = deltas_waiting ? 1 : 1 << 20;
-    RefillBlobTokens(p, now);
+    const double rate = BlobRate(now);
+    if (rate == 0) {
+      p.blob_tokens.tokens = 1;
+    } else {
+      p.blob_tokens.Refill(now, rate);
+    }
     while (chunks-- > 0 && p.state != PeerStatus::State::kLost && p.blob_credit() > 0 &&
-           p.blob_tokens > 0) {
-      if (!ServeBlob(p)) break;
+           p.blob_tokens.tokens > 0) {
+      if (!ServeBlob(p, rate != 0)) break;
     }
     if (now - p.last_keepalive >= o_.keepalive && p.state != PeerStatus::State::kLost) {
       SendKeepalive(p);
@@ -717,21 +781,8 @@ class Primary::Impl {
     }
   }
 
-  // A token bucket per subordinate (blob_max_bytes_per_second); one tenth of a second's worth
-  // may go at once.
-  void RefillBlobTokens(Peer& p, Clock::time_point now) {
-    if (o_.blob_max_bytes_per_second == 0) {
-      p.blob_tokens = 1;
-      return;
-    }
-    const double rate = static_cast<double>(o_.blob_max_bytes_per_second);
-    const double elapsed = std::chrono::duration<double>(now - p.blob_tokens_at).count();
-    p.blob_tokens = std::min(rate / 10, p.blob_tokens + elapsed * rate);
-    p.blob_tokens_at = now;
-  }
-
   // Returns false when there was nothing to send.
-  bool ServeBlob(Peer& p) {
+  bool ServeBlob(Peer& p, bool paced) {
     const BlobCursor head = store_.blob_cursor();
     if (p.blob_next_send.seq >= head.seq) return false;
     BlobInfo info;
@@ -749,7 +800,8 @@ class Primary::Impl {
     BlobChunkMsg m{info, p.blob_next_send.offset, data, 0};
     if (!Send(p, Encode(header_, m), false)) return false;  // blob chunks have their own credit
     ++p.blob_sent;
-    if (o_.blob_max_bytes_per_second != 0) p.blob_tokens -= static_cast<double>(data.size());
+    if (paced) p.blob_tokens.tokens -= static_cast<double>(data.size());
+    BlobMoved(data.size());
     {
       std::lock_guard lock(stats_mu_);
       ++stats_.blob_chunks_sent;
@@ -843,10 +895,12 @@ class Primary::Impl {
       s.since_heard = std::chrono::duration_cast<milliseconds>(now - p.last_heard);
       out.push_back(std::move(s));
     }
+    const double blob_rate = BlobRate(now);
     std::lock_guard lock(stats_mu_);
     peer_status_ = std::move(out);
     stats_.journaled = journaled_;
     stats_.recent_bytes = recent_bytes_;
+    stats_.blob_bytes_per_second = blob_rate;
   }
 
   void Emit(ReplicationEvent::Kind kind, const std::string& peer, const std::string& text) {
@@ -867,6 +921,8 @@ class Primary::Impl {
   std::deque<BlobJob*> blob_jobs_;  // each waited for by its PutBlob caller
   bool blob_jobs_stop_ = false;
   std::thread blob_store_thread_;
+  std::mutex pacer_mu_;
+  std::optional<detail::BlobPacer> pacer_;  // none when blob_yield_delay is zero
 
   // The table owner's.
   DeltaBatchBuilder builder_;
@@ -892,6 +948,9 @@ class Primary::Impl {
   std::deque<Recent> recent_;
   std::size_t recent_bytes_ = 0;
   std::map<std::string, Peer> peers_;
+  // When each journaled batch was closed, for the blob pacer's delay samples.
+  static constexpr std::size_t kMaxClosedAt = 1 << 16;
+  std::deque<std::pair<Seq, Clock::time_point>> closed_at_;
 };
 
 Primary::Primary(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -1158,7 +1158,8 @@ class Store::Impl {
 
   // ---- the blob lane ----
   Result<BlobInfo> PutBlob(std::string_view blob_id, std::uint8_t kind, std::string_view name,
-                           std::string_view data, std::size_t chunk_bytes) {
+                           std::string_view data, std::size_t chunk_bytes,
+                           const std::function<void(std::size_t)>& before_chunk) {
     if (blob_id.empty()) return Status::InvalidArgument("a blob needs an id");
     if (chunk_bytes == 0) return Status::InvalidArgument("chunk_bytes must be positive");
     // The blob lane has its own lock, and a blob goes in slices: the journal's appends (the
@@ -1178,8 +1179,9 @@ class Store::Impl {
     rocksdb::Status s = db_->DeleteRange(write_options_, blob_cf_, ChunkKey(info.seq, 0),
                                          ChunkKey(info.seq + 1, 0));
     for (std::size_t off = 0; s.ok() && off < data.size(); off += chunk_bytes) {
-      s = db_->Put(write_options_, blob_cf_, ChunkKey(info.seq, off),
-                   ToSlice(data.substr(off, chunk_bytes)));
+      const std::string_view chunk = data.substr(off, chunk_bytes);
+      if (before_chunk) before_chunk(chunk.size());
+      s = db_->Put(write_options_, blob_cf_, ChunkKey(info.seq, off), ToSlice(chunk));
     }
     rocksdb::WriteBatch batch;
     if (s.ok()) s = batch.Put(blob_cf_, BlobInfoKey(info.seq), EncodeBlobInfo(info));
@@ -1844,8 +1846,9 @@ Status Store::ScanQuarantine(const std::function<void(const QuarantinedDelta&)>&
   return impl_->ScanQuarantine(fn);
 }
 Result<BlobInfo> Store::PutBlob(std::string_view blob_id, std::uint8_t kind, std::string_view name,
-                                std::string_view data, std::size_t chunk_bytes) {
-  return impl_->PutBlob(blob_id, kind, name, data, chunk_bytes);
+                                std::string_view data, std::size_t chunk_bytes,
+                                const std::function<void(std::size_t)>& before_chunk) {
+  return impl_->PutBlob(blob_id, kind, name, data, chunk_bytes, before_chunk);
 }
 BlobCursor Store::blob_cursor() const {
   return impl_->blob_cursor();

@@ -12,6 +12,13 @@
 // 48 ms at 730k, and would for about a second at 10M. While the old table drains, entries erased
 // from it become markers, so that nothing shifts into the part already moved.
 //
+// The larger table's memory is written a page at a time before it is needed, from half full
+// on. Lookups hash all over a new table, so without that every page of it was faulted in within
+// a few milliseconds of growing: on this virtualized machine memory the process has not used
+// before costs about 1.5 ms per MB on first touch (huge pages; 3.3 ms per MB in 4 KB pages), and
+// the writer and the subordinate's apply thread each stopped for about 100 ms at 1.47M
+// sessions (the lag benchmark, docs/BENCHMARKS.md).
+//
 // Internal to sessiontable. Thread-safety: none.
 #pragma once
 
@@ -66,6 +73,8 @@ class SlotIndex {
     if ((size_ + 1) * 10 > capacity_ * 7) {
       MoveSome(SIZE_MAX);  // erasures let the new table fill before the old one drained
       StartGrowing(capacity_ * 2);
+    } else {
+      PrefaultNext();
     }
     Place(static_cast<std::uint32_t>(hash), slot);
     ++size_;
@@ -111,6 +120,8 @@ class SlotIndex {
 
   // True while entries are still moving to the larger table (for tests).
   bool growing() const { return old_table_ != nullptr; }
+  // Bytes of the next, larger table written ahead of growing (for tests).
+  std::size_t prefaulted_bytes() const { return next_capacity_ == 0 ? 0 : prefaulted_bytes_; }
 
  private:
   static constexpr std::size_t kMinCapacity = 1024;
@@ -124,7 +135,13 @@ class SlotIndex {
     table_[i] = Entry(h32, slot);
   }
   void Allocate(std::size_t capacity) {
-    buffer_ = LargeBuffer(capacity * sizeof(std::uint64_t));  // zeroed: every entry empty
+    if (next_capacity_ == capacity) {
+      buffer_ = std::move(next_buffer_);  // mapped ahead, still all zero
+    } else {
+      buffer_ = LargeBuffer(capacity * sizeof(std::uint64_t));  // zeroed: every entry empty
+    }
+    next_buffer_ = LargeBuffer();
+    next_capacity_ = 0;
     table_ = buffer_.as<std::uint64_t>();
     capacity_ = capacity;
     mask_ = capacity - 1;
@@ -155,6 +172,25 @@ class SlotIndex {
       old_table_ = nullptr;
     }
   }
+  // From half full, maps the next table and writes one page of it every kInsertsPerPage inserts:
+  // its cap/256 pages (16 bytes per entry of this table) are done by about 0.6 full, ahead of
+  // growing at 0.7.
+  void PrefaultNext() {
+    if (size_ * 2 < capacity_) return;
+    const std::size_t next_bytes = capacity_ * 2 * sizeof(std::uint64_t);
+    if (next_capacity_ != capacity_ * 2) {
+      next_buffer_ = LargeBuffer(next_bytes);
+      next_capacity_ = capacity_ * 2;
+      prefaulted_bytes_ = 0;
+      inserts_since_prefault_ = 0;
+    }
+    if (prefaulted_bytes_ >= next_bytes || ++inserts_since_prefault_ < kInsertsPerPage) return;
+    inserts_since_prefault_ = 0;
+    // A zero where the kernel's fresh page has one: what matters is the fault, now.
+    static_cast<volatile std::uint8_t*>(next_buffer_.as<std::uint8_t>())[prefaulted_bytes_] = 0;
+    prefaulted_bytes_ += kPageBytes;
+  }
+
   // Erases `want` from the part of the old table not moved yet, where it must be. A marker
   // takes its place: a backward shift could move an entry into the part already moved.
   void EraseOld(std::uint64_t want) {
@@ -167,6 +203,8 @@ class SlotIndex {
   // An old-table entry erased while the table drains: slot + 1 == 0 is never a real entry.
   static constexpr std::uint64_t kErased = std::uint64_t{1} << 32;
   static constexpr std::size_t kMovedPerInsert = 2;
+  static constexpr std::size_t kPageBytes = 4096;
+  static constexpr std::size_t kInsertsPerPage = 24;
 
   LargeBuffer buffer_;
   std::uint64_t* table_ = nullptr;
@@ -178,6 +216,11 @@ class SlotIndex {
   std::uint64_t* old_table_ = nullptr;
   std::size_t old_mask_ = 0;
   std::size_t moved_ = 0;  // old positions below this one were moved
+  // The next table, mapped ahead and written a page at a time (PrefaultNext), else empty.
+  LargeBuffer next_buffer_;
+  std::size_t next_capacity_ = 0;
+  std::size_t prefaulted_bytes_ = 0;
+  std::size_t inserts_since_prefault_ = 0;
 };
 
 }  // namespace statesync::detail

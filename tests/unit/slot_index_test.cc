@@ -114,6 +114,28 @@ TEST(SlotIndex, EachInsertMovesAFewEntriesAndGrowingEnds) {
   m.CheckAll();
 }
 
+TEST(SlotIndex, TheLargerTableIsWrittenAheadOfGrowing) {
+  Model m;
+  for (std::uint64_t k = 1; m.index.capacity() < (1u << 16); ++k) m.Insert(k);
+  const std::size_t capacity = m.index.capacity();
+  std::uint64_t k = m.slot_of.size() + 1;
+  while (m.index.size() * 2 < capacity) m.Insert(k++);
+  // From half full, a page at a time: all of the next table (8 bytes per entry, twice the
+  // entries) before the index reaches 0.7 and grows.
+  for (int i = 0; i < 100; ++i) m.Insert(k++);
+  EXPECT_GT(m.index.prefaulted_bytes(), 0u);
+  EXPECT_LT(m.index.prefaulted_bytes(), capacity * 16);
+  while ((m.index.size() + 1) * 10 <= capacity * 7) m.Insert(k++);
+  EXPECT_EQ(m.index.prefaulted_bytes(), capacity * 16);
+  EXPECT_EQ(m.index.capacity(), capacity);
+  m.Insert(k++);
+  EXPECT_EQ(m.index.capacity(), capacity * 2);
+  EXPECT_EQ(m.index.prefaulted_bytes(), 0u);
+  m.CheckAll();
+  while (m.index.growing()) m.Insert(k++);
+  m.CheckAll();
+}
+
 TEST(SlotIndex, ReserveGrowsAtOnce) {
   Model m;
   for (std::uint64_t k = 1; k <= 1000; ++k) m.Insert(k);

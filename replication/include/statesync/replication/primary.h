@@ -77,9 +77,15 @@ struct PrimaryOptions {
   SyncFailure on_sync_timeout = SyncFailure::kFail;
   // Blob lane.
   std::size_t blob_chunk_bytes = 64 << 10;
-  // The blob lane's rate to each subordinate (0: no limit), for links shared with other
-  // traffic. It does not protect the deltas from the cost of storing blobs on the primary
-  // (PutBlob), which is the caller's (docs/BENCHMARKS.md, case (d)).
+  // The blob lane yields to the deltas: its rate, for storing blobs on the primary (PutBlob
+  // waits) and for sending them to each subordinate, adapts to the delay of the delta stream
+  // (closing a batch to a subordinate's acknowledgement). When that delay rises more than
+  // blob_yield_delay above its recent floor, the rate is halved, down to
+  // blob_min_bytes_per_second; below it, the rate grows again. Zero blob_yield_delay turns the
+  // adaptation off: the lane then goes as fast as it can, up to blob_max_bytes_per_second.
+  std::chrono::microseconds blob_yield_delay{2000};
+  std::uint64_t blob_min_bytes_per_second = 1 << 20;
+  // A ceiling on the lane's rate (0: none), for links shared with other traffic.
   std::uint64_t blob_max_bytes_per_second = 0;
   // Liveness: a heartbeat to each subordinate every keepalive; one not heard from for
   // peer_timeout is dropped until it says HELLO again.
@@ -113,6 +119,7 @@ struct PrimaryStats {
   std::uint64_t forks = 0;
   std::uint64_t blob_chunks_sent = 0;
   std::uint64_t blob_bytes_sent = 0;
+  double blob_bytes_per_second = 0;  // the lane's rate now (0: not limited)
   Position journaled;  // the head of the journal
   InputCounters input;
 };

@@ -245,9 +245,12 @@ class Store {
   Status ScanQuarantine(const std::function<void(const QuarantinedDelta&)>& fn) const;
 
   // ---- the blob lane ----
-  // A primary stores a new blob, complete, and gives it the next seq.
+  // A primary stores a new blob, complete, and gives it the next seq. `before_chunk`, when
+  // given, is called with each chunk's size before the chunk is written (the primary paces the
+  // blob lane there).
   Result<BlobInfo> PutBlob(std::string_view blob_id, std::uint8_t kind, std::string_view name,
-                           std::string_view data, std::size_t chunk_bytes);
+                           std::string_view data, std::size_t chunk_bytes,
+                           const std::function<void(std::size_t)>& before_chunk = {});
   // The next blob byte this node needs (subordinate) or will assign (primary: offset 0).
   BlobCursor blob_cursor() const;
   // Reads up to `max_bytes` of blob `seq` from `offset`; NotFound if there is no such blob.
