@@ -28,6 +28,7 @@
 #include <shared_mutex>
 #include <thread>
 
+#include "blob_files.h"
 #include "frame_ring.h"
 #include "statesync/schemas/codec.h"
 
@@ -209,14 +210,9 @@ class FrameCollector : public rocksdb::WriteBatch::Handler {
   std::optional<Frame> pending_;
 };
 
-// Blob lane keys: 'c' + seq + offset (a chunk), 'm' + seq (the info of a complete blob),
-// 'i' + blob id (its seq).
-std::string ChunkKey(std::uint64_t seq, std::uint64_t offset) {
-  std::string k(1, 'c');
-  PutU64(k, seq);
-  PutU64(k, offset);
-  return k;
-}
+// Blob lane keys: 'm' + seq (the info of a complete blob), 'i' + blob id (its seq). The data is
+// in files (BlobFiles); earlier versions kept it here, under 'c' + seq + offset.
+constexpr char kOldChunkPrefix[] = "c";
 std::string BlobInfoKey(std::uint64_t seq) {
   std::string k(1, 'm');
   PutU64(k, seq);
@@ -338,17 +334,11 @@ enum class CfKind { kTable, kBlobs, kBlobLane, kSmall };
 // vector (an append; sorted once, in the background, when it is flushed). Eight 64 MiB
 // memtables let the writer go on while earlier ones flush, and universal compaction rewrites
 // each record fewer times than levelled compaction: on this 2-core machine flushes and
-// compactions share one core, and what they cannot absorb turns into write stalls. The journal
-// and the blob lane hold large values written once and deleted in ranges: they go to blob files
-// so that compactions move only their small keys. Measured choices are in docs/BENCHMARKS.md.
+// compactions share one core, and what they cannot absorb turns into write stalls. The blobs
+// table holds large values: they go to blob files so that compactions move only their small
+// keys. Measured choices are in docs/BENCHMARKS.md.
 rocksdb::ColumnFamilyOptions MakeCfOptions(const StoreOptions& o, CfKind kind) {
   rocksdb::ColumnFamilyOptions cf;
-  if (kind == CfKind::kBlobLane) {
-    cf.enable_blob_files = true;
-    cf.min_blob_size = o.blob_min_bytes;
-    cf.blob_file_size = 256ull << 20;
-    cf.enable_blob_garbage_collection = true;
-  }
   if (!o.tuned) return cf;
   constexpr int kMemtables = 8;
   const bool is_table = kind == CfKind::kTable || kind == CfKind::kBlobs;
@@ -485,6 +475,7 @@ class Store::Impl {
 
     if (Status st = ReadMeta(); !st.ok()) return st;
     if (Status st = ReadJournalIndex(); !st.ok()) return st;
+    if (Status st = OpenBlobFiles(); !st.ok()) return st;
     if (options.materialize) {
       // RocksDB's compactions also run below the stream's threads.
       rocksdb::Env::Default()->LowerThreadPoolCPUPriority(rocksdb::Env::Priority::LOW);
@@ -1173,27 +1164,20 @@ class Store::Impl {
     info.name = name;
     info.size = data.size();
     info.xxh64 = XXH3_64bits(data.data(), data.size());
-    // A partial blob left at this seq (received before this node was promoted) goes first. Until
-    // the info record below is written, the chunks are invisible, and a crash leaves the cursor
-    // at this seq, to be reused.
-    rocksdb::Status s = db_->DeleteRange(write_options_, blob_cf_, ChunkKey(info.seq, 0),
-                                         ChunkKey(info.seq + 1, 0));
-    for (std::size_t off = 0; s.ok() && off < data.size(); off += chunk_bytes) {
+    // The data goes to its own file first (starting it anew replaces a partial blob left at this
+    // seq, received before this node was promoted). Until the info record below is written,
+    // the blob is invisible, and a crash leaves the cursor at this seq, to be reused.
+    Status st = blob_files_.WritePart(info.seq, 0, {});
+    for (std::size_t off = 0; st.ok() && off < data.size(); off += chunk_bytes) {
       const std::string_view chunk = data.substr(off, chunk_bytes);
       if (before_chunk) before_chunk(chunk.size());
-      s = db_->Put(write_options_, blob_cf_, ChunkKey(info.seq, off), ToSlice(chunk));
+      st = blob_files_.WritePart(info.seq, off, chunk);
     }
-    rocksdb::WriteBatch batch;
-    if (s.ok()) s = batch.Put(blob_cf_, BlobInfoKey(info.seq), EncodeBlobInfo(info));
-    std::string seq_bytes;
-    PutU64(seq_bytes, info.seq);
-    if (s.ok()) s = batch.Put(blob_cf_, BlobIdKey(blob_id), seq_bytes);
+    if (st.ok()) st = blob_files_.Publish(info.seq);
+    if (!st.ok())
+      return Status::IOError("cannot store blob " + std::string(blob_id) + ": " + st.message());
     const BlobCursor next{info.seq + 1, 0};
-    if (s.ok()) s = batch.Put(meta_, kBlobCursorKey, EncodePosition({next.seq, next.offset}));
-    if (s.ok()) s = db_->Write(write_options_, &batch);
-    if (!s.ok()) return FromRocks(s, "cannot store blob " + std::string(blob_id));
-    std::lock_guard lock(state_mu_);
-    blob_cursor_ = next;
+    if (Status recorded = RecordBlob(info, next); !recorded.ok()) return recorded;
     return info;
   }
 
@@ -1211,24 +1195,7 @@ class Store::Impl {
     auto decoded = DecodeBlobInfo(raw);
     if (!decoded.ok()) return decoded.status();
     *info = *decoded;
-    data->clear();
-    if (offset >= info->size) return Status::Ok();
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), blob_cf_));
-    // The chunk holding `offset` is the last one starting at or before it.
-    it->SeekForPrev(ChunkKey(seq, offset));
-    while (it->Valid() && data->size() < max_bytes) {
-      const std::string_view key = ToView(it->key());
-      if (key.size() != 17 || key[0] != 'c' || GetU64(key, 1) != seq) break;
-      const std::uint64_t start = GetU64(key, 9);
-      const std::string_view chunk = ToView(it->value());
-      const std::uint64_t want = offset + data->size();
-      if (start > want || start + chunk.size() <= want) break;
-      data->append(chunk.substr(want - start, max_bytes - data->size()));
-      it->Next();
-    }
-    if (!it->status().ok()) return FromRocks(it->status(), "cannot read blob chunks");
-    if (data->empty()) return Status::Corruption("blob " + std::to_string(seq) + " misses bytes");
-    return Status::Ok();
+    return blob_files_.Read(seq, info->size, offset, max_bytes, data);
   }
 
   Status AddBlobChunk(const BlobInfo& info, std::uint64_t offset, std::string_view data) {
@@ -1244,11 +1211,13 @@ class Store::Impl {
       return Status::InvalidArgument("blob chunk runs past the blob's size");
     }
     BlobCursor next{info.seq, offset + data.size()};
-    rocksdb::WriteBatch batch(data.size() + 256);
-    rocksdb::Status s = rocksdb::Status::OK();
-    if (!data.empty()) s = batch.Put(blob_cf_, ChunkKey(info.seq, offset), ToSlice(data));
-    if (s.ok()) s = batch.Put(meta_, kBlobCursorKey, EncodePosition({next.seq, next.offset}));
-    if (s.ok()) s = db_->Write(write_options_, &batch);
+    // The bytes first, then the cursor past them: after a crash the file holds at least what
+    // the cursor says, and the next chunk overwrites anything beyond it.
+    if (Status st = blob_files_.WritePart(info.seq, offset, data); !st.ok()) {
+      return Status::IOError("cannot store a chunk of blob " + info.blob_id + ": " + st.message());
+    }
+    rocksdb::Status s =
+        db_->Put(write_options_, meta_, kBlobCursorKey, EncodePosition({next.seq, next.offset}));
     if (!s.ok()) return FromRocks(s, "cannot store a blob chunk");
     {
       std::lock_guard lock(state_mu_);
@@ -1352,6 +1321,21 @@ class Store::Impl {
     return Status::Ok();
   }
 
+  Status OpenBlobFiles() {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), blob_cf_));
+    it->Seek(kOldChunkPrefix);
+    if (it->Valid() && it->key().starts_with(kOldChunkPrefix)) {
+      return Status::FailedPrecondition(
+          "the store in " + options_.dir.string() +
+          " holds blob data written by an earlier version of statesync (in the 'blob_lane' "
+          "column family; this version keeps it in files under blob-lane/). Remove the "
+          "directory and resynchronize from a primary");
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), "cannot read the blob lane");
+    blob_files_ = detail::BlobFiles(options_.dir / "blob-lane", options_.sync_writes);
+    return blob_files_.Open();
+  }
+
   Status ReadJournalIndex() {
     std::unique_ptr<rocksdb::Iterator> it(
         db_->NewIterator(rocksdb::ReadOptions(), journal_index_cf_));
@@ -1421,39 +1405,38 @@ class Store::Impl {
   Status CompleteBlob(const BlobInfo& info) {
     // REQUIRES: blob_mu_ held. Verifies the whole blob from what is stored.
     std::string data;
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), blob_cf_));
-    for (it->Seek(ChunkKey(info.seq, 0)); it->Valid(); it->Next()) {
-      const std::string_view key = ToView(it->key());
-      if (key.size() != 17 || key[0] != 'c' || GetU64(key, 1) != info.seq) break;
-      data.append(ToView(it->value()));
-    }
-    if (!it->status().ok()) return FromRocks(it->status(), "cannot read blob chunks back");
-    rocksdb::WriteBatch batch;
-    rocksdb::Status s;
+    if (Status st = blob_files_.ReadWhole(info.seq, &data); !st.ok()) return st;
     const bool good =
         data.size() == info.size && XXH3_64bits(data.data(), data.size()) == info.xxh64;
-    BlobCursor next;
     if (good) {
-      next = {info.seq + 1, 0};
-      s = batch.Put(blob_cf_, BlobInfoKey(info.seq), EncodeBlobInfo(info));
-      std::string seq_bytes;
-      PutU64(seq_bytes, info.seq);
-      if (s.ok()) s = batch.Put(blob_cf_, BlobIdKey(info.blob_id), seq_bytes);
-    } else {
-      next = {info.seq, 0};
-      s = batch.DeleteRange(blob_cf_, ChunkKey(info.seq, 0), ChunkKey(info.seq + 1, 0));
+      if (Status st = blob_files_.Publish(info.seq); !st.ok()) return st;
+      return RecordBlob(info, {info.seq + 1, 0});
     }
-    if (s.ok()) s = batch.Put(meta_, kBlobCursorKey, EncodePosition({next.seq, next.offset}));
-    if (s.ok()) s = db_->Write(write_options_, &batch);
-    if (!s.ok()) return FromRocks(s, "cannot complete blob " + info.blob_id);
+    if (Status st = blob_files_.RemovePart(info.seq); !st.ok()) return st;
+    rocksdb::Status s =
+        db_->Put(write_options_, meta_, kBlobCursorKey, EncodePosition({info.seq, 0}));
+    if (!s.ok()) return FromRocks(s, "cannot rewind the blob cursor");
     {
       std::lock_guard lock(state_mu_);
-      blob_cursor_ = next;
+      blob_cursor_ = {info.seq, 0};
     }
-    if (!good) {
-      return Status::Corruption("blob " + info.blob_id + " does not match its checksum after " +
-                                std::to_string(data.size()) + " bytes; it is received again");
-    }
+    return Status::Corruption("blob " + info.blob_id + " does not match its checksum after " +
+                              std::to_string(data.size()) + " bytes; it is received again");
+  }
+
+  // REQUIRES: blob_mu_ held, and the blob's file published. Makes the blob visible (its info and
+  // its id) and moves the cursor to `next`, in one write.
+  Status RecordBlob(const BlobInfo& info, BlobCursor next) {
+    rocksdb::WriteBatch batch;
+    rocksdb::Status s = batch.Put(blob_cf_, BlobInfoKey(info.seq), EncodeBlobInfo(info));
+    std::string seq_bytes;
+    PutU64(seq_bytes, info.seq);
+    if (s.ok()) s = batch.Put(blob_cf_, BlobIdKey(info.blob_id), seq_bytes);
+    if (s.ok()) s = batch.Put(meta_, kBlobCursorKey, EncodePosition({next.seq, next.offset}));
+    if (s.ok()) s = db_->Write(write_options_, &batch);
+    if (!s.ok()) return FromRocks(s, "cannot record blob " + info.blob_id);
+    std::lock_guard lock(state_mu_);
+    blob_cursor_ = next;
     return Status::Ok();
   }
 
@@ -1633,6 +1616,7 @@ class Store::Impl {
   rocksdb::ColumnFamilyHandle* meta_ = nullptr;
   rocksdb::ColumnFamilyHandle* journal_index_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* blob_cf_ = nullptr;
+  detail::BlobFiles blob_files_;
   rocksdb::ColumnFamilyHandle* quarantine_cf_ = nullptr;
   // Lock order: materialize_mu_, write_mu_, tables_mu_, create_mu_, state_mu_ (blob_mu_ before
   // state_mu_).

@@ -2,8 +2,9 @@
 //
 // Column families: one per table (`fw_sessions`, `calls`, `cdrs`, `blobs`, `user_N` created on
 // first use); `meta` (positions, history, replication id, blob cursor); `backlog_index` (the
-// journal's index: its frames are in the WAL);
-// `blob_lane` (voice-data blobs and their chunks); `quarantine` (divergent records kept aside).
+// journal's index: its frames are in the WAL); `blob_lane` (each voice-data blob's info and
+// id: the data is in a file per blob under `blob-lane/` in the store's directory); `quarantine`
+// (divergent records kept aside).
 //
 // Two ways in:
 // - The journal (Append): every batch a node sends (primary) or receives (subordinate) is
@@ -61,7 +62,7 @@ struct StoreOptions {
   bool tuned = true;
   // fsync the WAL at every write (survives a power loss; about 25 % slower on this machine).
   bool sync_writes = false;
-  // Values of at least this many bytes in the blobs table and the blob lane go to blob files.
+  // Values of at least this many bytes in the blobs table go to RocksDB blob files.
   std::uint64_t blob_min_bytes = 4096;
   // Memory for memtables across all tables (tuned mode); bounds the data held before a flush.
   std::uint64_t memtable_budget_bytes = 512ull << 20;
@@ -258,7 +259,7 @@ class Store {
                   std::string* data) const;
   // A subordinate stores one received chunk at the cursor. When it completes the blob, the
   // whole blob's checksum is verified and the blob becomes visible; a mismatch drops the
-  // blob's chunks and rewinds the cursor to its start (Corruption).
+  // blob's bytes and rewinds the cursor to its start (Corruption).
   Status AddBlobChunk(const BlobInfo& info, std::uint64_t offset, std::string_view data);
   // A complete, verified blob by its id.
   Result<std::optional<std::string>> GetBlob(std::string_view blob_id, BlobInfo* info) const;

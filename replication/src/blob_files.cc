@@ -1,0 +1,159 @@
+#include "blob_files.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+namespace statesync::detail {
+namespace {
+
+std::string Why(const std::string& what, const std::filesystem::path& path) {
+  return what + " " + path.string() + ": " + std::strerror(errno);
+}
+
+// A file descriptor closed on every path out.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+  bool ok() const { return fd_ >= 0; }
+
+ private:
+  int fd_;
+};
+
+Status WriteFully(int fd, std::uint64_t offset, std::string_view data,
+                  const std::filesystem::path& path) {
+  while (!data.empty()) {
+    const ssize_t n = ::pwrite(fd, data.data(), data.size(), static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::IOError(Why("cannot write", path));
+    }
+    data.remove_prefix(static_cast<std::size_t>(n));
+    offset += static_cast<std::uint64_t>(n);
+  }
+  return Status::Ok();
+}
+
+// Reads up to `max_bytes` from `offset`; fewer only at the end of the file.
+Status ReadFully(int fd, std::uint64_t offset, std::size_t max_bytes, std::string* out,
+                 const std::filesystem::path& path) {
+  out->resize(max_bytes);
+  std::size_t got = 0;
+  while (got < max_bytes) {
+    const ssize_t n =
+        ::pread(fd, out->data() + got, max_bytes - got, static_cast<off_t>(offset + got));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::IOError(Why("cannot read", path));
+    }
+    if (n == 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  out->resize(got);
+  return Status::Ok();
+}
+
+std::string SeqName(std::uint64_t seq) {
+  char name[17];
+  std::snprintf(name, sizeof name, "%016llx", static_cast<unsigned long long>(seq));
+  return name;
+}
+
+}  // namespace
+
+Status BlobFiles::Open() const {
+  std::error_code ec;
+  std::filesystem::create_directories(dir_, ec);
+  if (ec) return Status::IOError("cannot create " + dir_.string() + ": " + ec.message());
+  return Status::Ok();
+}
+
+std::filesystem::path BlobFiles::PartPath(std::uint64_t seq) const {
+  return dir_ / (SeqName(seq) + ".part");
+}
+std::filesystem::path BlobFiles::CompletePath(std::uint64_t seq) const {
+  return dir_ / SeqName(seq);
+}
+
+Status BlobFiles::WritePart(std::uint64_t seq, std::uint64_t offset, std::string_view data) const {
+  const std::filesystem::path path = PartPath(seq);
+  Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | (offset == 0 ? O_TRUNC : 0), 0600));
+  if (!fd.ok()) return Status::IOError(Why("cannot open", path));
+  if (Status st = WriteFully(fd.get(), offset, data, path); !st.ok()) return st;
+  if (sync_ && ::fdatasync(fd.get()) != 0) return Status::IOError(Why("cannot sync", path));
+  return Status::Ok();
+}
+
+Status BlobFiles::Publish(std::uint64_t seq) const {
+  const std::filesystem::path part = PartPath(seq);
+  const std::filesystem::path complete = CompletePath(seq);
+  if (::rename(part.c_str(), complete.c_str()) != 0) {
+    // Published before a crash, and not yet recorded: nothing left to do.
+    if (errno == ENOENT && ::access(complete.c_str(), F_OK) == 0) return Status::Ok();
+    return Status::IOError(Why("cannot rename " + part.string() + " to", complete));
+  }
+  if (sync_) {
+    Fd dir(::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!dir.ok() || ::fsync(dir.get()) != 0) return Status::IOError(Why("cannot sync", dir_));
+  }
+  return Status::Ok();
+}
+
+Status BlobFiles::RemovePart(std::uint64_t seq) const {
+  const std::filesystem::path path = PartPath(seq);
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return Status::IOError(Why("cannot remove", path));
+  }
+  return Status::Ok();
+}
+
+Status BlobFiles::Read(std::uint64_t seq, std::uint64_t size, std::uint64_t offset,
+                       std::size_t max_bytes, std::string* out) const {
+  out->clear();
+  if (offset >= size) return Status::Ok();
+  const std::filesystem::path path = CompletePath(seq);
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.ok()) {
+    return Status::Corruption("blob " + std::to_string(seq) +
+                              " has lost its data: " + Why("cannot open", path));
+  }
+  const std::size_t want =
+      static_cast<std::size_t>(std::min<std::uint64_t>(max_bytes, size - offset));
+  if (Status st = ReadFully(fd.get(), offset, want, out, path); !st.ok()) return st;
+  if (out->size() != want) {
+    return Status::Corruption("blob " + std::to_string(seq) + " misses bytes: " + path.string() +
+                              " ends before " + std::to_string(size) + " bytes");
+  }
+  return Status::Ok();
+}
+
+Status BlobFiles::ReadWhole(std::uint64_t seq, std::string* out) const {
+  out->clear();
+  // The partial file, or the complete one when it was published before a crash and not yet
+  // recorded.
+  for (const std::filesystem::path& path : {PartPath(seq), CompletePath(seq)}) {
+    Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd.ok()) {
+      if (errno == ENOENT) continue;
+      return Status::IOError(Why("cannot open", path));
+    }
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(path, ec);
+    if (ec) return Status::IOError("cannot size " + path.string() + ": " + ec.message());
+    return ReadFully(fd.get(), 0, size, out, path);
+  }
+  return Status::Ok();  // nothing received yet
+}
+
+}  // namespace statesync::detail
