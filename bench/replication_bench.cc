@@ -9,7 +9,8 @@
 //   b          session life cycles (create, 4 updates, close) with coalescing
 //   c          blobs of 1 MB
 //   lag        write -> subordinate commit lag at 50 % of (a)'s rate, without and with (c) running
-//   catchup    catch-up time by CONTINUE and by SNAPSHOT
+//   catchup    catch-up time by CONTINUE (at once after the writes, and from a primary that has
+//              materialized them) and by SNAPSHOT
 // Repetitions of `baseline` and `a` are interleaved; medians are reported.
 //
 // Lag is measured on the primary: the time from a write until the subordinate's acknowledgement
@@ -541,6 +542,7 @@ Lag RunLag(double rate, double seconds, bool with_blobs) {
 
 struct CatchUp {
   double records = 0;
+  double continue_busy_primary_s = 0;
   double continue_s = 0;
   double snapshot_s = 0;
   double continue_per_s = 0;
@@ -559,17 +561,24 @@ CatchUp RunCatchUp(std::uint64_t n) {
   }
   p.primary->Flush(p.table);
   while (p.primary->stats().journaled.seq < p.head()) std::this_thread::sleep_for(1ms);
-  {
+  const auto continue_from_the_start = [&] {
     const auto t0 = Clock::now();
     SubordinateProcess sub(p.sub_dir(), p.primary->endpoint());
     const Seq head = p.head();
     sub.WaitFor([&](const SubStatus& s) { return s.persisted >= head; });
-    r.continue_s = Seconds(Clock::now() - t0);
-  }
-  fs::remove_all(p.sub_dir());
-  // SNAPSHOT: the same history with the journal trimmed away. The primary's tables must hold
-  // everything first (a snapshot is read from them).
+    const double seconds = Seconds(Clock::now() - t0);
+    fs::remove_all(p.sub_dir());
+    return seconds;
+  };
+  // Twice: at once, while the primary still materializes (and compacts) the n records it was
+  // just given as fast as it could take them, which on 2 cores competes with the catch-up; then
+  // from a primary whose tables hold them, as after writes spread over time (and as the
+  // SNAPSHOT case below starts).
+  r.continue_busy_primary_s = continue_from_the_start();
   if (!p.store->WaitMaterialized(p.store->applied(), std::chrono::minutes(10))) std::exit(1);
+  r.continue_s = continue_from_the_start();
+  // SNAPSHOT: the same history with the journal trimmed away (a snapshot is read from the
+  // tables, which hold everything by now).
   p.primary.reset();
   o.journal.max_bytes = 1;
   o.trim_interval = 10ms;
@@ -733,6 +742,8 @@ int Main(int argc, char** argv) {
       const CatchUp c = RunCatchUp(n);
       json.Raw("catchup_" + std::to_string(n / 1'000'000) + "m",
                Obj({{"records", c.records},
+                    {"continue_busy_primary_s", c.continue_busy_primary_s},
+                    {"continue_busy_primary_per_s", c.records / c.continue_busy_primary_s},
                     {"continue_s", c.continue_s},
                     {"continue_per_s", c.continue_per_s},
                     {"snapshot_s", c.snapshot_s},
