@@ -562,11 +562,14 @@ CatchUp RunCatchUp(std::uint64_t n) {
   p.primary->Flush(p.table);
   while (p.primary->stats().journaled.seq < p.head()) std::this_thread::sleep_for(1ms);
   const auto continue_from_the_start = [&] {
-    const auto t0 = Clock::now();
-    SubordinateProcess sub(p.sub_dir(), p.primary->endpoint());
-    const Seq head = p.head();
-    sub.WaitFor([&](const SubStatus& s) { return s.persisted >= head; });
-    const double seconds = Seconds(Clock::now() - t0);
+    double seconds = 0;
+    {
+      const auto t0 = Clock::now();
+      SubordinateProcess sub(p.sub_dir(), p.primary->endpoint());
+      const Seq head = p.head();
+      sub.WaitFor([&](const SubStatus& s) { return s.persisted >= head; });
+      seconds = Seconds(Clock::now() - t0);
+    }  // the subordinate stopped: its directory can go
     fs::remove_all(p.sub_dir());
     return seconds;
   };
