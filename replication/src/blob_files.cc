@@ -87,6 +87,10 @@ std::filesystem::path BlobFiles::CompletePath(std::uint64_t seq) const {
 }
 
 Status BlobFiles::WritePart(std::uint64_t seq, std::uint64_t offset, std::string_view data) const {
+  // Nothing to write past the start: do not create a partial file. (The empty chunk that
+  // completes a blob whose last bytes arrived before a crash must find the file published by
+  // then, not a new empty one.)
+  if (data.empty() && offset > 0) return Status::Ok();
   const std::filesystem::path path = PartPath(seq);
   Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | (offset == 0 ? O_TRUNC : 0), 0600));
   if (!fd.ok()) return Status::IOError(Why("cannot open", path));
@@ -98,6 +102,12 @@ Status BlobFiles::WritePart(std::uint64_t seq, std::uint64_t offset, std::string
 Status BlobFiles::Publish(std::uint64_t seq) const {
   const std::filesystem::path part = PartPath(seq);
   const std::filesystem::path complete = CompletePath(seq);
+  {
+    // On the disk before the store records the blob, whatever `sync`: the record and the bytes
+    // are in two files, and a power loss must not leave a recorded blob without its data.
+    Fd fd(::open(part.c_str(), O_WRONLY | O_CLOEXEC));
+    if (fd.ok() && ::fdatasync(fd.get()) != 0) return Status::IOError(Why("cannot sync", part));
+  }
   if (::rename(part.c_str(), complete.c_str()) != 0) {
     // Published before a crash, and not yet recorded: nothing left to do.
     if (errno == ENOENT && ::access(complete.c_str(), F_OK) == 0) return Status::Ok();

@@ -7,10 +7,12 @@
 // 2 cores that showed as 30-150 ms of delta lag each time (case (d), docs/BENCHMARKS.md). A
 // file costs a copy into the page cache; the blob's own XXH3 checksum covers it end to end.
 //
-// A blob is written to `<seq>.part` and renamed to `<seq>` when complete; the store records it
-// in RocksDB after that, so a crash between the two leaves a file that the next blob at the
-// same seq replaces. Writes are as durable as the store's RocksDB writes: in the page cache
-// (a killed process loses nothing), and synced to the disk when `sync` is set.
+// A blob is written to `<seq>.part`, synced and renamed to `<seq>` when complete; the store
+// records it in RocksDB after that. A crash between the two leaves a file that either the next
+// blob at the same seq replaces (primary) or the completion after restart finds (subordinate).
+// Partial writes are as durable as the store's RocksDB writes: in the page cache (a killed
+// process loses nothing), synced to the disk only when `sync` is set; a complete blob is on the
+// disk before it is recorded, so a power loss cannot keep the record without the bytes.
 //
 // Internal to replication. Thread-safety: none (the store calls it under its blob lock; reads of
 // complete blobs may come from any thread).
@@ -33,9 +35,11 @@ class BlobFiles {
   // Creates the directory if needed.
   Status Open() const;
 
-  // Writes `data` at `offset` of blob `seq`'s partial file; offset 0 starts the file anew.
+  // Writes `data` at `offset` of blob `seq`'s partial file; offset 0 starts the file anew, and
+  // nothing at all past the start does nothing.
   Status WritePart(std::uint64_t seq, std::uint64_t offset, std::string_view data) const;
-  // The partial file of `seq` becomes the complete blob (replacing one left by a crash).
+  // The partial file of `seq` is synced and becomes the complete blob (replacing one left by a
+  // crash); Ok when it was published already.
   Status Publish(std::uint64_t seq) const;
   // Drops the partial file of `seq`, if any.
   Status RemovePart(std::uint64_t seq) const;

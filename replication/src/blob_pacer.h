@@ -12,9 +12,10 @@
 //     needs that long to show in the delay), never below the floor: voice data always moves;
 //   - queueing below the target: the rate grows linearly, in proportion to the room left;
 //   - no delta acknowledged for `idle_after`: nothing to protect, the rate doubles each window.
-// The rate never exceeds twice what the lane moved (stored plus sent) in the last full window,
-// or the floor: a lane idle for a while holds no rate that would let a burst through when blobs
-// come back.
+// The rate never exceeds twice what the lane moved in the last full window (stored plus sent,
+// all subordinates together, while each of them and the storing may use the rate), or the
+// floor: a lane idle for a while holds no rate that would let a burst through when blobs come
+// back.
 //
 // Pure: time is an argument. Thread-safety: none (the primary guards it with a mutex).
 #pragma once
@@ -43,8 +44,10 @@ class BlobPacer {
     std::chrono::milliseconds window{100};  // what the lane moved is measured over this
   };
 
+  // A floor below 1 byte/s is taken as 1 and a target below 1 us as 1 us: the lane always moves,
+  // and the rate is never zero or undefined.
   BlobPacer(Options o, Clock::time_point now)
-      : o_(o), rate_(o.min_bytes_per_second), last_update_(now), window_start_(now) {
+      : o_(Sane(o)), rate_(o_.min_bytes_per_second), last_update_(now), window_start_(now) {
     base_.fill(kNoDelay);
     recent_.fill(kNoDelay);
   }
@@ -76,7 +79,8 @@ class BlobPacer {
       }
       off_target_ = 0;
     } else {
-      off_target_ = (target - queueing) / target;
+      // At most 1: a delay below the base (a stale base after a quiet spell) adds no gain.
+      off_target_ = std::min(1.0, (target - queueing) / target);
     }
   }
 
@@ -96,6 +100,12 @@ class BlobPacer {
   // The queueing is judged on the lowest of the last few delays: a lone late batch (a page
   // fault, a preempted thread) happens with or without blobs, and is no reason to slow them.
   static constexpr std::size_t kRecent = 8;
+
+  static Options Sane(Options o) {
+    o.min_bytes_per_second = std::max(1.0, o.min_bytes_per_second);
+    o.target = std::max(o.target, std::chrono::microseconds{1});
+    return o;
+  }
 
   void Advance(Clock::time_point now) {
     const double dt = std::chrono::duration<double>(now - last_update_).count();

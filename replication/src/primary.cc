@@ -6,9 +6,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <condition_variable>
 #include <deque>
 #include <future>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -233,7 +235,7 @@ class Primary::Impl {
       for (;;) {
         const auto now = Clock::now();
         const double rate = BlobRate(now);
-        if (rate == 0) break;
+        if (std::isinf(rate)) break;
         bucket.Refill(now, rate);
         const auto wait = bucket.Wait(bytes, rate);
         if (wait.count() == 0) break;
@@ -258,9 +260,12 @@ class Primary::Impl {
     }
   }
 
-  // The blob lane's rate now, in bytes per second (0: not limited).
+  // The blob lane's rate now, in bytes per second (infinite: not limited).
   double BlobRate(Clock::time_point now) {
-    if (!pacer_) return static_cast<double>(o_.blob_max_bytes_per_second);
+    if (!pacer_) {
+      return o_.blob_max_bytes_per_second == 0 ? std::numeric_limits<double>::infinity()
+                                               : static_cast<double>(o_.blob_max_bytes_per_second);
+    }
     std::lock_guard lock(pacer_mu_);
     return pacer_->BytesPerSecond(now);
   }
@@ -652,14 +657,14 @@ class Primary::Impl {
     // allow otherwise.
     int chunks = deltas_waiting ? 1 : 1 << 20;
     const double rate = BlobRate(now);
-    if (rate == 0) {
+    if (std::isinf(rate)) {
       p.blob_tokens.tokens = 1;
     } else {
       p.blob_tokens.Refill(now, rate);
     }
     while (chunks-- > 0 && p.state != PeerStatus::State::kLost && p.blob_credit() > 0 &&
            p.blob_tokens.tokens > 0) {
-      if (!ServeBlob(p, rate != 0)) break;
+      if (!ServeBlob(p, !std::isinf(rate))) break;
     }
     if (now - p.last_keepalive >= o_.keepalive && p.state != PeerStatus::State::kLost) {
       SendKeepalive(p);
@@ -900,7 +905,7 @@ class Primary::Impl {
     peer_status_ = std::move(out);
     stats_.journaled = journaled_;
     stats_.recent_bytes = recent_bytes_;
-    stats_.blob_bytes_per_second = blob_rate;
+    stats_.blob_bytes_per_second = std::isinf(blob_rate) ? 0 : blob_rate;
   }
 
   void Emit(ReplicationEvent::Kind kind, const std::string& peer, const std::string& text) {

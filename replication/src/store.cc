@@ -1238,6 +1238,13 @@ class Store::Impl {
     std::string data;
     BlobInfo local;
     if (Status st = ReadBlob(GetU64(raw, 0), 0, SIZE_MAX, &local, &data); !st.ok()) return st;
+    // Checked against the checksum recorded with it: a file damaged on the disk (or cut short
+    // by a power loss that kept the record) is an error, never wrong voice data.
+    if (XXH3_64bits(data.data(), data.size()) != local.xxh64) {
+      return Status::Corruption("blob " + std::string(blob_id) + " (" +
+                                blob_files_.CompletePath(local.seq).string() +
+                                ") does not match its checksum");
+    }
     if (info) *info = local;
     return std::optional<std::string>(std::move(data));
   }

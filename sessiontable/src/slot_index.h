@@ -17,7 +17,8 @@
 // a few milliseconds of growing: on this virtualized machine memory the process has not used
 // before costs about 1.5 ms per MB on first touch (huge pages; 3.3 ms per MB in 4 KB pages), and
 // the writer and the subordinate's apply thread each stopped for about 100 ms at 1.47M
-// sessions (the lag benchmark, docs/BENCHMARKS.md).
+// sessions (the lag benchmark, docs/BENCHMARKS.md). The cost: from half full to growing, the
+// index holds 16 more bytes per entry of its capacity (given back below 0.4 full).
 //
 // Internal to sessiontable. Thread-safety: none.
 #pragma once
@@ -107,6 +108,7 @@ class SlotIndex {
     }
     table_[i] = 0;
     --size_;
+    ReleaseNextIfShrunk();
   }
 
   void Reserve(std::size_t entries) {
@@ -191,6 +193,15 @@ class SlotIndex {
     prefaulted_bytes_ += kPageBytes;
   }
 
+  // A table that settled back below 0.4 full gives the next one's memory back (it is taken
+  // again from 0.5: the gap keeps a size that moves around a threshold from mapping it anew).
+  void ReleaseNextIfShrunk() {
+    if (next_capacity_ != 0 && size_ * 5 < capacity_ * 2) {
+      next_buffer_ = LargeBuffer();
+      next_capacity_ = 0;
+    }
+  }
+
   // Erases `want` from the part of the old table not moved yet, where it must be. A marker
   // takes its place: a backward shift could move an entry into the part already moved.
   void EraseOld(std::uint64_t want) {
@@ -198,6 +209,7 @@ class SlotIndex {
     while (i < moved_ || old_table_[i] != want) i = (i + 1) & old_mask_;
     old_table_[i] = kErased;
     --size_;
+    ReleaseNextIfShrunk();
   }
 
   // An old-table entry erased while the table drains: slot + 1 == 0 is never a real entry.

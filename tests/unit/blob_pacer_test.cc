@@ -97,6 +97,20 @@ TEST(BlobPacer, AnIdleLaneHoldsNoRateBeyondTwiceWhatItMoved) {
   EXPECT_DOUBLE_EQ(pacer.BytesPerSecond(now), 1 * kMiB);
 }
 
+TEST(BlobPacer, AZeroFloorOrTargetStillGivesAPositiveRate) {
+  BlobPacer::Options o = TestOptions();
+  o.min_bytes_per_second = 0;
+  o.target = microseconds(0);
+  Clock::time_point now{};
+  BlobPacer pacer(o, now);
+  for (int i = 0; i < 1000; ++i) {
+    now += milliseconds(1);
+    pacer.OnDeltaDelay(now, microseconds(i % 2 == 0 ? 1000 : 9000));
+    const double rate = pacer.BytesPerSecond(now);
+    ASSERT_GE(rate, 1.0) << "at " << i;  // never 0 (read as "not limited") nor NaN
+  }
+}
+
 TEST(TokenBucket, WaitsForTheMissingBytesAndHoldsATenthOfASecond) {
   TokenBucket bucket;
   Clock::time_point now{};

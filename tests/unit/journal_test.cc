@@ -10,6 +10,7 @@
 #include <random>
 #include <thread>
 
+#include "blob_files.h"
 #include "statesync/replication/messages.h"
 #include "statesync/replication/store.h"
 #include "statesync/workload/workload.h"
@@ -349,6 +350,15 @@ TEST(Journal, ABlobsBytesLiveInAFileOfTheirOwn) {
   const fs::path file = dir.path() / "blob-lane" / "0000000000000001";
   EXPECT_EQ(FileContents(file), data);
   EXPECT_FALSE(fs::exists(dir.path() / "blob-lane" / "0000000000000001.part"));
+  // A damaged file is refused, not returned.
+  {
+    std::fstream f(file, std::ios::binary | std::ios::in | std::ios::out);
+    f.seekp(123'456);
+    f.put(static_cast<char>(data[123'456] ^ 1));
+  }
+  const auto damaged = a->GetBlob("rec/1", nullptr);
+  EXPECT_EQ(damaged.status().code(), Status::Code::kCorruption);
+  EXPECT_NE(damaged.status().message().find(file.string()), std::string::npos);
   // A blob whose file is gone is a clear error, not a crash or a short read.
   fs::remove(file);
   BlobInfo info;
@@ -356,6 +366,23 @@ TEST(Journal, ABlobsBytesLiveInAFileOfTheirOwn) {
   const Status st = a->ReadBlob(1, 0, 1000, &info, &piece);
   EXPECT_EQ(st.code(), Status::Code::kCorruption);
   EXPECT_NE(st.message().find(file.string()), std::string::npos) << st.ToString();
+}
+
+TEST(BlobFiles, TheCompletingEmptyChunkAfterACrashFindsThePublishedFile) {
+  // A subordinate killed after its blob's file was published and before the store recorded it
+  // restarts with the cursor at the blob's end; the primary then sends an empty chunk there.
+  TempDir dir;
+  detail::BlobFiles files(dir.path() / "blob-lane", false);
+  ASSERT_TRUE(files.Open().ok());
+  ASSERT_TRUE(files.WritePart(4, 0, "voice").ok());
+  ASSERT_TRUE(files.Publish(4).ok());
+  ASSERT_TRUE(files.WritePart(4, 5, "").ok());
+  EXPECT_FALSE(fs::exists(files.PartPath(4)));
+  std::string whole;
+  ASSERT_TRUE(files.ReadWhole(4, &whole).ok());
+  EXPECT_EQ(whole, "voice");
+  EXPECT_TRUE(files.Publish(4).ok());  // published already: nothing to do
+  EXPECT_EQ(FileContents(files.CompletePath(4)), "voice");
 }
 
 TEST(Journal, AReceivedBlobResumesAtItsCursorAfterACrash) {

@@ -134,6 +134,12 @@ TEST(SlotIndex, TheLargerTableIsWrittenAheadOfGrowing) {
   m.CheckAll();
   while (m.index.growing()) m.Insert(k++);
   m.CheckAll();
+  // Past half of the new capacity, then back below 0.4: the next table's memory goes back.
+  while (m.index.size() * 2 < capacity * 2 + 2048) m.Insert(k++);
+  EXPECT_GT(m.index.prefaulted_bytes(), 0u);
+  while (m.index.size() * 5 >= capacity * 2 * 2) m.Erase(m.slot_of.begin()->first);
+  EXPECT_EQ(m.index.prefaulted_bytes(), 0u);
+  m.CheckAll();
 }
 
 TEST(SlotIndex, ReserveGrowsAtOnce) {
