@@ -144,7 +144,8 @@ class Primary {
   std::future<Status> WhenDurable(TableId table, Position position);
   // The highest position persisted by at least min_acks subordinates.
   Position durable() const;
-  // Stores a blob and queues it on the blob lane.
+  // Stores a blob and queues it on the blob lane. Returns once the blob is stored, which takes
+  // as long as the lane's rate asks (it yields to the deltas): call it off the table's thread.
   Result<BlobInfo> PutBlob(std::string_view blob_id, std::uint8_t kind, std::string_view name,
                            std::string_view data);
 
