@@ -1219,13 +1219,7 @@ class Store::Impl {
     if (Status st = blob_files_.WritePart(info.seq, offset, data); !st.ok()) {
       return Status::IOError("cannot store a chunk of blob " + info.blob_id + ": " + st.message());
     }
-    rocksdb::Status s =
-        db_->Put(write_options_, meta_, kBlobCursorKey, EncodePosition({next.seq, next.offset}));
-    if (!s.ok()) return FromRocks(s, "cannot store a blob chunk");
-    {
-      std::lock_guard lock(state_mu_);
-      blob_cursor_ = next;
-    }
+    if (Status st = MoveBlobCursor(next, "cannot store a blob chunk"); !st.ok()) return st;
     if (next.offset < info.size) return Status::Ok();
     return CompleteBlob(info);
   }
@@ -1423,15 +1417,21 @@ class Store::Impl {
       return RecordBlob(info, {info.seq + 1, 0});
     }
     if (Status st = blob_files_.RemovePart(info.seq); !st.ok()) return st;
-    rocksdb::Status s =
-        db_->Put(write_options_, meta_, kBlobCursorKey, EncodePosition({info.seq, 0}));
-    if (!s.ok()) return FromRocks(s, "cannot rewind the blob cursor");
-    {
-      std::lock_guard lock(state_mu_);
-      blob_cursor_ = {info.seq, 0};
+    if (Status st = MoveBlobCursor({info.seq, 0}, "cannot rewind the blob cursor"); !st.ok()) {
+      return st;
     }
     return Status::Corruption("blob " + info.blob_id + " does not match its checksum after " +
                               std::to_string(data.size()) + " bytes; it is received again");
+  }
+
+  // REQUIRES: blob_mu_ held. Moves the cursor alone (`what` says why, for the error).
+  Status MoveBlobCursor(BlobCursor next, const char* what) {
+    rocksdb::Status s =
+        db_->Put(write_options_, meta_, kBlobCursorKey, EncodePosition({next.seq, next.offset}));
+    if (!s.ok()) return FromRocks(s, what);
+    std::lock_guard lock(state_mu_);
+    blob_cursor_ = next;
+    return Status::Ok();
   }
 
   // REQUIRES: blob_mu_ held, and the blob's file published. Makes the blob visible (its info and
