@@ -27,7 +27,10 @@
 // yield), STATESYNC_BENCH_NO_MATERIALIZE=1 turns both stores' materializers off (the hot path
 // alone), STATESYNC_BENCH_NAIVE_TUNED_ALLOCATOR=1 gives the baseline's receiver the allocator
 // setting statesync's processes use (TuneProcessAllocator), and STATESYNC_BENCH_DEFAULT_ALLOCATOR=1
-// keeps statesync's processes on the C library's defaults.
+// keeps statesync's processes on the C library's defaults. STATESYNC_BENCH_PERF_CTL=FIFO writes
+// "enable" to FIFO when case (a)'s timing starts and "disable" when it ends, for
+// `perf record -D -1 --control fifo:FIFO`: a profile of the timed part alone, without the
+// baseline's processes or the generation of the records.
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
 #include <signal.h>
@@ -212,6 +215,13 @@ struct PrimarySide {
   Seq acked() const { return primary->durable().seq; }
 };
 
+// Diagnostics: tells a `perf record --control fifo:...` waiting on STATESYNC_BENCH_PERF_CTL.
+void PerfControl(const char* command) {
+  if (const char* fifo = std::getenv("STATESYNC_BENCH_PERF_CTL")) {
+    std::ofstream(fifo) << command << std::endl;
+  }
+}
+
 std::vector<FirewallSession> Sessions(std::uint64_t from, std::size_t n, TimePoint now) {
   std::vector<FirewallSession> v;
   v.reserve(n);
@@ -315,6 +325,7 @@ CaseA RunA(std::uint64_t n) {
   SubordinateProcess sub(p.sub_dir(), p.primary->endpoint());
   sub.WaitFor([](const SubStatus& s) { return s.state != 0; });  // connected
   const auto sessions = Sessions(1, n, WallNow());
+  PerfControl("enable");
   const auto t0 = Clock::now();
   for (std::size_t i = 0; i < sessions.size(); i += 500) {
     p.Upsert(std::span(sessions).subspan(i, std::min<std::size_t>(500, sessions.size() - i)));
@@ -322,6 +333,7 @@ CaseA RunA(std::uint64_t n) {
   p.primary->Flush(p.table);
   while (p.acked() < p.head()) std::this_thread::sleep_for(200us);
   const double t_persisted = Seconds(Clock::now() - t0);
+  PerfControl("disable");
   const Seq head = p.head();
   if (!std::getenv("STATESYNC_BENCH_NO_MATERIALIZE"))
     sub.WaitFor([&](const SubStatus& s) { return s.materialized >= head; });

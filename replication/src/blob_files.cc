@@ -8,61 +8,10 @@
 #include <cstdio>
 #include <cstring>
 
+#include "file_io.h"
+
 namespace statesync::detail {
 namespace {
-
-std::string Why(const std::string& what, const std::filesystem::path& path) {
-  return what + " " + path.string() + ": " + std::strerror(errno);
-}
-
-// A file descriptor closed on every path out.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  bool ok() const { return fd_ >= 0; }
-
- private:
-  int fd_;
-};
-
-Status WriteFully(int fd, std::uint64_t offset, std::string_view data,
-                  const std::filesystem::path& path) {
-  while (!data.empty()) {
-    const ssize_t n = ::pwrite(fd, data.data(), data.size(), static_cast<off_t>(offset));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Status::IOError(Why("cannot write", path));
-    }
-    data.remove_prefix(static_cast<std::size_t>(n));
-    offset += static_cast<std::uint64_t>(n);
-  }
-  return Status::Ok();
-}
-
-// Reads up to `max_bytes` from `offset`; fewer only at the end of the file.
-Status ReadFully(int fd, std::uint64_t offset, std::size_t max_bytes, std::string* out,
-                 const std::filesystem::path& path) {
-  out->resize(max_bytes);
-  std::size_t got = 0;
-  while (got < max_bytes) {
-    const ssize_t n =
-        ::pread(fd, out->data() + got, max_bytes - got, static_cast<off_t>(offset + got));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Status::IOError(Why("cannot read", path));
-    }
-    if (n == 0) break;
-    got += static_cast<std::size_t>(n);
-  }
-  out->resize(got);
-  return Status::Ok();
-}
 
 std::string SeqName(std::uint64_t seq) {
   char name[17];

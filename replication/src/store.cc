@@ -7,7 +7,6 @@
 #include <rocksdb/options.h>
 #include <rocksdb/sst_file_writer.h>
 #include <rocksdb/table.h>
-#include <rocksdb/transaction_log.h>
 #include <rocksdb/write_batch.h>
 #include <xxhash.h>
 
@@ -30,6 +29,7 @@
 
 #include "blob_files.h"
 #include "frame_ring.h"
+#include "journal_files.h"
 #include "statesync/schemas/codec.h"
 
 namespace statesync {
@@ -91,19 +91,13 @@ std::string_view ToView(const rocksdb::Slice& s) {
 }
 
 // Journal index keys: 'i' + first seq in the backlog_index family (last position, time written,
-// frame size, where the frame is in the WAL), so that opening a store reads only the index.
+// frame size, the frame's segment file, offset and XXH3), so that opening a store reads only the
+// index.
 std::string JournalKey(char kind, Seq first) {
   std::string k(1, kind);
   PutU64(k, first);
   return k;
 }
-constexpr std::size_t kWalReadersKept = 4;
-// A reader of the journal's frames in the WAL, and where it stands.
-struct WalReader {
-  std::unique_ptr<rocksdb::TransactionLogIterator> it;
-  Seq next = 0;                          // the journal seq it reads next
-  rocksdb::SequenceNumber last_seq = 0;  // RocksDB's, of the last batch it read
-};
 // A delta of a materializer round, pointing into the round's frames.
 struct RoundItem {
   TableId table;
@@ -130,25 +124,29 @@ struct JournalIndexEntry {
   Position last;
   std::int64_t written_ms = 0;
   std::uint64_t bytes = 0;
-  // RocksDB's sequence number at or before the write holding the frame: where a WAL read starts.
-  rocksdb::SequenceNumber wal_seq = 0;
+  detail::FramePlace place;
+  std::uint64_t checksum = 0;  // XXH3 of the frame
 };
+constexpr std::size_t kIndexEntryBytes = 56;
 std::string EncodeIndexEntry(const JournalIndexEntry& e) {
   std::string v = EncodePosition(e.last);
   PutU64(v, static_cast<std::uint64_t>(e.written_ms));
   PutU64(v, e.bytes);
-  PutU64(v, e.wal_seq);
+  PutU64(v, e.place.segment);
+  PutU64(v, e.place.offset);
+  PutU64(v, e.checksum);
   return v;
 }
 // The entry under an index key, or nothing if the key or value is not one.
 std::optional<JournalIndexEntry> DecodeIndexEntry(std::string_view key, std::string_view v) {
-  if (key.size() != 9 || key[0] != 'i' || v.size() != 40) return std::nullopt;
+  if (key.size() != 9 || key[0] != 'i' || v.size() != kIndexEntryBytes) return std::nullopt;
   JournalIndexEntry e;
   e.first = GetU64(key, 1);
   e.last = {GetU64(v, 0), GetU64(v, 8)};
   e.written_ms = static_cast<std::int64_t>(GetU64(v, 16));
   e.bytes = GetU64(v, 24);
-  e.wal_seq = GetU64(v, 32);
+  e.place = {GetU64(v, 32), GetU64(v, 40)};
+  e.checksum = GetU64(v, 48);
   return e;
 }
 JournalBatch BatchOf(const JournalIndexEntry& e, std::string_view frame) {
@@ -159,59 +157,6 @@ JournalBatch BatchOf(const JournalIndexEntry& e, std::string_view frame) {
   b.frame.assign(frame.data(), frame.size());
   return b;
 }
-
-// Collects the journal frames of the WAL's write batches: an Append writes its index entry and
-// then its frame (as log data), so each frame follows the index key naming its first seq.
-class FrameCollector : public rocksdb::WriteBatch::Handler {
- public:
-  explicit FrameCollector(std::uint32_t index_cf) : index_cf_(index_cf) {}
-  struct Frame {
-    Seq first;
-    rocksdb::SequenceNumber wal_seq;  // from its index entry: tells this append from any other
-    std::string_view frame;           // into the batch being iterated
-  };
-  std::vector<Frame> frames;
-
-  rocksdb::Status PutCF(std::uint32_t cf, const rocksdb::Slice& key,
-                        const rocksdb::Slice& value) override {
-    pending_.reset();
-    if (cf != index_cf_) return rocksdb::Status::OK();
-    if (auto e = DecodeIndexEntry(ToView(key), ToView(value))) {
-      pending_ = Frame{e->first, e->wal_seq, {}};
-    }
-    return rocksdb::Status::OK();
-  }
-  void LogData(const rocksdb::Slice& blob) override {
-    if (pending_) frames.push_back({pending_->first, pending_->wal_seq, ToView(blob)});
-    pending_.reset();
-  }
-  // The other records of the WAL (tables, meta, deletions, the blob lane) are not the journal's.
-  rocksdb::Status DeleteCF(std::uint32_t, const rocksdb::Slice&) override { return Skip(); }
-  rocksdb::Status SingleDeleteCF(std::uint32_t, const rocksdb::Slice&) override { return Skip(); }
-  rocksdb::Status DeleteRangeCF(std::uint32_t, const rocksdb::Slice&,
-                                const rocksdb::Slice&) override {
-    return Skip();
-  }
-  rocksdb::Status MergeCF(std::uint32_t, const rocksdb::Slice&, const rocksdb::Slice&) override {
-    return Skip();
-  }
-  rocksdb::Status PutBlobIndexCF(std::uint32_t, const rocksdb::Slice&,
-                                 const rocksdb::Slice&) override {
-    return Skip();
-  }
-  rocksdb::Status PutEntityCF(std::uint32_t, const rocksdb::Slice&,
-                              const rocksdb::Slice&) override {
-    return Skip();
-  }
-
- private:
-  rocksdb::Status Skip() {
-    pending_.reset();
-    return rocksdb::Status::OK();
-  }
-  std::uint32_t index_cf_;
-  std::optional<Frame> pending_;
-};
 
 // Blob lane keys: 'm' + seq (the info of a complete blob), 'i' + blob id (its seq). The data is
 // in files (BlobFiles); earlier versions kept it here, under 'c' + seq + offset.
@@ -308,10 +253,6 @@ rocksdb::DBOptions MakeDbOptions(const StoreOptions& o) {
   rocksdb::DBOptions db;
   db.create_if_missing = true;
   db.create_missing_column_families = true;
-  // The journal's frames live in the WAL (Store::Impl::Append): WAL files that leave the live
-  // set go to archive/ and stay there until Trim deletes the ones no journal batch needs. The
-  // size limit only turns archiving on; RocksDB never reaches it.
-  db.WAL_size_limit_MB = 1ull << 40;
   if (!o.tuned) return db;
   // Four background jobs and two subcompactions on a 2-core machine: while the writer waits
   // for a flush, flushes and compactions can use both cores (measured: +30 % at 10M records).
@@ -499,20 +440,16 @@ class Store::Impl {
       return Status::FailedPrecondition("a batch starting at " + ToString(first) +
                                         " does not follow the head " + ToString(head));
     }
-    // The frame is log data: it is written to the WAL only, never to a memtable or a table
-    // file. That halves what the journal writes and copies, and no flush of frames competes
-    // with the stream (docs/BENCHMARKS.md). ReadJournal reads it back from the WAL, starting
-    // at the sequence number recorded here (a lower bound: other writers may come between).
-    JournalIndexEntry e{first.seq, last, now.time_since_epoch().count(), frame.size(),
-                        db_->GetLatestSequenceNumber() + 1};
-    rocksdb::WriteBatch batch(frame.size() + 256);
-    // The index entry first: FrameCollector takes the log data after it as its frame.
+    // The frame goes to a segment file, never through RocksDB (JournalFiles says why); the
+    // index entry that names it makes it part of the journal. A failure after the frame is
+    // written leaves bytes no entry names, which the next append or a reopen writes over.
+    auto place = journal_files_->Append(frame);
+    if (!place.ok()) return place.status();
+    JournalIndexEntry e{first.seq,    last,   now.time_since_epoch().count(),
+                        frame.size(), *place, XXH3_64bits(frame.data(), frame.size())};
+    rocksdb::WriteBatch batch;
     rocksdb::Status s =
         batch.Put(journal_index_cf_, JournalKey('i', first.seq), EncodeIndexEntry(e));
-    if (s.ok()) {
-      s = batch.PutLogData(
-          rocksdb::Slice(reinterpret_cast<const char*>(frame.data()), frame.size()));
-    }
     if (s.ok()) s = batch.Put(meta_, kAppliedKey, EncodePosition(last));
     std::vector<Position> history = this->history();
     const bool new_epoch = history.empty() || history.back().epoch < first.epoch;
@@ -523,7 +460,6 @@ class Store::Impl {
     if (!s.ok()) return FromRocks(s, "cannot build the journal write");
     s = db_->Write(write_options_, &batch);
     if (!s.ok()) return FromRocks(s, "cannot append a batch to the journal");
-    RotateWalEvery(frame.size());
     {
       std::lock_guard lock(state_mu_);
       applied_ = last;
@@ -557,7 +493,6 @@ class Store::Impl {
                      std::size_t max_batches = SIZE_MAX) const {
     out->clear();
     Seq from = 0;
-    rocksdb::SequenceNumber wal_seq = 0;
     std::size_t bytes = 0;
     for (;;) {
       std::lock_guard lock(state_mu_);
@@ -580,8 +515,7 @@ class Store::Impl {
         if (++it == journal_.end()) return Status::Ok();
       }
       from = it->first;
-      wal_seq = it->wal_seq;
-      if (recent_frames_.empty() || recent_frames_.oldest() > from) break;  // in the WAL only
+      if (recent_frames_.empty() || recent_frames_.oldest() > from) break;  // in the files only
       // Copied a piece at a time, each under the lock (which Append takes): a materializer
       // round reads tens of MB.
       std::size_t piece = 0;
@@ -604,141 +538,55 @@ class Store::Impl {
       }
     }
     if (!out->empty()) return Status::Ok();  // the rest has left the ring: the next call reads it
-    return ReadFramesFromWal(from, wal_seq, max_bytes, max_batches, out);
+    return ReadFramesFromFiles(from, max_bytes, max_batches, out);
   }
 
-  // Reads the frames of the batches from `from` on out of the WAL, starting at `wal_seq`.
-  Status ReadFramesFromWal(Seq from, rocksdb::SequenceNumber wal_seq, std::size_t max_bytes,
-                           std::size_t max_batches, std::vector<JournalBatch>* out) const {
-    // Readers are kept between calls: the materializer and each subordinate catching up read on
-    // from where they stopped, while a new reader reads a WAL file from its start to find a
-    // position.
-    WalReader reader;
-    std::uint64_t generation = 0;
+  // Reads the frames of the batches from `from` on out of the segment files.
+  Status ReadFramesFromFiles(Seq from, std::size_t max_bytes, std::size_t max_batches,
+                             std::vector<JournalBatch>* out) const {
+    std::vector<JournalIndexEntry> entries;
     {
-      std::lock_guard lock(wal_readers_mu_);
-      generation = wal_readers_generation_;
-      auto it = std::find_if(wal_readers_.begin(), wal_readers_.end(),
-                             [from](const WalReader& r) { return r.next == from; });
-      if (it != wal_readers_.end()) {
-        reader = std::move(*it);
-        wal_readers_.erase(it);
+      std::lock_guard lock(state_mu_);
+      auto it = std::lower_bound(journal_.begin(), journal_.end(), from,
+                                 [](const JournalIndexEntry& e, Seq s) { return e.first < s; });
+      for (std::size_t bytes = 0;
+           it != journal_.end() && bytes < max_bytes && entries.size() < max_batches; ++it) {
+        entries.push_back(*it);
+        bytes += it->bytes;
       }
     }
-    const bool reused = reader.it != nullptr;
-    bool misplaced = false;
-    Status st = ReadFrames(reader, from, wal_seq, max_bytes, max_batches, reused, out, &misplaced);
-    if (misplaced) {
-      // The kept reader was not where it should be: read again from the index's position.
-      out->clear();
-      st = ReadFrames(reader, from, wal_seq, max_bytes, max_batches, false, out, &misplaced);
-    }
-    if (st.ok() && reader.it) {
-      const Seq oldest = journal().first_seq;
-      std::lock_guard lock(wal_readers_mu_);
-      if (generation == wal_readers_generation_) {
-        // Readers left behind the trimmed journal would only hold deleted WAL files open.
-        std::erase_if(wal_readers_, [oldest](const WalReader& r) { return r.next < oldest; });
-        if (wal_readers_.size() >= kWalReadersKept) wal_readers_.erase(wal_readers_.begin());
-        wal_readers_.push_back(std::move(reader));
-      }
-    }
-    return st;
-  }
-
-  Status ReadFrames(WalReader& reader, Seq from, rocksdb::SequenceNumber wal_seq,
-                    std::size_t max_bytes, std::size_t max_batches, bool reuse,
-                    std::vector<JournalBatch>* out, bool* misplaced) const {
-    if (!reuse) {
-      reader.it.reset();
-      reader.last_seq = 0;
-      rocksdb::Status s = db_->GetUpdatesSince(wal_seq, &reader.it);
-      if (!s.ok()) {
-        // Not NotFound, which makes a primary send a snapshot: listing the WAL files fails at
-        // times while a file is being archived or deleted (RocksDB issues 5763, 10648), and the
-        // next read tries again. A batch truly gone is NotFound from the index or below.
-        reader.it.reset();
-        return Status::IOError("cannot start reading the WAL at the journal batch at seq " +
-                               std::to_string(from) + ": " + s.ToString());
-      }
-    }
-    std::size_t bytes = 0;
-    Seq next = from;
-    int reseeks = 0;
-    while (reader.it && bytes < max_bytes && out->size() < max_batches) {
-      if (!reader.it->Valid()) {
-        // RocksDB's reader stops at a gap in the sequence numbers, which writes that bypass
-        // the WAL leave (an ingested table file, a snapshot's records): go on after it.
-        const rocksdb::Status why = reader.it->status();
-        if (why.ok() || why.IsTryAgain() || reader.last_seq == 0 || ++reseeks > 64) break;
-        std::unique_ptr<rocksdb::TransactionLogIterator> after_gap;
-        if (!db_->GetUpdatesSince(reader.last_seq + 1, &after_gap).ok() || !after_gap->Valid()) {
-          break;
-        }
-        reader.it = std::move(after_gap);
-        continue;
-      }
-      rocksdb::BatchResult batch = reader.it->GetBatch();
-      reader.last_seq = batch.sequence + batch.writeBatchPtr->Count() - 1;
-      FrameCollector collector(journal_index_cf_->GetID());
-      rocksdb::Status s = batch.writeBatchPtr->Iterate(&collector);
-      if (!s.ok()) {
-        reader.it.reset();
-        return FromRocks(s, "cannot read a journal batch from the WAL");
-      }
-      for (const auto& f : collector.frames) {
-        if (f.first < next && out->empty() && !reuse) continue;  // before `from`
-        if (f.first != next) {
-          reader.it.reset();
-          if (reuse) return *misplaced = true, Status::Ok();
-          return Status::Corruption("the WAL skips from journal seq " + std::to_string(next) +
-                                    " to " + std::to_string(f.first));
-        }
-        JournalIndexEntry entry;
-        {
-          std::lock_guard lock(state_mu_);
-          auto e = std::lower_bound(journal_.begin(), journal_.end(), f.first,
-                                    [](const JournalIndexEntry& e, Seq s) { return e.first < s; });
-          if (e == journal_.end() || e->first != f.first) {
-            // Trimmed meanwhile, or written and not indexed yet: the end of this read, and
-            // the next starts afresh.
-            reader.it.reset();
-            break;
-          }
-          if (e->wal_seq != f.wal_seq) {
-            // A frame of another append under the same seq (a history the store was reset from).
-            reader.it.reset();
-            if (reuse) return *misplaced = true, Status::Ok();
-            return Status::Corruption("the WAL's frame at journal seq " + std::to_string(f.first) +
-                                      " is not the one the index names");
-          }
-          entry = *e;
-        }
-        JournalBatch b = BatchOf(entry, f.frame);
-        next = b.last.seq + 1;
-        bytes += b.frame.size();
-        out->push_back(std::move(b));
-      }
-      if (reader.it) reader.it->Next();
-    }
-    if (reader.it && !reader.it->Valid()) {
-      // At the end of what is written a reader must be made again to see what comes next.
-      const rocksdb::Status why = reader.it->status();
-      reader.it.reset();
-      if (out->empty() && !why.ok() && !why.IsTryAgain()) {
-        return FromRocks(why, "cannot read the journal from the WAL");
-      }
-    }
-    if (out->empty()) {
-      reader.it.reset();
-      // A kept reader knows only the WAL files that existed when it was made: read again with
-      // a new one.
-      if (reuse) return *misplaced = true, Status::Ok();
-      // The index holds the batch (ReadJournal found it) but the WAL gave nothing from it.
-      return Status::NotFound("the WAL no longer holds the journal batch at seq " +
+    if (entries.empty() || entries.front().first != from) {
+      return Status::NotFound("the journal no longer holds the batch at seq " +
                               std::to_string(from));
     }
-    reader.next = next;
+    std::string span;
+    for (std::size_t i = 0; i < entries.size();) {
+      // The frames that follow one another in a segment, in one read.
+      const detail::FramePlace at = entries[i].place;
+      std::uint64_t end = at.offset + entries[i].bytes;
+      std::size_t j = i + 1;
+      for (; j < entries.size() && entries[j].place.segment == at.segment &&
+             entries[j].place.offset == end;
+           ++j) {
+        end += entries[j].bytes;
+      }
+      Status st = journal_files_->Read(at, end - at.offset, &span);
+      if (!st.ok()) {
+        // Dropped by a trim since the entries were copied: what was read is the answer.
+        if (st.code() == Status::Code::kNotFound && !out->empty()) return Status::Ok();
+        return st;
+      }
+      for (; i < j; ++i) {
+        const std::string_view frame(span.data() + (entries[i].place.offset - at.offset),
+                                     entries[i].bytes);
+        if (XXH3_64bits(frame.data(), frame.size()) != entries[i].checksum) {
+          return Status::Corruption(
+              "the journal's frame of the batch at seq " + std::to_string(entries[i].first) +
+              " in " + journal_files_->SegmentPath(at.segment).string() + " fails its checksum");
+        }
+        out->push_back(BatchOf(entries[i], frame));
+      }
+    }
     return Status::Ok();
   }
 
@@ -765,20 +613,20 @@ class Store::Impl {
   Result<std::uint64_t> Trim(const JournalLimits& limits, TimePoint now, Seq keep_after) {
     auto dropped = TrimIndex(limits, now, keep_after);
     if (!dropped.ok()) return dropped;
-    // Only when the journal lost batches, or was reset: listing the WAL files takes
-    // milliseconds, at times a hundred, and races RocksDB's archiving. Not on the caller's
-    // thread either (the replication I/O threads call this), but on the materializer's.
+    // Only when the journal lost batches, or was reset. Not on the caller's thread (the
+    // replication I/O threads call this) but on the materializer's: removing a file waits for
+    // the disk's discard on this machine's file system.
     {
       std::lock_guard lock(state_mu_);
-      if (*dropped == 0 && !wal_reset_) return dropped;
-      wal_reset_ = false;
+      if (*dropped == 0 && !journal_reset_) return dropped;
+      journal_reset_ = false;
       if (options_.materialize) {
-        wal_drop_wanted_ = true;
+        segment_drop_wanted_ = true;
         state_cv_.notify_all();
         return dropped;
       }
     }
-    if (Status st = DropArchivedWal(); !st.ok()) {
+    if (Status st = DropSegments(); !st.ok()) {
       return st;
     }
     return dropped;
@@ -807,7 +655,7 @@ class Store::Impl {
       }
     }
     if (dropped == 0) return std::uint64_t{0};
-    // The index decides what the journal holds; the frames go with whole archived WAL files.
+    // The index decides what the journal holds; the frames go with whole segment files.
     rocksdb::Status s = db_->DeleteRange(write_options_, journal_index_cf_, JournalKey('i', 0),
                                          JournalKey('i', cut));
     if (!s.ok()) return FromRocks(s, "cannot trim the journal");
@@ -821,40 +669,14 @@ class Store::Impl {
     return dropped;
   }
 
-  // Deletes the archived WAL files that hold nothing from the oldest journal batch on (RocksDB
-  // no longer needs an archived file; only the journal's frames keep them).
-  Status DropArchivedWal() {
-    rocksdb::SequenceNumber keep_from = db_->GetLatestSequenceNumber() + 1;
+  // Removes the segment files that hold nothing from the oldest journal batch on.
+  Status DropSegments() {
+    std::uint64_t keep_from = journal_files_->current_segment();
     {
       std::lock_guard lock(state_mu_);
-      if (!journal_.empty()) keep_from = journal_.front().wal_seq;
+      if (!journal_.empty()) keep_from = journal_.front().place.segment;
     }
-    rocksdb::VectorLogPtr files;
-    rocksdb::Status s = db_->GetSortedWalFiles(files);
-    if (!s.ok()) return FromRocks(s, "cannot list the WAL files");
-    for (std::size_t i = 0; i + 1 < files.size(); ++i) {
-      // Everything in file i comes before the next file's first sequence number.
-      if (files[i]->Type() != rocksdb::kArchivedLogFile) continue;
-      if (files[i + 1]->StartSequence() > keep_from) break;
-      s = db_->DeleteFile(files[i]->PathName());
-      if (!s.ok())
-        return FromRocks(s, "cannot delete the archived WAL file " + files[i]->PathName());
-    }
-    return Status::Ok();
-  }
-
-  // Starts a new WAL file after every journal_wal_file_bytes of frames, by switching the memtables
-  // of the two families every append writes to. A read from the middle of a WAL file reads the file
-  // from its start, so the files are kept short; and whole files are what Trim drops.
-  void RotateWalEvery(std::size_t appended) {
-    wal_bytes_since_rotation_ += appended;
-    if (wal_bytes_since_rotation_ < options_.journal_wal_file_bytes) return;
-    wal_bytes_since_rotation_ = 0;
-    rocksdb::FlushOptions fo;
-    fo.wait = false;
-    fo.allow_write_stall = true;
-    // A failure only leaves a longer WAL file; the next rotation tries again.
-    (void)db_->Flush(fo, {journal_index_cf_, meta_});
+    return journal_files_->DropBefore(keep_from);
   }
 
   // ---- history ----
@@ -1014,17 +836,13 @@ class Store::Impl {
       applied_ = materialized_ = Position{};
       history_.clear();
       journal_.clear();
-      wal_reset_ = true;
+      journal_reset_ = true;
       recent_frames_.Clear();
       journal_bytes_ = 0;
       unmaterialized_bytes_ = 0;
     }
-    {
-      // Seqs start again: a kept reader would be in the history that was just left.
-      std::lock_guard reader_lock(wal_readers_mu_);
-      wal_readers_.clear();
-      ++wal_readers_generation_;
-    }
+    // Frames of the new history in a segment of their own: the old ones all go at the next trim.
+    if (Status st = journal_files_->StartSegment(); !st.ok()) return st;
     // Then empty every table: dropping a column family is immediate whatever it holds.
     for (auto& [id, cf] : tables_) {
       const std::string name = cf->GetName();
@@ -1347,11 +1165,12 @@ class Store::Impl {
       const std::string_view key = ToView(it->key());
       if (key.size() != 9 || key[0] != 'i') break;
       const std::string_view v = ToView(it->value());
-      if (v.size() == 32) {
+      if (v.size() == 32 || v.size() == 40) {
         return Status::FailedPrecondition(
             "the store in " + options_.dir.string() +
-            " has a journal written by an earlier version of statesync (frames in the 'backlog' "
-            "column family; this version keeps them in the WAL). Let that version materialize "
+            " has a journal written by an earlier version of statesync (frames in " +
+            (v.size() == 32 ? "the 'backlog' column family" : "RocksDB's WAL") +
+            "; this version keeps them in files under journal/). Let that version materialize "
             "it and trim the journal, or remove the directory and resynchronize from a primary");
       }
       const std::optional<JournalIndexEntry> e = DecodeIndexEntry(key, v);
@@ -1360,7 +1179,53 @@ class Store::Impl {
       journal_bytes_ += e->bytes;
       if (e->last.seq > materialized_.seq) unmaterialized_bytes_ += e->bytes;
     }
-    return FromRocks(it->status(), "cannot read the journal index");
+    if (!it->status().ok()) return FromRocks(it->status(), "cannot read the journal index");
+    journal_files_.emplace(options_.dir / "journal", options_.journal_segment_bytes,
+                           options_.sync_writes);
+    if (Status st = DropBatchesWithoutFrames(); !st.ok()) return st;
+    std::optional<detail::FramePlace> end;
+    if (!journal_.empty()) {
+      end = {journal_.back().place.segment, journal_.back().place.offset + journal_.back().bytes};
+    }
+    return journal_files_->ResumeAt(end);
+  }
+
+  // After a power loss the index can name frames that never reached the disk (RocksDB's WAL and
+  // the segments are written back by the kernel in no set order, unless sync_writes): the store
+  // goes back to the newest batch whose frame is whole, as it would with RocksDB's own WAL.
+  Status DropBatchesWithoutFrames() {
+    std::size_t keep = journal_.size();
+    while (keep > 0 && journal_[keep - 1].last.seq > materialized_.seq) {
+      const JournalIndexEntry& e = journal_[keep - 1];
+      if (journal_files_->SegmentSize(e.place.segment) >= e.place.offset + e.bytes) break;
+      --keep;
+    }
+    if (keep == journal_.size()) return Status::Ok();
+    const std::size_t dropped = journal_.size() - keep;
+    const Position applied =
+        keep > 0 ? std::max(journal_[keep - 1].last, materialized_) : materialized_;
+    std::vector<Position> history = history_;
+    while (!history.empty() && history.back().seq > applied.seq) history.pop_back();
+    rocksdb::WriteBatch batch;
+    rocksdb::Status s = batch.DeleteRange(journal_index_cf_, JournalKey('i', journal_[keep].first),
+                                          JournalKey('i', UINT64_MAX));
+    if (s.ok()) s = batch.Put(meta_, kAppliedKey, EncodePosition(applied));
+    if (s.ok()) s = batch.Put(meta_, kHistoryKey, EncodeHistory(history));
+    if (s.ok()) s = db_->Write(write_options_, &batch);
+    if (!s.ok()) return FromRocks(s, "cannot drop the journal batches whose frames are lost");
+    std::fprintf(stderr,
+                 "statesync store: the frames of the journal's last %zu batches (seq %llu to %llu) "
+                 "never reached the disk; the store goes back to %s\n",
+                 dropped, static_cast<unsigned long long>(journal_[keep].first),
+                 static_cast<unsigned long long>(applied_.seq), ToString(applied).c_str());
+    while (journal_.size() > keep) {
+      journal_bytes_ -= journal_.back().bytes;
+      unmaterialized_bytes_ -= journal_.back().bytes;
+      journal_.pop_back();
+    }
+    applied_ = applied;
+    history_ = std::move(history);
+    return Status::Ok();
   }
 
   // The position stored under `key` in `meta` (zero when absent), as of `snapshot` (null: now).
@@ -1463,14 +1328,14 @@ class Store::Impl {
     std::vector<JournalBatch> batches;
     Seq target = 0;  // once a round is due: materialize at least up to here
     for (;;) {
-      bool drop_wal = false;
+      bool drop_segments = false;
       {
         std::unique_lock lock(state_mu_);
         for (;;) {
           if (stop_) return;
-          if (wal_drop_wanted_) {
-            wal_drop_wanted_ = false;
-            drop_wal = true;
+          if (segment_drop_wanted_) {
+            segment_drop_wanted_ = false;
+            drop_segments = true;
             break;
           }
           if (materialized_.seq < target) break;
@@ -1488,9 +1353,9 @@ class Store::Impl {
           state_cv_.wait_until(lock, idle_at);
         }
       }
-      if (drop_wal) {
-        if (Status st = DropArchivedWal(); !st.ok()) {
-          std::fprintf(stderr, "statesync store: deleting archived WAL files failed: %s\n",
+      if (drop_segments) {
+        if (Status st = DropSegments(); !st.ok()) {
+          std::fprintf(stderr, "statesync store: removing the journal's old segments failed: %s\n",
                        st.ToString().c_str());
         }
         continue;
@@ -1655,14 +1520,10 @@ class Store::Impl {
   std::deque<JournalIndexEntry> journal_;
   // The newest frames, also in memory (StoreOptions::journal_cache_bytes).
   detail::FrameRing recent_frames_{0};
-  // ReadJournal's WAL readers, kept for the next reads (ReadFramesFromWal); a reset of the
-  // journal (BeginSnapshot) starts a new generation.
-  mutable std::mutex wal_readers_mu_;
-  mutable std::vector<WalReader> wal_readers_;
-  mutable std::uint64_t wal_readers_generation_ = 0;
-  std::uint64_t wal_bytes_since_rotation_ = 0;  // under write_mu_
-  bool wal_drop_wanted_ = false;                // under state_mu_: Trim asks the materializer
-  bool wal_reset_ = true;  // under state_mu_: archived WAL files of an older history may remain
+  // The frames (appends under write_mu_).
+  std::optional<detail::JournalFiles> journal_files_;
+  bool segment_drop_wanted_ = false;  // under state_mu_: Trim asks the materializer
+  bool journal_reset_ = true;         // under state_mu_: segments of an older history may remain
   std::uint64_t journal_bytes_ = 0;
   std::uint64_t unmaterialized_bytes_ = 0;
   std::chrono::steady_clock::time_point last_append_;

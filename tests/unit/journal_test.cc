@@ -534,15 +534,15 @@ std::uint64_t BytesOf(const fs::path& dir, const std::string& extension) {
   return bytes;
 }
 
-// Trimming frees the disk: the frames are in WAL files (archived once RocksDB no longer needs
-// them), and Trim deletes the archived files that hold no batch it kept; the tables hold one
-// copy of the records. The disk stays bounded while far more than the limit goes through.
+// Trimming frees the disk: the frames are in segment files, and Trim removes the segments that
+// hold no batch it kept; the tables hold one copy of the records. The disk stays bounded while
+// far more than the limit goes through.
 TEST(Journal, TrimmedFramesLeaveTheDisk) {
   TempDir dir;
   Source src;
   auto store = OpenOrDie(dir.path(), true, [](StoreOptions& o) {
-    o.journal_wal_file_bytes = 4 << 20;
-    o.journal_cache_bytes = 0;  // every read from the WAL
+    o.journal_segment_bytes = 4 << 20;
+    o.journal_cache_bytes = 0;  // every read from the files
   });
   const JournalLimits limits{.max_bytes = 8 << 20, .max_age = std::chrono::hours(1)};
   std::uint64_t written = 0;
@@ -556,17 +556,18 @@ TEST(Journal, TrimmedFramesLeaveTheDisk) {
   ASSERT_TRUE(store->Flush().ok());
   ASSERT_TRUE(store->Trim(limits, kT0, UINT64_MAX).ok());
   EXPECT_LE(store->journal().bytes, 8u << 20);
-  // The archived files go on the materializer's thread, a moment after Trim asks.
-  std::uint64_t wal_bytes = 0;
+  // The segments go on the materializer's thread, a moment after Trim asks.
+  std::uint64_t segment_bytes = 0;
   for (int i = 0; i < 300; ++i) {
-    wal_bytes = BytesOf(dir.path(), ".log");
-    if (wal_bytes < (24u << 20)) break;
+    segment_bytes = BytesOf(dir.path() / "journal", ".seg");
+    if (segment_bytes < (16u << 20)) break;
     std::this_thread::sleep_for(milliseconds(100));
   }
-  // The journal's 8 MB, plus the WAL files that hold its oldest and newest batches.
-  EXPECT_LT(wal_bytes, 24u << 20) << "after " << (written >> 20) << " MB through the journal";
+  // The journal's 8 MB, plus the segments that hold its oldest and newest batches.
+  EXPECT_LT(segment_bytes, 16u << 20) << "after " << (written >> 20) << " MB through the journal";
+  EXPECT_LT(BytesOf(dir.path(), ".log"), 8u << 20);  // RocksDB's WAL: index entries only
   EXPECT_LT(BytesOf(dir.path(), ".sst"), 72u << 20);
-  // What the journal kept reads back from the WAL.
+  // What the journal kept reads back from the segments.
   std::vector<JournalBatch> batches;
   const JournalStats js = store->journal();
   ASSERT_TRUE(store->ReadJournal(js.first_seq - 1, 64 << 20, &batches).ok());
@@ -576,17 +577,17 @@ TEST(Journal, TrimmedFramesLeaveTheDisk) {
   EXPECT_EQ(LoadedDigest(*store, TableId::kFwSessions), src.table.Digest(TableId::kFwSessions));
 }
 
-// The frames are read back from the WAL across what RocksDB writes without one (an ingested
-// table file, a snapshot's records), from any point, and after a reopen.
-TEST(Journal, FramesReadBackFromTheWalAcrossIngestionsAndReopens) {
+// The frames are read back from the segments, across many of them, from any point, in small
+// reads, while the materializer ingests, and after a reopen.
+TEST(Journal, FramesReadBackFromTheSegmentsFromAnyPointAndAfterAReopen) {
   TempDir dir;
   Source src;
   std::vector<JournalBatch> all;
   {
     auto store = OpenOrDie(dir.path(), true, [](StoreOptions& o) {
-      o.journal_wal_file_bytes = 1 << 20;
-      o.journal_cache_bytes = 0;      // every read from the WAL
-      o.materialize_after_bytes = 0;  // ingest often: many gaps in RocksDB's sequence
+      o.journal_segment_bytes = 1 << 20;
+      o.journal_cache_bytes = 0;      // every read from the files
+      o.materialize_after_bytes = 0;  // materialize often, reading as it goes
     });
     for (int round = 0; round < 20; ++round) {
       src.Write(*store, 2000);
@@ -598,7 +599,7 @@ TEST(Journal, FramesReadBackFromTheWalAcrossIngestionsAndReopens) {
     for (std::size_t i = 1; i < all.size(); ++i) {
       ASSERT_EQ(all[i].first.seq, all[i - 1].last.seq + 1) << "a gap at batch " << i;
     }
-    // From the middle, in small reads (a kept reader goes on) and from a fresh point.
+    // From the middle, in small reads.
     Seq after = all[all.size() / 3].last.seq;
     std::size_t index = all.size() / 3 + 1;
     std::vector<JournalBatch> part;
@@ -623,24 +624,85 @@ TEST(Journal, FramesReadBackFromTheWalAcrossIngestionsAndReopens) {
     EXPECT_EQ(again[i].frame, all[i].frame);
   }
 }
-// A reader kept from an earlier read knows only the WAL files that existed then: when the next
-// frame is in a newer file, the read starts a new reader instead of reporting the batch gone.
-TEST(Journal, AKeptWalReaderFindsFramesInANewerWalFile) {
-  TempDir dir;
-  auto store = OpenOrDie(dir.path(), false, [](StoreOptions& o) { o.journal_cache_bytes = 0; });
-  const std::string frame(1000, 'f');
-  for (Seq s = 1; s <= 3; ++s) {
-    ASSERT_TRUE(store->Append({1, s}, {1, s}, wire::AsBytes(frame), kT0).ok());
+std::uint64_t FileSize(const fs::path& path) {
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  return ec ? 0 : size;
+}
+
+// The newest segment file of a store, and its size.
+fs::path NewestSegment(const fs::path& dir) {
+  fs::path newest;
+  for (const auto& e : fs::directory_iterator(dir / "journal")) {
+    if (e.path().extension() == ".seg" && (newest.empty() || e.path() > newest)) newest = e.path();
   }
-  ASSERT_TRUE(store->SetReplicationId("rid").ok());  // a record after the last frame
+  return newest;
+}
+
+// An append killed after its frame was written and before its index entry leaves bytes no entry
+// names: the store cuts them off when it opens, and the next frame goes where they began.
+TEST(Journal, AnUnindexedTailIsCutOffWhenTheStoreOpens) {
+  TempDir dir;
+  const std::string frame(1000, 'f');
+  {
+    auto store = OpenOrDie(dir.path(), false);
+    for (Seq s = 1; s <= 3; ++s) {
+      ASSERT_TRUE(store->Append({1, s}, {1, s}, wire::AsBytes(frame), kT0).ok());
+    }
+  }
+  const fs::path segment = NewestSegment(dir.path());
+  ASSERT_EQ(FileSize(segment), 3000u);
+  {
+    std::ofstream(segment, std::ios::app) << std::string(700, 'x');  // the killed append
+  }
+  {
+    auto store = OpenOrDie(dir.path(), false, [](StoreOptions& o) { o.journal_cache_bytes = 0; });
+    EXPECT_EQ(FileSize(segment), 3000u);
+    EXPECT_EQ(store->applied(), (Position{1, 3}));
+    const std::string next(500, 'n');
+    ASSERT_TRUE(store->Append({1, 4}, {1, 4}, wire::AsBytes(next), kT0).ok());
+    std::vector<JournalBatch> batches;
+    ASSERT_TRUE(store->ReadJournal(0, 1 << 20, &batches).ok());
+    ASSERT_EQ(batches.size(), 4u);
+    EXPECT_EQ(batches[2].frame, frame);
+    EXPECT_EQ(batches[3].frame, next);
+  }
+}
+
+// After a power loss the index can name a frame the disk never got: the store goes back to the
+// newest batch whose frame is whole. A frame damaged on the disk is reported, never served.
+TEST(Journal, AFrameLostOrDamagedOnTheDiskIsNeverServed) {
+  TempDir dir;
+  const std::string frame(1000, 'f');
+  {
+    auto store = OpenOrDie(dir.path(), false);
+    for (Seq s = 1; s <= 4; ++s) {
+      ASSERT_TRUE(store->Append({1, s}, {1, s}, wire::AsBytes(frame), kT0).ok());
+    }
+  }
+  const fs::path segment = NewestSegment(dir.path());
+  fs::resize_file(segment, 3500);  // the fourth frame half written back
+  {
+    auto store = OpenOrDie(dir.path(), false, [](StoreOptions& o) { o.journal_cache_bytes = 0; });
+    EXPECT_EQ(store->applied(), (Position{1, 3}));
+    EXPECT_EQ(store->journal().last_seq, 3u);
+    EXPECT_EQ(FileSize(segment), 3000u);
+    // The batch goes on from there, as if the lost one had never been written.
+    ASSERT_TRUE(store->Append({1, 4}, {1, 4}, wire::AsBytes(frame), kT0).ok());
+  }
+  {
+    std::fstream f(segment, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(1500);
+    f.put('X');  // one byte of the second frame
+  }
+  auto store = OpenOrDie(dir.path(), false, [](StoreOptions& o) { o.journal_cache_bytes = 0; });
   std::vector<JournalBatch> batches;
-  ASSERT_TRUE(store->ReadJournal(1, 1 << 20, &batches, 2).ok());  // stops on that record
+  const Status st = store->ReadJournal(0, 1 << 20, &batches);
+  EXPECT_EQ(st.code(), Status::Code::kCorruption) << st.ToString();
+  EXPECT_NE(st.message().find("checksum"), std::string::npos) << st.ToString();
+  ASSERT_TRUE(store->ReadJournal(2, 1 << 20, &batches).ok());  // the frames after it are whole
   ASSERT_EQ(batches.size(), 2u);
-  ASSERT_TRUE(store->Flush().ok());  // the next frame goes to a new WAL file
-  ASSERT_TRUE(store->Append({1, 4}, {1, 4}, wire::AsBytes(frame), kT0).ok());
-  ASSERT_TRUE(store->ReadJournal(3, 1 << 20, &batches).ok());
-  ASSERT_EQ(batches.size(), 1u);
-  EXPECT_EQ(batches[0].first.seq, 4u);
+  EXPECT_EQ(batches[0].frame, frame);
 }
 }  // namespace
 }  // namespace statesync

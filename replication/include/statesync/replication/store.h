@@ -2,18 +2,19 @@
 //
 // Column families: one per table (`fw_sessions`, `calls`, `cdrs`, `blobs`, `user_N` created on
 // first use); `meta` (positions, history, replication id, blob cursor); `backlog_index` (the
-// journal's index: its frames are in the WAL); `blob_lane` (each voice-data blob's info and
-// id: the data is in a file per blob under `blob-lane/` in the store's directory); `quarantine`
-// (divergent records kept aside).
+// journal's index: its frames are in segment files under `journal/`); `blob_lane` (each voice-data
+// blob's info and id: the data is in a file per blob under `blob-lane/` in the store's directory);
+// `quarantine` (divergent records kept aside).
 //
 // Two ways in:
 // - The journal (Append): every batch a node sends (primary) or receives (subordinate) is
-//   written whole, as its frame, with its index entry and the new head position, in one
-//   WriteBatch. That is the durable point: a SIGKILL after Append returns loses nothing, and one
-//   before leaves no trace of the batch. The frame is WAL-only log data (never in a memtable or
-//   a table file); the index (`backlog_index`) says where in the WAL it is, and WAL files stay
-//   in archive/ until Trim drops the ones no batch needs. The journal is also the replication
-//   backlog a primary serves CONTINUE from, bounded by size and age (Trim).
+//   written whole, as its frame, to a segment file, then its index entry and the new head
+//   position in one WriteBatch. That is the durable point: a SIGKILL after Append returns loses
+//   nothing, and one before leaves no trace of the batch (an unindexed frame is cut off when the
+//   store opens). The frame never goes through RocksDB; the index (`backlog_index`) names its
+//   segment, offset and XXH3, checked when it is read back, and Trim removes the segments no
+//   batch needs. The journal is also the replication backlog a primary serves CONTINUE from,
+//   bounded by size and age (Trim).
 // - Materialization: a background thread reads the journal after the `materialized` position,
 //   coalesces a group of batches by key (the last state of a key wins), writes the records as
 //   one sorted SST file per table, ingests them, then records the new `materialized` position.
@@ -60,7 +61,8 @@ struct StoreOptions {
   std::filesystem::path dir;
   // false: RocksDB's default options, kept as the benchmark baseline.
   bool tuned = true;
-  // fsync the WAL at every write (survives a power loss; about 25 % slower on this machine).
+  // fsync every write: the WAL, and the journal's segment before it (survives a power loss;
+  // about 25 % slower on this machine).
   bool sync_writes = false;
   // Values of at least this many bytes in the blobs table go to RocksDB blob files.
   std::uint64_t blob_min_bytes = 4096;
@@ -81,12 +83,11 @@ struct StoreOptions {
   // Start-up replays at most what is not materialized (about 1.5M records/s).
   std::uint64_t materialize_after_bytes = 512ull << 20;
   std::chrono::milliseconds materialize_when_idle{1000};
-  // The journal's frames are kept in RocksDB's WAL; a new WAL file starts after this many bytes
-  // of frames. A read from a point the last read did not stop at reads its WAL file from the
-  // start (up to this much), and Trim frees the disk a whole file at a time.
-  std::uint64_t journal_wal_file_bytes = 64ull << 20;
+  // The journal's frames are appended to segment files under `journal/`; a new segment starts
+  // after this many bytes, and Trim frees the disk a whole segment at a time.
+  std::uint64_t journal_segment_bytes = 64ull << 20;
   // The newest frames are also kept in memory, up to this much: reading them back (the
-  // materializer, a subordinate slightly behind) does not go to the WAL.
+  // materializer, a subordinate slightly behind) does not go to the files.
   std::uint64_t journal_cache_bytes = 64ull << 20;
 };
 
@@ -193,8 +194,7 @@ class Store {
   bool WaitMaterialized(Position position, std::chrono::milliseconds timeout) const;
   // Reads the batches holding deltas after `after`, in order, up to about `max_bytes` (at least
   // one batch when there is one). NotFound when the journal no longer holds `after + 1`.
-  // At most `max_batches` batches: a reader that takes all it asked for reads on cheaply next
-  // time (the frames are in the WAL, and a read from elsewhere starts at the WAL file's start).
+  // At most `max_batches` batches. Corruption when a frame fails its checksum.
   Status ReadJournal(Seq after, std::size_t max_bytes, std::vector<JournalBatch>* out,
                      std::size_t max_batches = SIZE_MAX) const;
   JournalStats journal() const;

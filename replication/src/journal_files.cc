@@ -1,0 +1,165 @@
+#include "journal_files.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <string_view>
+#include <vector>
+
+namespace statesync::detail {
+namespace {
+
+constexpr std::string_view kSuffix = ".seg";
+// Write-back of a segment starts after every this many bytes, as RocksDB's wal_bytes_per_sync
+// did for the WAL: dirty pages left to pile up were written back all at once later, holding up
+// the appends around it.
+constexpr std::uint64_t kWriteBackBytes = 4 << 20;
+
+// The segment number of a file name, if it is one.
+std::optional<std::uint64_t> SegmentOf(const std::string& name) {
+  if (name.size() != 16 + kSuffix.size() || !name.ends_with(kSuffix)) return std::nullopt;
+  std::uint64_t n = 0;
+  for (std::size_t i = 0; i < 16; ++i) {
+    const char c = name[i];
+    const int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (digit < 0) return std::nullopt;
+    n = n << 4 | static_cast<std::uint64_t>(digit);
+  }
+  return n;
+}
+
+Result<std::vector<std::uint64_t>> ListSegments(const std::filesystem::path& dir) {
+  std::vector<std::uint64_t> out;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    if (auto n = SegmentOf(entry.path().filename().string())) out.push_back(*n);
+  }
+  if (ec) return Status::IOError("cannot list " + dir.string() + ": " + ec.message());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
+JournalFiles::JournalFiles(std::filesystem::path dir, std::uint64_t segment_bytes, bool sync)
+    : dir_(std::move(dir)),
+      segment_bytes_(std::max<std::uint64_t>(segment_bytes, 1)),
+      sync_(sync) {}
+
+std::filesystem::path JournalFiles::SegmentPath(std::uint64_t segment) const {
+  char name[17];
+  std::snprintf(name, sizeof name, "%016llx", static_cast<unsigned long long>(segment));
+  return dir_ / (std::string(name) + std::string(kSuffix));
+}
+
+Status JournalFiles::ResumeAt(std::optional<FramePlace> end) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir_, ec);
+  if (ec) return Status::IOError("cannot create " + dir_.string() + ": " + ec.message());
+  auto segments = ListSegments(dir_);
+  if (!segments.ok()) return segments.status();
+  if (!end) {
+    // Nothing indexed: a new segment after any left (the store drops those at its next trim).
+    return OpenSegment(segments->empty() ? 1 : segments->back() + 1, 0);
+  }
+  for (const std::uint64_t n : *segments) {
+    if (n <= end->segment) continue;
+    // Written after the newest indexed frame: appends that never got their index entry.
+    const std::filesystem::path path = SegmentPath(n);
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+      return Status::IOError(Why("cannot remove", path));
+    }
+  }
+  const std::uint64_t size = SegmentSize(end->segment);
+  if (size < end->offset) {
+    return Status::Corruption("the journal segment " + SegmentPath(end->segment).string() +
+                              " holds " + std::to_string(size) + " bytes, and the index names " +
+                              std::to_string(end->offset));
+  }
+  return OpenSegment(end->segment, end->offset);
+}
+
+Status JournalFiles::OpenSegment(std::uint64_t segment, std::uint64_t size) {
+  const std::filesystem::path path = SegmentPath(segment);
+  Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd.ok()) return Status::IOError(Why("cannot open", path));
+  // Cut an unindexed tail: the next frame goes where it began.
+  if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {
+    return Status::IOError(Why("cannot truncate", path));
+  }
+  if (sync_) {
+    Fd dir(::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!dir.ok() || ::fsync(dir.get()) != 0) return Status::IOError(Why("cannot sync", dir_));
+  }
+  fd_ = std::move(fd);
+  offset_ = size;
+  written_back_to_ = size;
+  current_.store(segment, std::memory_order_release);
+  return Status::Ok();
+}
+
+Status JournalFiles::StartSegment() {
+  return OpenSegment(current_segment() + 1, 0);
+}
+
+Result<FramePlace> JournalFiles::Append(std::span<const std::uint8_t> frame) {
+  if (offset_ > 0 && offset_ + frame.size() > segment_bytes_) {
+    if (Status st = StartSegment(); !st.ok()) return st;
+  }
+  const std::filesystem::path path = SegmentPath(current_segment());
+  const std::string_view bytes(reinterpret_cast<const char*>(frame.data()), frame.size());
+  if (Status st = WriteFully(fd_.get(), offset_, bytes, path); !st.ok()) return st;
+  const FramePlace at{current_segment(), offset_};
+  offset_ += frame.size();
+  if (sync_) {
+    if (::fdatasync(fd_.get()) != 0) return Status::IOError(Why("cannot sync", path));
+  } else if (offset_ - written_back_to_ >= kWriteBackBytes) {
+    // Only starts the write-back; a failure here is seen by a later sync or read.
+    (void)::sync_file_range(fd_.get(), static_cast<off_t>(written_back_to_),
+                            static_cast<off_t>(offset_ - written_back_to_), SYNC_FILE_RANGE_WRITE);
+    written_back_to_ = offset_;
+  }
+  return at;
+}
+
+Status JournalFiles::Read(FramePlace at, std::size_t bytes, std::string* out) const {
+  const std::filesystem::path path = SegmentPath(at.segment);
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.ok()) {
+    if (errno == ENOENT)
+      return Status::NotFound("the journal segment " + path.string() + " is gone");
+    return Status::IOError(Why("cannot open", path));
+  }
+  if (Status st = ReadFully(fd.get(), at.offset, bytes, out, path); !st.ok()) return st;
+  if (out->size() != bytes) {
+    return Status::Corruption("the journal segment " + path.string() + " ends before byte " +
+                              std::to_string(at.offset + bytes));
+  }
+  return Status::Ok();
+}
+
+std::uint64_t JournalFiles::SegmentSize(std::uint64_t segment) const {
+  struct stat st {};
+  if (::stat(SegmentPath(segment).c_str(), &st) != 0) return 0;
+  return static_cast<std::uint64_t>(st.st_size);
+}
+
+Status JournalFiles::DropBefore(std::uint64_t segment) const {
+  const std::uint64_t limit = std::min(segment, current_segment());
+  auto segments = ListSegments(dir_);
+  if (!segments.ok()) return segments.status();
+  for (const std::uint64_t n : *segments) {
+    if (n >= limit) break;
+    const std::filesystem::path path = SegmentPath(n);
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+      return Status::IOError(Why("cannot remove", path));
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace statesync::detail
