@@ -21,6 +21,7 @@
 // R records/s instead of half of (a)'s measured rate, STATESYNC_BENCH_LAG_DUMP=PATH writes every
 // lag sample ("seconds since start,lag ms") to PATH.csv and PATH.blobs.csv and the blob lane's
 // rate after each blob ("seconds since start,MB/s") to PATH.lane.csv,
+// STATESYNC_BENCH_CATCHUP_RECORDS=N runs the catch-up case for N records only,
 // STATESYNC_BENCH_LAG_WARM=N writes N sessions at full speed before the lag case starts (its
 // steady state with a larger table, the materializer then busy with them),
 // STATESYNC_BENCH_BLOB_YIELD_US=N sets the primaries' blob_yield_delay (0: the blob lane does not
@@ -748,8 +749,10 @@ int Main(int argc, char** argv) {
                   {"p99_ratio_to_without", Median(p99b) / Median(p99)}}));
   }
   if (want("catchup")) {
-    for (std::uint64_t n : quick ? std::vector<std::uint64_t>{1'000'000}
-                                 : std::vector<std::uint64_t>{1'000'000, 10'000'000}) {
+    std::vector<std::uint64_t> sizes = quick ? std::vector<std::uint64_t>{1'000'000}
+                                             : std::vector<std::uint64_t>{1'000'000, 10'000'000};
+    if (const char* n = std::getenv("STATESYNC_BENCH_CATCHUP_RECORDS")) sizes = {std::stoull(n)};
+    for (std::uint64_t n : sizes) {
       const CatchUp c = RunCatchUp(n);
       json.Raw("catchup_" + std::to_string(n / 1'000'000) + "m",
                Obj({{"records", c.records},

@@ -1,11 +1,13 @@
 // Store benchmarks: batches of 500 IPv4 firewall sessions (16-byte keys, their FlatBuffer
 // values) applied with the tuned options and with RocksDB's default options in the same run,
-// and the start-up load of a store into an empty SessionTable.
+// and the start-up load of a store into an empty SessionTable, from its tables and from its
+// journal (the replay of what the materializer had not done).
 #include <benchmark/benchmark.h>
 
 #include <vector>
 
 #include "bench_util.h"
+#include "statesync/replication/messages.h"
 #include "statesync/replication/store.h"
 #include "statesync/workload/workload.h"
 
@@ -127,6 +129,64 @@ void BM_StoreStartupLoad(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * records));
 }
 BENCHMARK(BM_StoreStartupLoad)
+    ->Arg(1'000'000)
+    ->Iterations(3)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// Start-up replay: N sessions journaled (as a subordinate appends received batches of 1000) and
+// never materialized, the store reopened, and LoadInto replays the journal into a table. What
+// a restart costs per byte that StoreOptions::max_unmaterialized_bytes lets wait.
+void BM_StoreStartupReplay(benchmark::State& state) {
+  const auto records = static_cast<std::size_t>(state.range(0));
+  bench::ScratchDir dir("replay");
+  StoreOptions options;
+  options.dir = dir.path();
+  options.materialize = false;
+  std::uint64_t journal_bytes = 0;
+  {
+    auto store = Store::Open(options);
+    if (!store.ok()) {
+      state.SkipWithError(store.status().ToString().c_str());
+      return;
+    }
+    SessionTable source;
+    source.Tick(kNow);
+    replication::DeltaBatchBuilder builder;
+    const replication::EnvelopeHeader header{1, "primary", 1};
+    for (std::size_t i = 0; i < records; i += 1000) {
+      for (std::size_t j = i; j < std::min(records, i + 1000); ++j) {
+        FirewallSession s = workload::Ipv4Session(j, kNow);
+        s.expiry = kNow + std::chrono::hours(2);
+        if (!source.UpsertFirewall(s).ok()) std::abort();
+      }
+      source.Drain(SIZE_MAX, [&](const DeltaView& d) { builder.Add(d); });
+      const Position first = builder.first(), last = builder.last();
+      const std::string frame = builder.Finish(header, "replay");
+      if (!(*store)->Append(first, last, wire::AsBytes(frame), kNow).ok()) std::abort();
+    }
+    journal_bytes = (*store)->journal().bytes;
+  }
+  auto store = Store::Open(options);
+  if (!store.ok()) {
+    state.SkipWithError(store.status().ToString().c_str());
+    return;
+  }
+  for (auto _ : state) {
+    SessionTable table(SessionTableOptions{.writable = false});
+    LoadStats stats;
+    Status st = (*store)->LoadInto(table, &stats);
+    if (!st.ok() || table.size(TableId::kFwSessions) != records ||
+        stats.journal_deltas != records) {
+      state.SkipWithError(("replay failed: " + st.ToString()).c_str());
+      return;
+    }
+    benchmark::DoNotOptimize(table.total_size());
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * records));
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * journal_bytes));
+}
+BENCHMARK(BM_StoreStartupReplay)
     ->Arg(1'000'000)
     ->Iterations(3)
     ->Unit(benchmark::kMillisecond)

@@ -126,15 +126,22 @@ Result<FramePlace> JournalFiles::Append(std::span<const std::uint8_t> frame) {
   return at;
 }
 
-Status JournalFiles::Read(FramePlace at, std::size_t bytes, std::string* out) const {
+Status JournalFiles::Read(FramePlace at, std::size_t bytes, std::string* out,
+                          ReadHandle* keep) const {
   const std::filesystem::path path = SegmentPath(at.segment);
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.ok()) {
-    if (errno == ENOENT)
-      return Status::NotFound("the journal segment " + path.string() + " is gone");
-    return Status::IOError(Why("cannot open", path));
+  ReadHandle here;
+  ReadHandle& open = keep != nullptr ? *keep : here;
+  if (!open.fd.ok() || open.segment != at.segment) {
+    open.fd = Fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    open.segment = at.segment;
+    if (!open.fd.ok()) {
+      if (errno == ENOENT) {
+        return Status::NotFound("the journal segment " + path.string() + " is gone");
+      }
+      return Status::IOError(Why("cannot open", path));
+    }
   }
-  if (Status st = ReadFully(fd.get(), at.offset, bytes, out, path); !st.ok()) return st;
+  if (Status st = ReadFully(open.fd.get(), at.offset, bytes, out, path); !st.ok()) return st;
   if (out->size() != bytes) {
     return Status::Corruption("the journal segment " + path.string() + " ends before byte " +
                               std::to_string(at.offset + bytes));

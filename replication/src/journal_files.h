@@ -50,9 +50,16 @@ class JournalFiles {
   // Later frames go to a new segment, so that every earlier one can be dropped.
   Status StartSegment();
 
+  // A segment kept open between reads of the frames that follow one another.
+  struct ReadHandle {
+    std::uint64_t segment = 0;
+    Fd fd;
+  };
   // `bytes` bytes at `at` into `out`. NotFound when the segment is gone (dropped by a trim);
-  // Corruption when it ends before them.
-  Status Read(FramePlace at, std::size_t bytes, std::string* out) const;
+  // Corruption when it ends before them. `keep`, if given, holds the segment open for the next
+  // read.
+  Status Read(FramePlace at, std::size_t bytes, std::string* out,
+              ReadHandle* keep = nullptr) const;
   // The size of segment `segment` on the disk (0 when it does not exist).
   std::uint64_t SegmentSize(std::uint64_t segment) const;
 
