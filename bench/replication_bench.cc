@@ -20,7 +20,8 @@
 // STATESYNC_BENCH_A_RECORDS sets another count), STATESYNC_BENCH_LAG_RATE=R runs the lag case at
 // R records/s instead of half of (a)'s measured rate, STATESYNC_BENCH_LAG_DUMP=PATH writes every
 // lag sample ("seconds since start,lag ms") to PATH.csv and PATH.blobs.csv and the blob lane's
-// rate after each blob ("seconds since start,MB/s") to PATH.lane.csv,
+// rate after each blob ("seconds since start,MB/s") to PATH.lane.csv, and the start on the steady
+// clock in ns to PATH.t0 and PATH.blobs.t0,
 // STATESYNC_BENCH_CATCHUP_RECORDS=N runs the catch-up case for N records only,
 // STATESYNC_BENCH_LAG_WARM=N writes N sessions at full speed before the lag case starts (its
 // steady state with a larger table, the materializer then busy with them),
@@ -540,6 +541,10 @@ Lag RunLag(double rate, double seconds, bool with_blobs) {
     for (const auto& [at, ms] : lags) out << at << "," << ms << "\n";
     std::ofstream rates(std::string(dump) + ".lane.csv");
     for (const auto& [at, mb_per_s] : lane_rates) rates << at << "," << mb_per_s << "\n";
+    // The start on the steady clock (CLOCK_MONOTONIC), in ns: to line the samples up with a
+    // `perf record -k CLOCK_MONOTONIC` of the same run.
+    std::ofstream(std::string(dump) + (with_blobs ? ".blobs.t0" : ".t0"))
+        << std::chrono::duration_cast<std::chrono::nanoseconds>(t0.time_since_epoch()).count();
   }
   std::vector<double> lags_ms;
   for (const auto& [at, ms] : lags) lags_ms.push_back(ms);
