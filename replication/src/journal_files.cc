@@ -74,7 +74,9 @@ Status JournalFiles::ResumeAt(std::optional<FramePlace> end) {
       return Status::IOError(Why("cannot remove", path));
     }
   }
-  const std::uint64_t size = SegmentSize(end->segment);
+  auto got = SegmentSize(end->segment);
+  if (!got.ok()) return got.status();
+  const std::uint64_t size = *got;
   if (size < end->offset) {
     return Status::Corruption("the journal segment " + SegmentPath(end->segment).string() +
                               " holds " + std::to_string(size) + " bytes, and the index names " +
@@ -149,9 +151,13 @@ Status JournalFiles::Read(FramePlace at, std::size_t bytes, std::string* out,
   return Status::Ok();
 }
 
-std::uint64_t JournalFiles::SegmentSize(std::uint64_t segment) const {
+Result<std::uint64_t> JournalFiles::SegmentSize(std::uint64_t segment) const {
+  const std::filesystem::path path = SegmentPath(segment);
   struct stat st {};
-  if (::stat(SegmentPath(segment).c_str(), &st) != 0) return 0;
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return std::uint64_t{0};
+    return Status::IOError(Why("cannot look at", path));
+  }
   return static_cast<std::uint64_t>(st.st_size);
 }
 

@@ -58,10 +58,9 @@ class JournalFiles {
   // `bytes` bytes at `at` into `out`. NotFound when the segment is gone (dropped by a trim);
   // Corruption when it ends before them. `keep`, if given, holds the segment open for the next
   // read.
-  Status Read(FramePlace at, std::size_t bytes, std::string* out,
-              ReadHandle* keep = nullptr) const;
+  Status Read(FramePlace at, std::size_t bytes, std::string* out, ReadHandle* keep = nullptr) const;
   // The size of segment `segment` on the disk (0 when it does not exist).
-  std::uint64_t SegmentSize(std::uint64_t segment) const;
+  Result<std::uint64_t> SegmentSize(std::uint64_t segment) const;
 
   // Removes the segments numbered below `segment`, never the one being written.
   Status DropBefore(std::uint64_t segment) const;

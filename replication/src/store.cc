@@ -442,7 +442,8 @@ class Store::Impl {
     }
     // The frame goes to a segment file, never through RocksDB (JournalFiles says why); the
     // index entry that names it makes it part of the journal. A failure after the frame is
-    // written leaves bytes no entry names, which the next append or a reopen writes over.
+    // written leaves bytes no entry names: the next frame goes after them, and a reopen cuts
+    // them off when they are at the end.
     auto place = journal_files_->Append(frame);
     if (!place.ok()) return place.status();
     JournalIndexEntry e{first.seq,    last,   now.time_since_epoch().count(),
@@ -561,9 +562,10 @@ class Store::Impl {
     }
     // Each frame straight into its batch: reading a span of frames and copying them out was
     // a third pass over the bytes, in fresh memory (the start-up replay's largest cost).
+    detail::JournalFiles::ReadHandle segment;  // open while the frames are in one file
     for (const JournalIndexEntry& e : entries) {
       JournalBatch b = BatchOf(e, {});
-      if (Status st = journal_files_->Read(e.place, e.bytes, &b.frame); !st.ok()) {
+      if (Status st = journal_files_->Read(e.place, e.bytes, &b.frame, &segment); !st.ok()) {
         // Dropped by a trim since the entries were copied: what was read is the answer.
         if (st.code() == Status::Code::kNotFound && !out->empty()) return Status::Ok();
         return st;
@@ -1179,40 +1181,75 @@ class Store::Impl {
   }
 
   // After a power loss the index can name frames that never reached the disk (RocksDB's WAL and
-  // the segments are written back by the kernel in no set order, unless sync_writes): the store
-  // goes back to the newest batch whose frame is whole, as it would with RocksDB's own WAL.
+  // the segments are written back by the kernel in no set order, unless sync_writes), at its end
+  // or before a segment that did reach it. Every entry's frame is checked against its segment's
+  // size. From the first lost frame not yet materialized, the batches are dropped: the store
+  // goes back to the batch before it, as it would with RocksDB's own WAL. Lost frames already in
+  // the tables only shorten the backlog: the journal then starts after the last of them.
   Status DropBatchesWithoutFrames() {
-    std::size_t keep = journal_.size();
-    while (keep > 0 && journal_[keep - 1].last.seq > materialized_.seq) {
-      const JournalIndexEntry& e = journal_[keep - 1];
-      if (journal_files_->SegmentSize(e.place.segment) >= e.place.offset + e.bytes) break;
-      --keep;
+    std::map<std::uint64_t, std::uint64_t> sizes;  // segment -> size on the disk
+    std::size_t first_lost = journal_.size();      // the first lost frame not materialized
+    std::size_t materialized_lost = 0;             // entries up to the last lost materialized one
+    for (std::size_t i = 0; i < journal_.size(); ++i) {
+      const JournalIndexEntry& e = journal_[i];
+      auto size = sizes.find(e.place.segment);
+      if (size == sizes.end()) {
+        auto got = journal_files_->SegmentSize(e.place.segment);
+        if (!got.ok()) return got.status();
+        size = sizes.emplace(e.place.segment, *got).first;
+      }
+      if (size->second >= e.place.offset + e.bytes) continue;
+      if (e.last.seq > materialized_.seq) {
+        first_lost = i;
+        break;
+      }
+      materialized_lost = i + 1;
     }
-    if (keep == journal_.size()) return Status::Ok();
-    const std::size_t dropped = journal_.size() - keep;
+    if (first_lost == journal_.size() && materialized_lost == 0) return Status::Ok();
+    const std::size_t keep = first_lost;
     const Position applied =
-        keep > 0 ? std::max(journal_[keep - 1].last, materialized_) : materialized_;
+        keep > materialized_lost ? std::max(journal_[keep - 1].last, materialized_) : materialized_;
     std::vector<Position> history = history_;
     while (!history.empty() && history.back().seq > applied.seq) history.pop_back();
     rocksdb::WriteBatch batch;
-    rocksdb::Status s = batch.DeleteRange(journal_index_cf_, JournalKey('i', journal_[keep].first),
-                                          JournalKey('i', UINT64_MAX));
-    if (s.ok()) s = batch.Put(meta_, kAppliedKey, EncodePosition(applied));
-    if (s.ok()) s = batch.Put(meta_, kHistoryKey, EncodeHistory(history));
+    rocksdb::Status s;
+    if (materialized_lost > 0) {
+      s = batch.DeleteRange(journal_index_cf_, JournalKey('i', 0),
+                            JournalKey('i', journal_[materialized_lost - 1].first + 1));
+    }
+    if (s.ok() && keep < journal_.size()) {
+      s = batch.DeleteRange(journal_index_cf_, JournalKey('i', journal_[keep].first),
+                            JournalKey('i', UINT64_MAX));
+      if (s.ok()) s = batch.Put(meta_, kAppliedKey, EncodePosition(applied));
+      if (s.ok()) s = batch.Put(meta_, kHistoryKey, EncodeHistory(history));
+    }
     if (s.ok()) s = db_->Write(write_options_, &batch);
     if (!s.ok()) return FromRocks(s, "cannot drop the journal batches whose frames are lost");
-    std::fprintf(stderr,
-                 "statesync store: the frames of the journal's last %zu batches (seq %llu to %llu) "
-                 "never reached the disk; the store goes back to %s\n",
-                 dropped, static_cast<unsigned long long>(journal_[keep].first),
-                 static_cast<unsigned long long>(applied_.seq), ToString(applied).c_str());
-    while (journal_.size() > keep) {
-      journal_bytes_ -= journal_.back().bytes;
-      unmaterialized_bytes_ -= journal_.back().bytes;
-      journal_.pop_back();
+    if (keep < journal_.size()) {
+      std::fprintf(stderr,
+                   "statesync store: the frames of the journal's batches from seq %llu to %llu "
+                   "never reached the disk; the store goes back to %s\n",
+                   static_cast<unsigned long long>(journal_[keep].first),
+                   static_cast<unsigned long long>(applied_.seq), ToString(applied).c_str());
+      while (journal_.size() > keep) {
+        journal_bytes_ -= journal_.back().bytes;
+        unmaterialized_bytes_ -= journal_.back().bytes;
+        journal_.pop_back();
+      }
+      applied_ = applied;
+      history_ = std::move(history);
     }
-    applied_ = applied;
-    history_ = std::move(history);
+    if (materialized_lost > 0) {
+      std::fprintf(stderr,
+                   "statesync store: the frames of the journal's batches up to seq %llu never "
+                   "reached the disk (their records are in the tables); the backlog starts after "
+                   "them\n",
+                   static_cast<unsigned long long>(journal_[materialized_lost - 1].last.seq));
+      for (std::size_t i = 0; i < materialized_lost; ++i) {
+        journal_bytes_ -= journal_.front().bytes;
+        journal_.pop_front();
+      }
+    }
     return Status::Ok();
   }
 

@@ -75,15 +75,15 @@ struct StoreOptions {
   // The materializer runs at the lowest CPU priority, behind the stream; when the journal holds
   // more than this beyond the tables, the replication adapters stop taking new batches until it
   // catches up (a subordinate withholds credit, a primary stops journaling and so Pump stops).
-  // It also bounds the replay at start-up: about 270 MB/s here (BM_StoreStartupReplay), so 4 GiB
-  // is about 15 s. At 1 GiB, a catch-up of 10M sessions (2.3 GB of frames) waited for the
+  // It also bounds the replay at start-up: 200-270 MB/s here (BM_StoreStartupReplay), so 4 GiB
+  // is 15-20 s. At 1 GiB, a catch-up of 10M sessions (2.3 GB of frames) waited for the
   // materializer for its last half and ran at 530k records/s; at 4 GiB it runs at 840k/s
   // (docs/BENCHMARKS.md): a node is caught up, and can take over, sooner.
   std::uint64_t max_unmaterialized_bytes = 4ull << 30;
   // The materializer starts once this much of the journal is not in the tables yet, or once
   // the journal has had no append for `materialize_when_idle`, or when asked to
   // (WaitMaterialized, or a journal over its limits). 0: as soon as anything is appended.
-  // Start-up replays at most what is not materialized (about 1.2M records/s).
+  // Start-up replays at most what is not materialized (about 1M records/s).
   std::uint64_t materialize_after_bytes = 512ull << 20;
   std::chrono::milliseconds materialize_when_idle{1000};
   // The journal's frames are appended to segment files under `journal/`; a new segment starts
