@@ -5,34 +5,19 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdio>
-#include <cstring>
 
 #include "file_io.h"
 
 namespace statesync::detail {
-namespace {
-
-std::string SeqName(std::uint64_t seq) {
-  char name[17];
-  std::snprintf(name, sizeof name, "%016llx", static_cast<unsigned long long>(seq));
-  return name;
-}
-
-}  // namespace
-
 Status BlobFiles::Open() const {
-  std::error_code ec;
-  std::filesystem::create_directories(dir_, ec);
-  if (ec) return Status::IOError("cannot create " + dir_.string() + ": " + ec.message());
-  return Status::Ok();
+  return CreateDirectories(dir_);
 }
 
 std::filesystem::path BlobFiles::PartPath(std::uint64_t seq) const {
-  return dir_ / (SeqName(seq) + ".part");
+  return dir_ / (HexName(seq) + ".part");
 }
 std::filesystem::path BlobFiles::CompletePath(std::uint64_t seq) const {
-  return dir_ / SeqName(seq);
+  return dir_ / HexName(seq);
 }
 
 Status BlobFiles::WritePart(std::uint64_t seq, std::uint64_t offset, std::string_view data) const {
@@ -62,19 +47,11 @@ Status BlobFiles::Publish(std::uint64_t seq) const {
     if (errno == ENOENT && ::access(complete.c_str(), F_OK) == 0) return Status::Ok();
     return Status::IOError(Why("cannot rename " + part.string() + " to", complete));
   }
-  if (sync_) {
-    Fd dir(::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!dir.ok() || ::fsync(dir.get()) != 0) return Status::IOError(Why("cannot sync", dir_));
-  }
-  return Status::Ok();
+  return sync_ ? SyncDirectory(dir_) : Status::Ok();
 }
 
 Status BlobFiles::RemovePart(std::uint64_t seq) const {
-  const std::filesystem::path path = PartPath(seq);
-  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-    return Status::IOError(Why("cannot remove", path));
-  }
-  return Status::Ok();
+  return RemoveIfPresent(PartPath(seq));
 }
 
 Status BlobFiles::Read(std::uint64_t seq, std::uint64_t size, std::uint64_t offset,

@@ -1,14 +1,54 @@
 #include "file_io.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
+#include <cstdio>
 #include <cstring>
 
 namespace statesync::detail {
 
 std::string Why(const std::string& what, const std::filesystem::path& path) {
   return what + " " + path.string() + ": " + std::strerror(errno);
+}
+
+std::string HexName(std::uint64_t n) {
+  char name[17];
+  std::snprintf(name, sizeof name, "%016llx", static_cast<unsigned long long>(n));
+  return name;
+}
+
+std::optional<std::uint64_t> ParseHexName(std::string_view name) {
+  std::uint64_t n = 0;
+  const char* end = name.data() + name.size();
+  if (name.size() != 16 || name.find_first_of("ABCDEF") != std::string_view::npos) {
+    return std::nullopt;
+  }
+  const auto [at, ec] = std::from_chars(name.data(), end, n, 16);
+  if (ec != std::errc() || at != end) return std::nullopt;
+  return n;
+}
+
+Status CreateDirectories(const std::filesystem::path& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return Status::IOError("cannot create " + dir.string() + ": " + ec.message());
+  return Status::Ok();
+}
+
+Status SyncDirectory(const std::filesystem::path& dir) {
+  Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.ok() || ::fsync(fd.get()) != 0) return Status::IOError(Why("cannot sync", dir));
+  return Status::Ok();
+}
+
+Status RemoveIfPresent(const std::filesystem::path& path) {
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return Status::IOError(Why("cannot remove", path));
+  }
+  return Status::Ok();
 }
 
 Fd::~Fd() {

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -31,6 +32,18 @@ class Fd {
  private:
   int fd_;
 };
+
+// `n` as 16 lowercase hex digits: the name of a numbered file, in numeric order when sorted.
+std::string HexName(std::uint64_t n);
+// The number a HexName stands for, if `name` is one.
+std::optional<std::uint64_t> ParseHexName(std::string_view name);
+
+// Creates `dir` and its parents if needed.
+Status CreateDirectories(const std::filesystem::path& dir);
+// fsyncs `dir`, so that a file created or renamed in it stays after a power loss.
+Status SyncDirectory(const std::filesystem::path& dir);
+// Removes `path`; Ok when it is not there.
+Status RemoveIfPresent(const std::filesystem::path& path);
 
 // All of `data` at `offset`, through short writes and interruptions.
 Status WriteFully(int fd, std::uint64_t offset, std::string_view data,

@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdio>
 #include <string_view>
 #include <vector>
 
@@ -19,24 +18,13 @@ constexpr std::string_view kSuffix = ".seg";
 // the appends around it.
 constexpr std::uint64_t kWriteBackBytes = 4 << 20;
 
-// The segment number of a file name, if it is one.
-std::optional<std::uint64_t> SegmentOf(const std::string& name) {
-  if (name.size() != 16 + kSuffix.size() || !name.ends_with(kSuffix)) return std::nullopt;
-  std::uint64_t n = 0;
-  for (std::size_t i = 0; i < 16; ++i) {
-    const char c = name[i];
-    const int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-    if (digit < 0) return std::nullopt;
-    n = n << 4 | static_cast<std::uint64_t>(digit);
-  }
-  return n;
-}
-
 Result<std::vector<std::uint64_t>> ListSegments(const std::filesystem::path& dir) {
   std::vector<std::uint64_t> out;
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
-    if (auto n = SegmentOf(entry.path().filename().string())) out.push_back(*n);
+    const std::filesystem::path& path = entry.path();
+    if (path.extension() != kSuffix) continue;
+    if (auto n = ParseHexName(path.stem().string())) out.push_back(*n);
   }
   if (ec) return Status::IOError("cannot list " + dir.string() + ": " + ec.message());
   std::sort(out.begin(), out.end());
@@ -51,15 +39,11 @@ JournalFiles::JournalFiles(std::filesystem::path dir, std::uint64_t segment_byte
       sync_(sync) {}
 
 std::filesystem::path JournalFiles::SegmentPath(std::uint64_t segment) const {
-  char name[17];
-  std::snprintf(name, sizeof name, "%016llx", static_cast<unsigned long long>(segment));
-  return dir_ / (std::string(name) + std::string(kSuffix));
+  return dir_ / (HexName(segment) + std::string(kSuffix));
 }
 
 Status JournalFiles::ResumeAt(std::optional<FramePlace> end) {
-  std::error_code ec;
-  std::filesystem::create_directories(dir_, ec);
-  if (ec) return Status::IOError("cannot create " + dir_.string() + ": " + ec.message());
+  if (Status st = CreateDirectories(dir_); !st.ok()) return st;
   auto segments = ListSegments(dir_);
   if (!segments.ok()) return segments.status();
   if (!end) {
@@ -69,10 +53,7 @@ Status JournalFiles::ResumeAt(std::optional<FramePlace> end) {
   for (const std::uint64_t n : *segments) {
     if (n <= end->segment) continue;
     // Written after the newest indexed frame: appends that never got their index entry.
-    const std::filesystem::path path = SegmentPath(n);
-    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-      return Status::IOError(Why("cannot remove", path));
-    }
+    if (Status st = RemoveIfPresent(SegmentPath(n)); !st.ok()) return st;
   }
   auto got = SegmentSize(end->segment);
   if (!got.ok()) return got.status();
@@ -94,8 +75,7 @@ Status JournalFiles::OpenSegment(std::uint64_t segment, std::uint64_t size) {
     return Status::IOError(Why("cannot truncate", path));
   }
   if (sync_) {
-    Fd dir(::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!dir.ok() || ::fsync(dir.get()) != 0) return Status::IOError(Why("cannot sync", dir_));
+    if (Status st = SyncDirectory(dir_); !st.ok()) return st;
   }
   fd_ = std::move(fd);
   offset_ = size;
@@ -167,10 +147,7 @@ Status JournalFiles::DropBefore(std::uint64_t segment) const {
   if (!segments.ok()) return segments.status();
   for (const std::uint64_t n : *segments) {
     if (n >= limit) break;
-    const std::filesystem::path path = SegmentPath(n);
-    if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-      return Status::IOError(Why("cannot remove", path));
-    }
+    if (Status st = RemoveIfPresent(SegmentPath(n)); !st.ok()) return st;
   }
   return Status::Ok();
 }

@@ -624,7 +624,6 @@ class Store::Impl {
 
   Result<std::uint64_t> TrimIndex(const JournalLimits& limits, TimePoint now, Seq keep_after) {
     std::lock_guard write_lock(write_mu_);
-    Seq cut = 0;  // drop batches whose first seq < cut
     std::uint64_t dropped = 0;
     {
       std::lock_guard lock(state_mu_);
@@ -640,23 +639,31 @@ class Store::Impl {
         }
         if (!over || e.last.seq > keep_after) break;
         bytes -= e.bytes;
-        cut = e.first + 1;
         ++dropped;
       }
     }
     if (dropped == 0) return std::uint64_t{0};
-    // The index decides what the journal holds; the frames go with whole segment files.
+    if (Status st = DropOldestBatches(dropped); !st.ok()) return st;
+    return dropped;
+  }
+
+  // Takes the `count` oldest batches out of the journal's index; the frames go with whole
+  // segment files (DropSegments). REQUIRES: write_mu_ held, count <= journal_.size().
+  Status DropOldestBatches(std::size_t count) {
+    Seq cut = 0;  // drop the batches whose first seq < cut
+    {
+      std::lock_guard lock(state_mu_);
+      cut = journal_[count - 1].first + 1;
+    }
     rocksdb::Status s = db_->DeleteRange(write_options_, journal_index_cf_, JournalKey('i', 0),
                                          JournalKey('i', cut));
     if (!s.ok()) return FromRocks(s, "cannot trim the journal");
-    {
-      std::lock_guard lock(state_mu_);
-      for (std::uint64_t i = 0; i < dropped; ++i) {
-        journal_bytes_ -= journal_.front().bytes;
-        journal_.pop_front();
-      }
+    std::lock_guard lock(state_mu_);
+    for (std::size_t i = 0; i < count; ++i) {
+      journal_bytes_ -= journal_.front().bytes;
+      journal_.pop_front();
     }
-    return dropped;
+    return Status::Ok();
   }
 
   // Removes the segment files that hold nothing from the oldest journal batch on.
@@ -1205,27 +1212,20 @@ class Store::Impl {
       }
       materialized_lost = i + 1;
     }
-    if (first_lost == journal_.size() && materialized_lost == 0) return Status::Ok();
     const std::size_t keep = first_lost;
-    const Position applied =
-        keep > materialized_lost ? std::max(journal_[keep - 1].last, materialized_) : materialized_;
-    std::vector<Position> history = history_;
-    while (!history.empty() && history.back().seq > applied.seq) history.pop_back();
-    rocksdb::WriteBatch batch;
-    rocksdb::Status s;
-    if (materialized_lost > 0) {
-      s = batch.DeleteRange(journal_index_cf_, JournalKey('i', 0),
-                            JournalKey('i', journal_[materialized_lost - 1].first + 1));
-    }
-    if (s.ok() && keep < journal_.size()) {
-      s = batch.DeleteRange(journal_index_cf_, JournalKey('i', journal_[keep].first),
-                            JournalKey('i', UINT64_MAX));
+    if (keep < journal_.size()) {
+      const Position applied = keep > materialized_lost
+                                   ? std::max(journal_[keep - 1].last, materialized_)
+                                   : materialized_;
+      std::vector<Position> history = history_;
+      while (!history.empty() && history.back().seq > applied.seq) history.pop_back();
+      rocksdb::WriteBatch batch;
+      rocksdb::Status s = batch.DeleteRange(
+          journal_index_cf_, JournalKey('i', journal_[keep].first), JournalKey('i', UINT64_MAX));
       if (s.ok()) s = batch.Put(meta_, kAppliedKey, EncodePosition(applied));
       if (s.ok()) s = batch.Put(meta_, kHistoryKey, EncodeHistory(history));
-    }
-    if (s.ok()) s = db_->Write(write_options_, &batch);
-    if (!s.ok()) return FromRocks(s, "cannot drop the journal batches whose frames are lost");
-    if (keep < journal_.size()) {
+      if (s.ok()) s = db_->Write(write_options_, &batch);
+      if (!s.ok()) return FromRocks(s, "cannot drop the journal batches whose frames are lost");
       std::fprintf(stderr,
                    "statesync store: the frames of the journal's batches from seq %llu to %llu "
                    "never reached the disk; the store goes back to %s\n",
@@ -1245,10 +1245,8 @@ class Store::Impl {
                    "reached the disk (their records are in the tables); the backlog starts after "
                    "them\n",
                    static_cast<unsigned long long>(journal_[materialized_lost - 1].last.seq));
-      for (std::size_t i = 0; i < materialized_lost; ++i) {
-        journal_bytes_ -= journal_.front().bytes;
-        journal_.pop_front();
-      }
+      std::lock_guard write_lock(write_mu_);
+      if (Status st = DropOldestBatches(materialized_lost); !st.ok()) return st;
     }
     return Status::Ok();
   }

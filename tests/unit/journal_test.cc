@@ -631,13 +631,24 @@ std::uint64_t FileSize(const fs::path& path) {
   return ec ? 0 : size;
 }
 
-// The newest segment file of a store, and its size.
-fs::path NewestSegment(const fs::path& dir) {
-  fs::path newest;
+// The segments' sorted paths.
+std::vector<fs::path> Segments(const fs::path& dir) {
+  std::vector<fs::path> out;
   for (const auto& e : fs::directory_iterator(dir / "journal")) {
-    if (e.path().extension() == ".seg" && (newest.empty() || e.path() > newest)) newest = e.path();
+    if (e.path().extension() == ".seg") out.push_back(e.path());
   }
-  return newest;
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// A store in `dir` whose journal holds batches 1..n, each one `frame` (epoch 1, not
+// materialized).
+void JournalFrames(const fs::path& dir, Seq n, const std::string& frame,
+                   const std::function<void(StoreOptions&)>& tune = {}) {
+  auto store = OpenOrDie(dir, false, tune);
+  for (Seq s = 1; s <= n; ++s) {
+    ASSERT_TRUE(store->Append({1, s}, {1, s}, wire::AsBytes(frame), kT0).ok());
+  }
 }
 
 // An append killed after its frame was written and before its index entry leaves bytes no entry
@@ -645,13 +656,8 @@ fs::path NewestSegment(const fs::path& dir) {
 TEST(Journal, AnUnindexedTailIsCutOffWhenTheStoreOpens) {
   TempDir dir;
   const std::string frame(1000, 'f');
-  {
-    auto store = OpenOrDie(dir.path(), false);
-    for (Seq s = 1; s <= 3; ++s) {
-      ASSERT_TRUE(store->Append({1, s}, {1, s}, wire::AsBytes(frame), kT0).ok());
-    }
-  }
-  const fs::path segment = NewestSegment(dir.path());
+  JournalFrames(dir.path(), 3, frame);
+  const fs::path segment = Segments(dir.path()).back();
   ASSERT_EQ(FileSize(segment), 3000u);
   {
     std::ofstream(segment, std::ios::app) << std::string(700, 'x');  // the killed append
@@ -670,16 +676,6 @@ TEST(Journal, AnUnindexedTailIsCutOffWhenTheStoreOpens) {
   }
 }
 
-// The segments' sorted paths.
-std::vector<fs::path> Segments(const fs::path& dir) {
-  std::vector<fs::path> out;
-  for (const auto& e : fs::directory_iterator(dir / "journal")) {
-    if (e.path().extension() == ".seg") out.push_back(e.path());
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
 // A power loss can lose a segment's tail while a later segment reached the disk. Lost frames not
 // yet in the tables take the store back to the batch before the first of them; lost frames whose
 // records are in the tables only shorten the backlog. Either way the store opens.
@@ -687,14 +683,9 @@ TEST(Journal, FramesLostBeforeALaterSegmentAreFoundWhenTheStoreOpens) {
   {
     TempDir dir;
     const std::string frame(1000, 'f');
-    {
-      auto store = OpenOrDie(dir.path(), false, [](StoreOptions& o) {
-        o.journal_segment_bytes = 2500;  // two frames a segment
-      });
-      for (Seq s = 1; s <= 6; ++s) {
-        ASSERT_TRUE(store->Append({1, s}, {1, s}, wire::AsBytes(frame), kT0).ok());
-      }
-    }
+    JournalFrames(dir.path(), 6, frame, [](StoreOptions& o) {
+      o.journal_segment_bytes = 2500;  // two frames a segment
+    });
     const auto segments = Segments(dir.path());
     ASSERT_EQ(segments.size(), 3u);
     fs::resize_file(segments[1], 1500);  // batch 4 lost, batches 5 and 6 on the disk
@@ -747,11 +738,7 @@ TEST(Journal, SyncedFramesReadBackAcrossSegmentsAndAReopen) {
       ASSERT_TRUE(store->Append({1, s}, {1, s}, wire::AsBytes(frames.back()), kT0).ok());
     }
   }
-  std::size_t segments = 0;
-  for (const auto& e : fs::directory_iterator(dir.path() / "journal")) {
-    segments += e.path().extension() == ".seg";
-  }
-  EXPECT_EQ(segments, 3u);
+  EXPECT_EQ(Segments(dir.path()).size(), 3u);
   auto store = OpenOrDie(dir.path(), false, options);
   std::vector<JournalBatch> batches;
   ASSERT_TRUE(store->ReadJournal(0, 1 << 20, &batches).ok());
@@ -764,13 +751,8 @@ TEST(Journal, SyncedFramesReadBackAcrossSegmentsAndAReopen) {
 TEST(Journal, AFrameLostOrDamagedOnTheDiskIsNeverServed) {
   TempDir dir;
   const std::string frame(1000, 'f');
-  {
-    auto store = OpenOrDie(dir.path(), false);
-    for (Seq s = 1; s <= 4; ++s) {
-      ASSERT_TRUE(store->Append({1, s}, {1, s}, wire::AsBytes(frame), kT0).ok());
-    }
-  }
-  const fs::path segment = NewestSegment(dir.path());
+  JournalFrames(dir.path(), 4, frame);
+  const fs::path segment = Segments(dir.path()).back();
   fs::resize_file(segment, 3500);  // the fourth frame half written back
   {
     auto store = OpenOrDie(dir.path(), false, [](StoreOptions& o) { o.journal_cache_bytes = 0; });
