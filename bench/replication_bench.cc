@@ -23,6 +23,7 @@
 // rate after each blob ("seconds since start,MB/s") to PATH.lane.csv, and the start on the steady
 // clock in ns to PATH.t0 and PATH.blobs.t0,
 // STATESYNC_BENCH_CATCHUP_RECORDS=N runs the catch-up case for N records only,
+// STATESYNC_BENCH_BATCH_DELTAS=N sets the primaries' batch_max_deltas (for A/B runs),
 // STATESYNC_BENCH_LAG_WARM=N writes N sessions at full speed before the lag case starts (its
 // steady state with a larger table, the materializer then busy with them),
 // STATESYNC_BENCH_BLOB_YIELD_US=N sets the primaries' blob_yield_delay (0: the blob lane does not
@@ -30,12 +31,13 @@
 // alone), STATESYNC_BENCH_NAIVE_TUNED_ALLOCATOR=1 gives the baseline's receiver the allocator
 // setting statesync's processes use (TuneProcessAllocator), and STATESYNC_BENCH_DEFAULT_ALLOCATOR=1
 // keeps statesync's processes on the C library's defaults. STATESYNC_BENCH_PERF_CTL=FIFO writes
-// "enable" to FIFO when case (a)'s timing starts and "disable" when it ends, for
+// "enable" to FIFO when the timing of case (a) or (b) starts and "disable" when it ends, for
 // `perf record -D -1 --control fifo:FIFO`: a profile of the timed part alone, without the
 // baseline's processes or the generation of the records.
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 
 #include <spdlog/spdlog.h>
@@ -105,11 +107,30 @@ std::unique_ptr<Store> OpenStore(const fs::path& dir, bool materialize = true) {
 }
 
 // ---- the subordinate child ----
-// Status file: "persisted materialized blob_seq state snapshots".
-int RunSubordinate(const char* dir, const char* endpoint, const char* status_file) {
+// The child publishes its progress in a small shared memory block (a memfd inherited across
+// exec), which the parent polls. Not a file: a status file renamed into place every 10 ms freed
+// a block each time, and on this disk (mounted with `discard`) every free is a synchronous
+// discard; those were seen to stall for 200-500 ms and to load the device under the journal of
+// the stream being measured (bpftrace, docs/BENCHMARKS.md).
+struct SharedStatus {
+  std::atomic<std::uint64_t> persisted{0}, materialized{0}, blob_seq{0}, state{0}, snapshots{0};
+};
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+
+SharedStatus* MapStatus(int fd) {
+  void* p = ::mmap(nullptr, sizeof(SharedStatus), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) {
+    std::perror("mmap of the subordinate's status");
+    std::exit(1);
+  }
+  return static_cast<SharedStatus*>(p);
+}
+
+int RunSubordinate(const char* dir, const char* endpoint, const char* status_fd) {
   static std::atomic<bool> stop{false};
   ::signal(SIGTERM, [](int) { stop = true; });
   spdlog::set_level(spdlog::level::warn);
+  SharedStatus* shared = MapStatus(std::atoi(status_fd));
   auto store = OpenStore(dir);
   auto table = std::make_unique<SessionTable>(SessionTableOptions{.writable = false});
   if (!store->LoadInto(*table).ok()) return 3;
@@ -119,19 +140,14 @@ int RunSubordinate(const char* dir, const char* endpoint, const char* status_fil
   o.primary_endpoint = endpoint;
   auto sub = replication::Subordinate::Start(o, *store, std::move(table));
   if (!sub.ok()) return 4;
-  const std::string tmp = std::string(status_file) + ".tmp";
   while (!stop) {
     const auto st = (*sub)->status();
-    {
-      std::ofstream out(tmp, std::ios::trunc);
-      out << store->applied().seq << ' ' << store->materialized().seq << ' '
-          << store->blob_cursor().seq << ' ' << static_cast<int>(st.state) << ' ' << st.snapshots
-          << '\n';
-    }
-    fs::rename(tmp, status_file);
-    // Every 10 ms: a status file every 2 ms took about 18 % of a core from the subordinate
-    // under test (measured with top -H); 10 ms is below 1 % of the shortest timed case.
-    std::this_thread::sleep_for(10ms);
+    shared->persisted = store->applied().seq;
+    shared->materialized = store->materialized().seq;
+    shared->blob_seq = store->blob_cursor().seq;
+    shared->snapshots = st.snapshots;
+    shared->state = static_cast<std::uint64_t>(st.state);  // last: it says "connected"
+    std::this_thread::sleep_for(2ms);
   }
   (*sub)->Stop();
   return 0;
@@ -146,25 +162,34 @@ struct SubStatus {
 
 class SubordinateProcess {
  public:
-  SubordinateProcess(const fs::path& dir, const std::string& endpoint)
-      : status_(dir.string() + ".status") {
+  SubordinateProcess(const fs::path& dir, const std::string& endpoint) {
+    const int fd = ::memfd_create("statesync-bench-status", 0);  // inherited across exec
+    if (fd < 0 || ::ftruncate(fd, sizeof(SharedStatus)) != 0) {
+      std::perror("memfd for the subordinate's status");
+      std::exit(1);
+    }
+    shared_ = MapStatus(fd);
     pid_ = ::fork();
     if (pid_ == 0) {
-      ::execl(g_self, g_self, "--subordinate", dir.c_str(), endpoint.c_str(), status_.c_str(),
+      const std::string fd_arg = std::to_string(fd);
+      ::execl(g_self, g_self, "--subordinate", dir.c_str(), endpoint.c_str(), fd_arg.c_str(),
               static_cast<char*>(nullptr));
       ::_exit(127);
     }
+    ::close(fd);
   }
   ~SubordinateProcess() {
     ::kill(pid_, SIGTERM);
     ::waitpid(pid_, nullptr, 0);
-    std::error_code ec;
-    fs::remove(status_, ec);
+    ::munmap(shared_, sizeof(SharedStatus));
   }
   SubStatus status() const {
     SubStatus s;
-    std::ifstream in(status_);
-    in >> s.persisted >> s.materialized >> s.blob_seq >> s.state >> s.snapshots;
+    s.persisted = shared_->persisted;
+    s.materialized = shared_->materialized;
+    s.blob_seq = shared_->blob_seq;
+    s.state = static_cast<int>(shared_->state.load());
+    s.snapshots = shared_->snapshots;
     return s;
   }
   template <typename Pred>
@@ -173,7 +198,7 @@ class SubordinateProcess {
   }
 
  private:
-  std::string status_;
+  SharedStatus* shared_ = nullptr;
   pid_t pid_;
 };
 
@@ -191,6 +216,9 @@ struct PrimarySide {
     o.node_id = "primary";
     o.cluster_id = kCluster;
     o.endpoint = "tcp://127.0.0.1:*";
+    if (const char* n = std::getenv("STATESYNC_BENCH_BATCH_DELTAS")) {
+      o.batch_max_deltas = std::stoull(n);
+    }
     if (const char* us = std::getenv("STATESYNC_BENCH_BLOB_YIELD_US")) {
       o.blob_yield_delay = std::chrono::microseconds(std::stoll(us));
     }
@@ -364,6 +392,7 @@ CaseB RunB(std::uint64_t sessions) {
   const TimePoint now = WallNow();
   std::vector<FirewallSession> batch;
   std::uint64_t mutations = 0, created = 0, closed = 0;
+  PerfControl("enable");
   const auto t0 = Clock::now();
   while (closed < sessions) {
     batch.clear();
@@ -402,6 +431,7 @@ CaseB RunB(std::uint64_t sessions) {
   while (p.acked() < p.head()) std::this_thread::sleep_for(200us);
   CaseB r;
   r.mutations_per_s = mutations / Seconds(Clock::now() - t0);
+  PerfControl("disable");
   r.deltas_sent = static_cast<double>(p.primary->stats().deltas);
   r.mutations = static_cast<double>(mutations);
   return r;

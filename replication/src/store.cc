@@ -8,6 +8,7 @@
 #include <rocksdb/sst_file_writer.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
+#include <sched.h>
 #include <xxhash.h>
 
 #if defined(__GLIBC__)
@@ -421,8 +422,14 @@ class Store::Impl {
     if (Status st = ReadJournalIndex(); !st.ok()) return st;
     if (Status st = OpenBlobFiles(); !st.ok()) return st;
     if (options.materialize) {
-      // RocksDB's compactions also run below the stream's threads.
-      rocksdb::Env::Default()->LowerThreadPoolCPUPriority(rocksdb::Env::Priority::LOW);
+      // RocksDB's compactions also run below the stream's threads, in the idle class as the
+      // materializer does.
+      if (!rocksdb::Env::Default()
+               ->LowerThreadPoolCPUPriority(rocksdb::Env::Priority::LOW,
+                                            rocksdb::CpuPriority::kIdle)
+               .ok()) {
+        rocksdb::Env::Default()->LowerThreadPoolCPUPriority(rocksdb::Env::Priority::LOW);
+      }
       materializer_ = std::thread([this] { MaterializeLoop(); });
     }
     return Status::Ok();
@@ -1347,7 +1354,14 @@ class Store::Impl {
     // for materialize_when_idle, or someone waits for them (WaitMaterialized, the journal's
     // limits in Trim): a burst is then not slowed by materializing, and a longer window
     // coalesces more updates of the same keys.
-    ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 19);
+    // SCHED_IDLE rather than nice 19: a nice-19 thread still holds a CPU until the scheduler's
+    // next decision when a stream thread wakes, an idle-class one gives it up at once (the
+    // lag with the blob lane running, docs/BENCHMARKS.md). Falls back to nice 19 where the
+    // class is refused.
+    sched_param idle{};
+    if (::sched_setscheduler(0, SCHED_IDLE, &idle) != 0) {
+      ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 19);
+    }
     std::vector<JournalBatch> batches;
     Seq target = 0;  // once a round is due: materialize at least up to here
     for (;;) {

@@ -72,12 +72,16 @@ std::string_view DecodeErrorName(DecodeError error) {
 }
 
 std::string Frame(std::span<const std::uint8_t> payload) {
-  std::string out(kFrameHeaderBytes + payload.size(), '\0');
-  auto* p = reinterpret_cast<std::uint8_t*>(out.data());
-  std::memcpy(p, kMagic, 4);
-  PutLe32(p + 4, static_cast<std::uint32_t>(payload.size()));
-  PutLe64(p + 8, XXH3_64bits(payload.data(), payload.size()));
-  if (!payload.empty()) std::memcpy(p + kFrameHeaderBytes, payload.data(), payload.size());
+  std::uint8_t header[kFrameHeaderBytes];
+  std::memcpy(header, kMagic, 4);
+  PutLe32(header + 4, static_cast<std::uint32_t>(payload.size()));
+  PutLe64(header + 8, XXH3_64bits(payload.data(), payload.size()));
+  // Reserved and appended rather than sized up front: a sized string is zeroed first, a second
+  // pass over every batch (hundreds of KB) on the table owner's thread.
+  std::string out;
+  out.reserve(kFrameHeaderBytes + payload.size());
+  out.append(reinterpret_cast<const char*>(header), kFrameHeaderBytes);
+  out.append(reinterpret_cast<const char*>(payload.data()), payload.size());
   return out;
 }
 

@@ -562,7 +562,7 @@ TEST(Replication, AStoppedSubordinateDoesNotGrowThePrimarysMemory) {
       streamed / 1e6, before / 1e6, peaks[0] / 1e6, peaks[1] / 1e6, peaks[2] / 1e6,
       streamed_in[1] / 1e6);
   // The bound: the outbox and the ring of recent batches (16 MB each), the subordinate's credit
-  // in ZeroMQ's queue (64 batches of at most 256 KB), RocksDB's memtables (64 MB for the tables
+  // in ZeroMQ's queue (32 batches of at most 1 MiB), RocksDB's memtables (64 MB for the tables
   // and 4 x 8 MB for the journal in these tests) and allocator slack.
   EXPECT_LT(std::max({peaks[0], peaks[1], peaks[2]}) - before, 200u << 20);
   // Past the bound, memory does not follow the stream: the last third streams as much as the
