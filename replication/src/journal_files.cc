@@ -1,12 +1,18 @@
 #include "journal_files.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 #include <string_view>
+#include <thread>
+#include <utility>
 #include <vector>
 
 namespace statesync::detail {
@@ -33,10 +39,92 @@ Result<std::vector<std::uint64_t>> ListSegments(const std::filesystem::path& dir
 
 }  // namespace
 
+// ss-journal-io: reserves the blocks of segments before they are written, and starts the
+// write-back of ranges already written.
+class JournalFiles::Background {
+ public:
+  explicit Background(const JournalFiles& files) : files_(files) {
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~Background() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+
+  void Reserve(std::uint64_t segment) {
+    {
+      std::lock_guard lock(mu_);
+      reserve_ = segment;
+    }
+    cv_.notify_one();
+  }
+  void WriteBack(std::shared_ptr<const Fd> fd, std::uint64_t from, std::uint64_t to) {
+    {
+      std::lock_guard lock(mu_);
+      write_back_.push_back({std::move(fd), from, to});
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  struct Range {
+    std::shared_ptr<const Fd> fd;
+    std::uint64_t from, to;
+  };
+
+  void Run() {
+    pthread_setname_np(pthread_self(), "ss-journal-io");
+    std::unique_lock lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return stop_ || reserve_ != 0 || !write_back_.empty(); });
+      if (!write_back_.empty()) {
+        Range r = std::move(write_back_.front());
+        write_back_.pop_front();
+        lock.unlock();
+        // Only starts the write-back; a failure here is seen by a later sync or read.
+        (void)::sync_file_range(r.fd->get(), static_cast<off_t>(r.from),
+                                static_cast<off_t>(r.to - r.from), SYNC_FILE_RANGE_WRITE);
+        lock.lock();
+        continue;
+      }
+      if (reserve_ != 0) {
+        const std::uint64_t segment = std::exchange(reserve_, 0);
+        lock.unlock();
+        ReserveBlocks(segment);
+        lock.lock();
+        continue;
+      }
+      if (stop_) return;
+    }
+  }
+
+  // Best effort: without the reservation the appends allocate as they go, as they did before.
+  void ReserveBlocks(std::uint64_t segment) const {
+    const std::filesystem::path path = files_.SegmentPath(segment);
+    const Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+    if (!fd.ok()) return;
+    (void)::fallocate(fd.get(), FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(files_.segment_bytes_));
+  }
+
+  const JournalFiles& files_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::uint64_t reserve_ = 0;  // a segment to reserve blocks for (0: none)
+  std::deque<Range> write_back_;
+  std::thread thread_;
+};
+
 JournalFiles::JournalFiles(std::filesystem::path dir, std::uint64_t segment_bytes, bool sync)
     : dir_(std::move(dir)),
       segment_bytes_(std::max<std::uint64_t>(segment_bytes, 1)),
       sync_(sync) {}
+
+JournalFiles::~JournalFiles() = default;
 
 std::filesystem::path JournalFiles::SegmentPath(std::uint64_t segment) const {
   return dir_ / (HexName(segment) + std::string(kSuffix));
@@ -70,18 +158,31 @@ Status JournalFiles::OpenSegment(std::uint64_t segment, std::uint64_t size) {
   const std::filesystem::path path = SegmentPath(segment);
   Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
   if (!fd.ok()) return Status::IOError(Why("cannot open", path));
-  // Cut an unindexed tail: the next frame goes where it began.
-  if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return Status::IOError(Why("cannot look at", path));
+  // Cut an unindexed tail: the next frame goes where it began. Only when there is one: cutting
+  // a file to its own size also gives back the blocks reserved past it.
+  if (static_cast<std::uint64_t>(st.st_size) != size &&
+      ::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) {
     return Status::IOError(Why("cannot truncate", path));
   }
   if (sync_) {
-    if (Status st = SyncDirectory(dir_); !st.ok()) return st;
+    if (Status s = SyncDirectory(dir_); !s.ok()) return s;
   }
-  fd_ = std::move(fd);
+  if (fd_ != nullptr) RequestWriteBack();  // the rest of the segment left behind
+  fd_ = std::make_shared<const Fd>(std::move(fd));
   offset_ = size;
   written_back_to_ = size;
   current_.store(segment, std::memory_order_release);
+  if (background_ == nullptr) background_ = std::make_unique<Background>(*this);
+  background_->Reserve(segment + 1);
   return Status::Ok();
+}
+
+void JournalFiles::RequestWriteBack() {
+  if (sync_ || offset_ <= written_back_to_) return;  // synced frames are on the disk already
+  background_->WriteBack(fd_, written_back_to_, offset_);
+  written_back_to_ = offset_;
 }
 
 Status JournalFiles::StartSegment() {
@@ -94,16 +195,13 @@ Result<FramePlace> JournalFiles::Append(std::span<const std::uint8_t> frame) {
   }
   const std::filesystem::path path = SegmentPath(current_segment());
   const std::string_view bytes(reinterpret_cast<const char*>(frame.data()), frame.size());
-  if (Status st = WriteFully(fd_.get(), offset_, bytes, path); !st.ok()) return st;
+  if (Status st = WriteFully(fd_->get(), offset_, bytes, path); !st.ok()) return st;
   const FramePlace at{current_segment(), offset_};
   offset_ += frame.size();
   if (sync_) {
-    if (::fdatasync(fd_.get()) != 0) return Status::IOError(Why("cannot sync", path));
+    if (::fdatasync(fd_->get()) != 0) return Status::IOError(Why("cannot sync", path));
   } else if (offset_ - written_back_to_ >= kWriteBackBytes) {
-    // Only starts the write-back; a failure here is seen by a later sync or read.
-    (void)::sync_file_range(fd_.get(), static_cast<off_t>(written_back_to_),
-                            static_cast<off_t>(offset_ - written_back_to_), SYNC_FILE_RANGE_WRITE);
-    written_back_to_ = offset_;
+    RequestWriteBack();
   }
   return at;
 }

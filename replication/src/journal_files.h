@@ -13,6 +13,14 @@
 // the disk as the kernel writes them back (started every 4 MiB) or, with `sync`, before the
 // index entry is written.
 //
+// A thread of its own (ss-journal-io) reserves the blocks of the next segment ahead of the
+// appends (fallocate, keeping the file's size) and starts the write-back of what was appended.
+// Both used to happen on the appending thread, that is on the stream's path: allocating blocks
+// during write-back read the file system's block bitmaps from the disk, behind its discards,
+// and held the file's block-map lock meanwhile, which the next append needs. bpftrace showed
+// a 245 ms sync_file_range and 50-75 ms appends waiting on that lock (docs/BENCHMARKS.md).
+// Reserved blocks lie past the file's size, so the size still says where the frames end.
+//
 // Internal to replication. Thread-safety: Append, ResumeAt and StartSegment from one thread at a
 // time (the store's writer lock); Read and DropBefore from any thread.
 #pragma once
@@ -20,6 +28,7 @@
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -38,6 +47,9 @@ struct FramePlace {
 class JournalFiles {
  public:
   JournalFiles(std::filesystem::path dir, std::uint64_t segment_bytes, bool sync);
+  ~JournalFiles();  // stops ss-journal-io after the write-back it was asked for
+  JournalFiles(const JournalFiles&) = delete;
+  JournalFiles& operator=(const JournalFiles&) = delete;
 
   // Creates the directory if needed. New frames go after `end` (the end of the newest frame the
   // index names; nothing: a new segment after any there is): a longer segment is cut back to it
@@ -70,11 +82,16 @@ class JournalFiles {
 
  private:
   Status OpenSegment(std::uint64_t segment, std::uint64_t size);
+  // Asks ss-journal-io to start writing back the part of the current segment appended since
+  // the last request.
+  void RequestWriteBack();
 
+  class Background;
   std::filesystem::path dir_;
   std::uint64_t segment_bytes_;
   bool sync_;
-  Fd fd_;                                  // the segment being written
+  std::unique_ptr<Background> background_;
+  std::shared_ptr<const Fd> fd_;           // the segment being written (shared with write-back)
   std::atomic<std::uint64_t> current_{0};  // its number
   std::uint64_t offset_ = 0;               // where the next frame goes in it
   std::uint64_t written_back_to_ = 0;      // where write-back was last started

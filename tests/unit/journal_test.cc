@@ -1,6 +1,9 @@
 // The store's journal, materializer, snapshots, quarantine and blob lane, and the protocol's
 // fork arithmetic, on a real RocksDB in temporary directories.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -632,10 +635,12 @@ std::uint64_t FileSize(const fs::path& path) {
 }
 
 // The segments' sorted paths.
+// The journal's segments that hold frames, oldest first (not the next one, which ss-journal-io
+// creates empty to reserve its blocks).
 std::vector<fs::path> Segments(const fs::path& dir) {
   std::vector<fs::path> out;
   for (const auto& e : fs::directory_iterator(dir / "journal")) {
-    if (e.path().extension() == ".seg") out.push_back(e.path());
+    if (e.path().extension() == ".seg" && fs::file_size(e.path()) > 0) out.push_back(e.path());
   }
   std::sort(out.begin(), out.end());
   return out;
@@ -744,6 +749,61 @@ TEST(Journal, SyncedFramesReadBackAcrossSegmentsAndAReopen) {
   ASSERT_TRUE(store->ReadJournal(0, 1 << 20, &batches).ok());
   ASSERT_EQ(batches.size(), frames.size());
   for (std::size_t i = 0; i < frames.size(); ++i) EXPECT_EQ(batches[i].frame, frames[i]);
+}
+
+// The next segment's blocks are reserved ahead of the appends (by ss-journal-io, past the
+// file's size, so the size still ends at the last frame), and the frames written into them read
+// back, also after a reopen. Where the file system cannot reserve blocks, appends allocate as
+// they go and only the first part is skipped.
+TEST(Journal, TheNextSegmentIsReservedAheadOfTheAppends) {
+  TempDir dir;
+  const auto options = [](StoreOptions& o) {
+    o.journal_segment_bytes = 1 << 20;
+    o.journal_cache_bytes = 0;
+  };
+  const std::string frame(100'000, 'r');
+  const auto segment = [&](std::uint64_t n) {
+    char name[32];
+    std::snprintf(name, sizeof(name), "%016llx.seg", static_cast<unsigned long long>(n));
+    return dir.path() / "journal" / name;
+  };
+  const auto reserved_bytes = [](const fs::path& path) -> std::uint64_t {
+    struct stat st {};
+    return ::stat(path.c_str(), &st) == 0 ? static_cast<std::uint64_t>(st.st_blocks) * 512 : 0;
+  };
+  bool can_reserve = false;
+  {
+    const fs::path probe = dir.path() / "probe";
+    const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    ASSERT_GE(fd, 0);
+    can_reserve = ::fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, 1 << 20) == 0;
+    ::close(fd);
+    fs::remove(probe);
+  }
+  {
+    auto store = OpenOrDie(dir.path(), false, options);
+    ASSERT_TRUE(store->Append({1, 1}, {1, 1}, wire::AsBytes(frame), kT0).ok());
+    if (can_reserve) {
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (reserved_bytes(segment(2)) < (1u << 20) &&
+             std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      EXPECT_GE(reserved_bytes(segment(2)), 1u << 20) << "segment 2 was not reserved";
+      EXPECT_EQ(fs::file_size(segment(2)), 0u);  // reserved past its size: no frame yet
+    }
+    for (Seq s = 2; s <= 25; ++s) {  // into segments 2 and 3
+      ASSERT_TRUE(store->Append({1, s}, {1, s}, wire::AsBytes(frame), kT0).ok());
+    }
+    EXPECT_EQ(fs::file_size(segment(2)), 10 * frame.size());
+  }
+  auto store = OpenOrDie(dir.path(), false, options);
+  EXPECT_EQ(store->applied(), (Position{1, 25}));
+  std::vector<JournalBatch> batches;
+  ASSERT_TRUE(store->ReadJournal(0, 64 << 20, &batches).ok());
+  ASSERT_EQ(batches.size(), 25u);
+  for (const auto& b : batches) EXPECT_EQ(b.frame, frame);
+  ASSERT_TRUE(store->Append({1, 26}, {1, 26}, wire::AsBytes(frame), kT0).ok());
 }
 
 // After a power loss the index can name a frame the disk never got: the store goes back to the

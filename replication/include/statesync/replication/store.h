@@ -87,7 +87,9 @@ struct StoreOptions {
   std::uint64_t materialize_after_bytes = 512ull << 20;
   std::chrono::milliseconds materialize_when_idle{1000};
   // The journal's frames are appended to segment files under `journal/`; a new segment starts
-  // after this many bytes, and Trim frees the disk a whole segment at a time.
+  // after this many bytes, and Trim frees the disk a whole segment at a time. The next segment's
+  // blocks are reserved ahead of the appends: the journal holds one segment more on the disk
+  // than its frames.
   std::uint64_t journal_segment_bytes = 64ull << 20;
   // The newest frames are also kept in memory, up to this much: reading them back (the
   // materializer, a subordinate slightly behind) does not go to the files.
