@@ -140,6 +140,11 @@ Status JournalFiles::ResumeAt(std::optional<FramePlace> end) {
   }
   for (const std::uint64_t n : *segments) {
     if (n <= end->segment) continue;
+    // The next segment, empty, with its blocks reserved: kept for the appends to come (removing
+    // it would give its blocks back, which on a disk mounted with `discard` waits for the disk).
+    auto size = SegmentSize(n);
+    if (!size.ok()) return size.status();
+    if (n == end->segment + 1 && *size == 0) continue;
     // Written after the newest indexed frame: appends that never got their index entry.
     if (Status st = RemoveIfPresent(SegmentPath(n)); !st.ok()) return st;
   }
