@@ -8,7 +8,8 @@
 //   a          distinct-key upserts of ~128-byte firewall sessions
 //   b          session life cycles (create, 4 updates, close) with coalescing
 //   c          blobs of 1 MB
-//   lag        write -> subordinate commit lag at 50 % of (a)'s rate, without and with (c) running
+//   lag        write -> subordinate commit lag at 50 % of (a)'s rate, without and with (c) running;
+//              where the process may use SCHED_FIFO, also with io_realtime_priority 10
 //   catchup    catch-up time by CONTINUE (at once after the writes, and from a primary that has
 //              materialized them) and by SNAPSHOT
 // Repetitions of `baseline` and `a` are interleaved; medians are reported.
@@ -34,8 +35,10 @@
 // "enable" to FIFO when the timing of case (a) or (b) starts and "disable" when it ends, for
 // `perf record -D -1 --control fifo:FIFO`: a profile of the timed part alone, without the
 // baseline's processes or the generation of the records.
+#include <pthread.h>
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -127,7 +130,8 @@ SharedStatus* MapStatus(int fd) {
   return static_cast<SharedStatus*>(p);
 }
 
-int RunSubordinate(const char* dir, const char* endpoint, const char* status_fd) {
+int RunSubordinate(const char* dir, const char* endpoint, const char* status_fd,
+                   int io_realtime_priority) {
   static std::atomic<bool> stop{false};
   ::signal(SIGTERM, [](int) { stop = true; });
   // Stops with the benchmark: a run interrupted with SIGKILL left this child polling for its
@@ -143,6 +147,7 @@ int RunSubordinate(const char* dir, const char* endpoint, const char* status_fd)
   o.node_id = "sub";
   o.cluster_id = kCluster;
   o.primary_endpoint = endpoint;
+  o.io_realtime_priority = io_realtime_priority;
   auto sub = replication::Subordinate::Start(o, *store, std::move(table));
   if (!sub.ok()) return 4;
   while (!stop) {
@@ -167,7 +172,8 @@ struct SubStatus {
 
 class SubordinateProcess {
  public:
-  SubordinateProcess(const fs::path& dir, const std::string& endpoint) {
+  SubordinateProcess(const fs::path& dir, const std::string& endpoint,
+                     int io_realtime_priority = 0) {
     const int fd = ::memfd_create("statesync-bench-status", 0);  // inherited across exec
     if (fd < 0 || ::ftruncate(fd, sizeof(SharedStatus)) != 0) {
       std::perror("memfd for the subordinate's status");
@@ -177,8 +183,9 @@ class SubordinateProcess {
     pid_ = ::fork();
     if (pid_ == 0) {
       const std::string fd_arg = std::to_string(fd);
+      const std::string realtime_arg = std::to_string(io_realtime_priority);
       ::execl(g_self, g_self, "--subordinate", dir.c_str(), endpoint.c_str(), fd_arg.c_str(),
-              static_cast<char*>(nullptr));
+              realtime_arg.c_str(), static_cast<char*>(nullptr));
       ::_exit(127);
     }
     ::close(fd);
@@ -481,13 +488,16 @@ struct Lag {
 // runs from a cold start, 40-90 % of the first half second's samples were above 5 ms, 3-5 % of
 // the run, which alone set the p99; that is the cost of a process start, not the steady lag.
 constexpr double kLagWarmUpSeconds = 2;
+// The SCHED_FIFO priority of the lag runs with io_realtime_priority (when permitted).
+constexpr int kLagRealtimePriority = 10;
 
-Lag RunLag(double rate, double seconds, bool with_blobs) {
+Lag RunLag(double rate, double seconds, bool with_blobs, int io_realtime_priority = 0) {
   replication::PrimaryOptions o;
   o.durability[TableId::kFwSessions] = replication::Durability::kSync;
   o.min_acks = 1;
+  o.io_realtime_priority = io_realtime_priority;
   PrimarySide p(with_blobs ? "lag-blobs" : "lag", o);
-  SubordinateProcess sub(p.sub_dir(), p.primary->endpoint());
+  SubordinateProcess sub(p.sub_dir(), p.primary->endpoint(), io_realtime_priority);
   sub.WaitFor([](const SubStatus& s) { return s.state != 0; });
   std::uint64_t i = 0;
   if (const char* w = std::getenv("STATESYNC_BENCH_LAG_WARM")) {
@@ -775,13 +785,42 @@ int Main(int argc, char** argv) {
     if (a_rate == 0) a_rate = RunA(n_a).records_per_s;
     const double rate = a_rate / 2;
     const double secs = quick ? 3 : 8;
-    std::vector<double> p99, p99b;
-    Lag plain, blobs;
+    // Also with the stream's I/O threads in SCHED_FIFO (io_realtime_priority), where this
+    // process may use it, interleaved with the default runs.
+    bool realtime = false;
+    std::thread([&] {
+      sched_param param{};
+      param.sched_priority = kLagRealtimePriority;
+      realtime = pthread_setschedparam(pthread_self(), SCHED_FIFO, &param) == 0;
+    }).join();
+    std::vector<double> p99, p99b, p99_rt, p99b_rt;
+    Lag plain, blobs, plain_rt, blobs_rt;
     for (int r = 0; r < reps; ++r) {
       plain = RunLag(rate, secs, false);
       blobs = RunLag(rate, secs, true);
       p99.push_back(plain.p99_ms);
       p99b.push_back(blobs.p99_ms);
+      if (realtime) {
+        plain_rt = RunLag(rate, secs, false, kLagRealtimePriority);
+        blobs_rt = RunLag(rate, secs, true, kLagRealtimePriority);
+        p99_rt.push_back(plain_rt.p99_ms);
+        p99b_rt.push_back(blobs_rt.p99_ms);
+      }
+    }
+    if (realtime) {
+      json.Raw("lag_half_rate_io_realtime", Obj({{"io_realtime_priority", kLagRealtimePriority},
+                                                 {"rate", plain_rt.rate},
+                                                 {"p50_ms", plain_rt.p50_ms},
+                                                 {"p99_ms", Median(p99_rt)},
+                                                 {"p999_ms", plain_rt.p999_ms},
+                                                 {"warm_up_p99_ms", plain_rt.warm_up_p99_ms}}));
+      json.Raw("d_lag_half_rate_with_blobs_io_realtime",
+               Obj({{"rate", blobs_rt.rate},
+                    {"p50_ms", blobs_rt.p50_ms},
+                    {"p99_ms", Median(p99b_rt)},
+                    {"p999_ms", blobs_rt.p999_ms},
+                    {"blob_mb_per_s", blobs_rt.blob_mb_per_s},
+                    {"p99_ratio_to_without", Median(p99b_rt) / Median(p99_rt)}}));
     }
     json.Raw("lag_half_rate", Obj({{"target_rate", rate},
                                    {"rate", plain.rate},
@@ -836,8 +875,8 @@ int main(int argc, char** argv) {
   if (tune) {
     statesync::TuneProcessAllocator();
   }
-  if (argc == 5 && std::string(argv[1]) == "--subordinate") {
-    return statesync::bench::RunSubordinate(argv[2], argv[3], argv[4]);
+  if (argc == 6 && std::string(argv[1]) == "--subordinate") {
+    return statesync::bench::RunSubordinate(argv[2], argv[3], argv[4], std::atoi(argv[5]));
   }
   if (argc == 6 && std::string(argv[1]) == "--naive-receiver") {
     return statesync::bench::RunNaiveReceiver(argv[2], argv[3], argv[4], argv[5]);

@@ -88,7 +88,16 @@ class Primary::Impl {
       if (Status st = store_.SetReplicationId(rid_); !st.ok()) return st;
     }
     journaled_ = store_.applied();
+    if (Status st = detail::CheckRealtime(o_.io_realtime_priority); !st.ok()) return st;
+    realtime_ = o_.io_realtime_priority > 0 && detail::MayUseRealtime(o_.io_realtime_priority);
+    if (o_.io_realtime_priority > 0 && !realtime_) {
+      spdlog::warn(
+          "{}: io_realtime_priority {} refused (needs CAP_SYS_NICE or RLIMIT_RTPRIO): "
+          "the I/O threads keep the normal scheduling class",
+          o_.node_id, o_.io_realtime_priority);
+    }
     try {
+      if (realtime_) detail::UseRealtime(ctx_, o_.io_realtime_priority);
       router_ = zmq::socket_t(ctx_, zmq::socket_type::router);
       router_.set(zmq::sockopt::router_mandatory, 1);
       router_.set(zmq::sockopt::router_handover, 1);
@@ -341,6 +350,7 @@ class Primary::Impl {
   // ---- the I/O thread ----
   void Run() {
     pthread_setname_np(pthread_self(), "ss-primary-io");
+    if (realtime_) detail::EnterRealtime(o_.io_realtime_priority);
     zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0},
                                {nullptr, waker_.fd(), ZMQ_POLLIN, 0}};
     auto last_trim = Clock::now();
@@ -947,6 +957,7 @@ class Primary::Impl {
   std::vector<PeerStatus> peer_status_;
 
   // The I/O thread's.
+  bool realtime_ = false;  // io_realtime_priority asked for and permitted
   zmq::context_t ctx_{1};
   zmq::socket_t router_;
   Position journaled_;

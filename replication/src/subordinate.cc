@@ -109,6 +109,15 @@ class Subordinate::Impl {
       status_.newest_epoch = newest_epoch_;
       status_.blob_cursor = store_.blob_cursor();
     }
+    if (Status st = detail::CheckRealtime(o_.io_realtime_priority); !st.ok()) return st;
+    realtime_ = o_.io_realtime_priority > 0 && detail::MayUseRealtime(o_.io_realtime_priority);
+    if (o_.io_realtime_priority > 0 && !realtime_) {
+      spdlog::warn(
+          "{}: io_realtime_priority {} refused (needs CAP_SYS_NICE or RLIMIT_RTPRIO): "
+          "the I/O threads keep the normal scheduling class",
+          o_.node_id, o_.io_realtime_priority);
+    }
+    if (realtime_) detail::UseRealtime(ctx_, o_.io_realtime_priority);
     std::random_device rd;
     session_ = (static_cast<std::uint64_t>(rd()) << 32) | rd();
     first_session_ = session_ + 1;  // SendHello counts the first one
@@ -158,6 +167,7 @@ class Subordinate::Impl {
  private:
   void Run() {
     pthread_setname_np(pthread_self(), "ss-follow-io");
+    if (realtime_) detail::EnterRealtime(o_.io_realtime_priority);
     header_ = {o_.cluster_id, o_.node_id, newest_epoch_};
     SendHello();
     while (!stop_) {
@@ -818,6 +828,7 @@ class Subordinate::Impl {
   std::thread blob_thread_;
 
   // The I/O thread's.
+  bool realtime_ = false;  // io_realtime_priority asked for and permitted
   zmq::context_t ctx_{1};
   zmq::socket_t dealer_;
   EnvelopeHeader header_;

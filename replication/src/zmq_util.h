@@ -6,6 +6,8 @@
 // thread that owns the socket.
 #pragma once
 
+#include <pthread.h>
+#include <sched.h>
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -14,12 +16,48 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <zmq.hpp>
 
+#include "statesync/common/status.h"
 #include "statesync/replication/events.h"
 #include "statesync/sessiontable/types.h"
 
 namespace statesync::replication::detail {
+
+// Real-time scheduling for the stream's I/O threads (PrimaryOptions::io_realtime_priority).
+// Whether this process may use SCHED_FIFO at `priority`, found by trying it on a short-lived
+// thread: ZeroMQ aborts the process when it cannot apply the policy to its own threads, so it is
+// asked for only once this holds.
+inline bool MayUseRealtime(int priority) {
+  bool ok = false;
+  std::thread probe([&] {
+    sched_param param{};
+    param.sched_priority = priority;
+    ok = pthread_setschedparam(pthread_self(), SCHED_FIFO, &param) == 0;
+  });
+  probe.join();
+  return ok;
+}
+// io_realtime_priority outside 0-99 is a configuration error, named as such.
+inline Status CheckRealtime(int priority) {
+  if (priority < 0 || priority > 99) {
+    return Status::InvalidArgument("io_realtime_priority is " + std::to_string(priority) +
+                                   ": it must be 0 (off) or a SCHED_FIFO priority from 1 to 99");
+  }
+  return Status::Ok();
+}
+// Puts ZeroMQ's I/O threads of `ctx` in SCHED_FIFO at `priority`; call before its first socket.
+inline void UseRealtime(zmq::context_t& ctx, int priority) {
+  ctx.set(zmq::ctxopt::thread_sched_policy, SCHED_FIFO);
+  ctx.set(zmq::ctxopt::thread_priority, priority);
+}
+// Puts the calling thread in SCHED_FIFO at `priority`.
+inline bool EnterRealtime(int priority) {
+  sched_param param{};
+  param.sched_priority = priority;
+  return pthread_setschedparam(pthread_self(), SCHED_FIFO, &param) == 0;
+}
 
 // The wall clock, as the store and the table take time (adapters may read clocks; the pure
 // components never do).

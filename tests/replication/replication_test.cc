@@ -2,6 +2,8 @@
 // 127.0.0.1, each with a real RocksDB store in a temporary directory. Tests that kill or stop a
 // subordinate run it as a child process (this binary, started with --subordinate).
 #include <malloc.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -191,6 +193,70 @@ TEST(Replication, StreamsAMillionMixedDeltasToTwoSubordinatesAndTheDigestsAgree)
   auto reloaded = LoadTable(*sstore);
   ExpectSameData(*p.table, *reloaded);
   EXPECT_EQ(reloaded->last_position(), head);
+}
+
+// The scheduling class of this process's threads named `name` (-1: none such).
+std::vector<int> PoliciesOf(const std::string& name) {
+  std::vector<int> out;
+  for (const auto& e : fs::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(e.path() / "comm");
+    std::string c;
+    std::getline(comm, c);
+    if (c == name) out.push_back(::sched_getscheduler(std::stoi(e.path().filename().string())));
+  }
+  return out;
+}
+
+// io_realtime_priority: with it, the stream's I/O threads (the adapters' and ZeroMQ's) run in
+// SCHED_FIFO where the process may use it, and the stream carries on as usual; where it may
+// not, they keep the normal class and the stream still runs. Out of range, Start refuses it and
+// says why.
+TEST(Replication, TheIoThreadsRunInTheRealtimeClassWhenAskedAndPermitted) {
+  TempDir pdir, sdir, bad;
+  {
+    PrimaryNode b;
+    b.store = OpenStore(bad.path());
+    b.table = LoadTable(*b.store);
+    ASSERT_TRUE(b.table->BecomeWritable(1).ok());
+    replication::PrimaryOptions o;
+    o.cluster_id = kCluster;
+    o.endpoint = "tcp://127.0.0.1:*";
+    o.io_realtime_priority = 100;
+    auto refused = Primary::Start(o, *b.store, 1);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_EQ(refused.status().code(), Status::Code::kInvalidArgument);
+    EXPECT_NE(refused.status().message().find("io_realtime_priority is 100"), std::string::npos)
+        << refused.status().ToString();
+  }
+  bool permitted = false;
+  std::thread([&] {
+    sched_param param{};
+    param.sched_priority = 5;
+    permitted = pthread_setschedparam(pthread_self(), SCHED_FIFO, &param) == 0;
+  }).join();
+  replication::PrimaryOptions po;
+  po.io_realtime_priority = 5;
+  PrimaryNode p;
+  p.Start(pdir.path(), 1, po);
+  auto sstore = OpenStore(sdir.path());
+  auto so = SubOptions("s1", p.primary->endpoint());
+  so.io_realtime_priority = 5;
+  auto sub = Subordinate::Start(so, *sstore, LoadTable(*sstore));
+  ASSERT_TRUE(sub.ok()) << sub.status().ToString();
+  Mix mix(3, 20'000);
+  mix.Run(p, 50'000);
+  const Position head = p.table->last_position();
+  ASSERT_TRUE(WaitFor([&] { return (*sub)->status().applied == head; }, 60s));
+  (*sub)->Read([&](const SessionTable& t) { ExpectSameData(*p.table, t); });
+  const int want = permitted ? SCHED_FIFO : SCHED_OTHER;
+  for (const char* name : {"ss-primary-io", "ss-follow-io"}) {
+    EXPECT_EQ(PoliciesOf(name), std::vector<int>{want})
+        << name << (permitted ? "" : " (not permitted)");
+  }
+  // Two ZeroMQ I/O threads (the primary's context and the subordinate's), both in the class.
+  EXPECT_EQ(PoliciesOf("ZMQbg/IO/0"), (std::vector<int>{want, want}));
+  // The others keep theirs: the applier is not on the path to the acknowledgement.
+  EXPECT_EQ(PoliciesOf("ss-apply"), std::vector<int>{SCHED_OTHER});
 }
 
 TEST(Replication, ASubordinateKilledMidStreamContinuesWithoutGapOrDuplicate) {

@@ -53,6 +53,9 @@ struct SubordinateOptions {
   // (they continue from it); what the tables do not hold yet is kept whatever the limits.
   JournalLimits journal;
   std::chrono::milliseconds trim_interval{1000};
+  // 1-99: the I/O thread and ZeroMQ's thread run in SCHED_FIFO at this priority
+  // (PrimaryOptions::io_realtime_priority says why and what it needs). 0: off.
+  int io_realtime_priority = 0;
   // Options of the table built when a snapshot replaces the data.
   SessionTableOptions table_options{.writable = false};
   EventSink events;
