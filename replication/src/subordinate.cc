@@ -828,7 +828,6 @@ class Subordinate::Impl {
   std::thread blob_thread_;
 
   // The I/O thread's.
-  bool realtime_ = false;  // io_realtime_priority asked for and permitted
   zmq::context_t ctx_{1};
   zmq::socket_t dealer_;
   EnvelopeHeader header_;
@@ -845,6 +844,7 @@ class Subordinate::Impl {
   bool credit_withheld_ = false;
   bool announced_in_sync_ = false;  // logged once per session
   bool snapshot_open_ = false;
+  bool realtime_ = false;  // io_realtime_priority asked for and permitted
   std::uint64_t snapshot_records_ = 0;
   std::uint64_t snapshot_total_ = 0;
   std::uint64_t snapshot_bytes_ = 0;
