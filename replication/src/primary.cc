@@ -88,16 +88,10 @@ class Primary::Impl {
       if (Status st = store_.SetReplicationId(rid_); !st.ok()) return st;
     }
     journaled_ = store_.applied();
-    if (Status st = detail::CheckRealtime(o_.io_realtime_priority); !st.ok()) return st;
-    realtime_ = o_.io_realtime_priority > 0 && detail::MayUseRealtime(o_.io_realtime_priority);
-    if (o_.io_realtime_priority > 0 && !realtime_) {
-      spdlog::warn(
-          "{}: io_realtime_priority {} refused (needs CAP_SYS_NICE or RLIMIT_RTPRIO): "
-          "the I/O threads keep the normal scheduling class",
-          o_.node_id, o_.io_realtime_priority);
-    }
+    auto realtime = detail::SetUpRealtime(ctx_, o_.io_realtime_priority, o_.node_id);
+    if (!realtime.ok()) return realtime.status();
+    realtime_ = *realtime;
     try {
-      if (realtime_) detail::UseRealtime(ctx_, o_.io_realtime_priority);
       router_ = zmq::socket_t(ctx_, zmq::socket_type::router);
       router_.set(zmq::sockopt::router_mandatory, 1);
       router_.set(zmq::sockopt::router_handover, 1);

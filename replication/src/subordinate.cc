@@ -109,15 +109,9 @@ class Subordinate::Impl {
       status_.newest_epoch = newest_epoch_;
       status_.blob_cursor = store_.blob_cursor();
     }
-    if (Status st = detail::CheckRealtime(o_.io_realtime_priority); !st.ok()) return st;
-    realtime_ = o_.io_realtime_priority > 0 && detail::MayUseRealtime(o_.io_realtime_priority);
-    if (o_.io_realtime_priority > 0 && !realtime_) {
-      spdlog::warn(
-          "{}: io_realtime_priority {} refused (needs CAP_SYS_NICE or RLIMIT_RTPRIO): "
-          "the I/O threads keep the normal scheduling class",
-          o_.node_id, o_.io_realtime_priority);
-    }
-    if (realtime_) detail::UseRealtime(ctx_, o_.io_realtime_priority);
+    auto realtime = detail::SetUpRealtime(ctx_, o_.io_realtime_priority, o_.node_id);
+    if (!realtime.ok()) return realtime.status();
+    realtime_ = *realtime;
     std::random_device rd;
     session_ = (static_cast<std::uint64_t>(rd()) << 32) | rd();
     first_session_ = session_ + 1;  // SendHello counts the first one

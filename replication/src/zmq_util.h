@@ -39,18 +39,30 @@ inline bool MayUseRealtime(int priority) {
   probe.join();
   return ok;
 }
-// io_realtime_priority outside 0-99 is a configuration error, named as such.
-inline Status CheckRealtime(int priority) {
+// Checks `priority` (0: off, else 1-99) and, when it is asked for and permitted, puts ZeroMQ's
+// I/O threads of `ctx` in SCHED_FIFO at it (call before its first socket). Returns whether the
+// adapter's own I/O thread should enter the class too (EnterRealtime); refused: a warning and
+// false.
+inline Result<bool> SetUpRealtime(zmq::context_t& ctx, int priority, const std::string& node_id) {
   if (priority < 0 || priority > 99) {
     return Status::InvalidArgument("io_realtime_priority is " + std::to_string(priority) +
                                    ": it must be 0 (off) or a SCHED_FIFO priority from 1 to 99");
   }
-  return Status::Ok();
-}
-// Puts ZeroMQ's I/O threads of `ctx` in SCHED_FIFO at `priority`; call before its first socket.
-inline void UseRealtime(zmq::context_t& ctx, int priority) {
-  ctx.set(zmq::ctxopt::thread_sched_policy, SCHED_FIFO);
-  ctx.set(zmq::ctxopt::thread_priority, priority);
+  if (priority == 0) return false;
+  if (!MayUseRealtime(priority)) {
+    spdlog::warn(
+        "{}: io_realtime_priority {} refused (needs CAP_SYS_NICE or RLIMIT_RTPRIO): the I/O "
+        "threads keep the normal scheduling class",
+        node_id, priority);
+    return false;
+  }
+  try {
+    ctx.set(zmq::ctxopt::thread_sched_policy, SCHED_FIFO);
+    ctx.set(zmq::ctxopt::thread_priority, priority);
+  } catch (const zmq::error_t& e) {
+    return Status::Unavailable(std::string("cannot set ZeroMQ's thread scheduling: ") + e.what());
+  }
+  return true;
 }
 // Puts the calling thread in SCHED_FIFO at `priority`.
 inline bool EnterRealtime(int priority) {
