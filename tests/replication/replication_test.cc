@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 
 #include <atomic>
@@ -37,6 +38,9 @@ int RunSubordinateChild(const char* dir, const char* endpoint, const char* id,
                         const char* status_file) {
   static std::atomic<bool> stop{false};
   ::signal(SIGTERM, [](int) { stop = true; });
+  // Dies with the test: a test binary killed from outside leaves no subordinate polling on.
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  if (::getppid() == 1) return 5;
   auto store = OpenStore(dir);
   if (!store) return 3;
   auto sub = Subordinate::Start(SubOptions(id, endpoint), *store, LoadTable(*store));
