@@ -49,7 +49,7 @@ struct Recent {
 };
 
 struct Waiter {
-  std::promise<Status> promise;
+  DurableCallback done;
   Clock::time_point deadline;
   bool alerted = false;
 };
@@ -138,21 +138,21 @@ class Primary::Impl {
     return taken;
   }
 
-  std::future<Status> WhenDurable(TableId table, Position position) {
-    std::promise<Status> p;
-    auto f = p.get_future();
+  void WhenDurable(TableId table, Position position, DurableCallback done) {
     auto it = o_.durability.find(table);
     if (it == o_.durability.end() || it->second == Durability::kAsync || o_.min_acks <= 0) {
-      p.set_value(Status::Ok());
-      return f;
+      done(Status::Ok());
+      return;
     }
-    std::lock_guard lock(waiters_mu_);
-    if (position.seq <= durable_.seq) {
-      p.set_value(Status::Ok());
-      return f;
+    {
+      std::lock_guard lock(waiters_mu_);
+      if (position.seq > durable_.seq) {
+        waiters_.emplace(position.seq,
+                         Waiter{std::move(done), Clock::now() + o_.sync_timeout, false});
+        return;
+      }
     }
-    waiters_.emplace(position.seq, Waiter{std::move(p), Clock::now() + o_.sync_timeout, false});
-    return f;
+    done(Status::Ok());
   }
 
   Position durable() const {
@@ -213,12 +213,15 @@ class Primary::Impl {
     stop_ = true;
     waker_.Signal();
     thread_.join();
-    std::lock_guard lock(waiters_mu_);
-    for (auto& [seq, w] : waiters_) {
-      w.promise.set_value(Status::Unavailable("the primary stopped before seq " +
-                                              std::to_string(seq) + " was acknowledged"));
+    std::multimap<Seq, Waiter> left;
+    {
+      std::lock_guard lock(waiters_mu_);
+      left.swap(waiters_);
     }
-    waiters_.clear();
+    for (auto& [seq, w] : left) {
+      w.done(Status::Unavailable("the primary stopped before seq " + std::to_string(seq) +
+                                 " was acknowledged"));
+    }
   }
 
  private:
@@ -599,13 +602,18 @@ class Primary::Impl {
     if (o_.min_acks <= 0 || persisted.size() < static_cast<std::size_t>(o_.min_acks)) return;
     std::sort(persisted.begin(), persisted.end(), std::greater<>());
     const Position d = persisted[o_.min_acks - 1];
-    std::lock_guard lock(waiters_mu_);
-    if (d <= durable_) return;
-    durable_ = d;
-    while (!waiters_.empty() && waiters_.begin()->first <= durable_.seq) {
-      waiters_.begin()->second.promise.set_value(Status::Ok());
-      waiters_.erase(waiters_.begin());
+    // The callbacks run outside the lock: one may ask WhenDurable again.
+    completed_.clear();
+    {
+      std::lock_guard lock(waiters_mu_);
+      if (d <= durable_) return;
+      durable_ = d;
+      while (!waiters_.empty() && waiters_.begin()->first <= durable_.seq) {
+        completed_.push_back(std::move(waiters_.begin()->second.done));
+        waiters_.erase(waiters_.begin());
+      }
     }
+    for (auto& done : completed_) done(Status::Ok());
   }
 
   // Sends a stream message (counted against credit) or a control message.
@@ -833,7 +841,7 @@ class Primary::Impl {
       }
     }
     std::vector<std::string> alerts;
-    std::vector<std::pair<std::promise<Status>, std::string>> failed;
+    std::vector<std::pair<DurableCallback, std::string>> failed;
     {
       std::lock_guard lock(waiters_mu_);
       for (auto it = waiters_.begin(); it != waiters_.end();) {
@@ -849,7 +857,7 @@ class Primary::Impl {
             (o_.on_sync_timeout == SyncFailure::kFail ? ": it fails" : ": it keeps waiting");
         alerts.push_back(text);
         if (o_.on_sync_timeout == SyncFailure::kFail) {
-          failed.emplace_back(std::move(w.promise), text);
+          failed.emplace_back(std::move(w.done), text);
           it = waiters_.erase(it);
         } else {
           w.alerted = true;
@@ -866,7 +874,7 @@ class Primary::Impl {
       Emit(ReplicationEvent::Kind::kSyncTimeout, "", alerts.front());
     }
     // The alert is out before the writer learns of the failure.
-    for (auto& [promise, text] : failed) promise.set_value(Status::Unavailable(text));
+    for (auto& [done, text] : failed) done(Status::Unavailable(text));
   }
 
   // The journal keeps what a snapshot in progress and a subordinate that is catching up still
@@ -944,6 +952,7 @@ class Primary::Impl {
 
   mutable std::mutex waiters_mu_;
   std::multimap<Seq, Waiter> waiters_;
+  std::vector<DurableCallback> completed_;  // the I/O thread's, reused
   Position durable_;
 
   mutable std::mutex stats_mu_;
@@ -978,7 +987,15 @@ std::size_t Primary::Flush(SessionTable& table) {
   return impl_->Pump(table, true);
 }
 std::future<Status> Primary::WhenDurable(TableId table, Position position) {
-  return impl_->WhenDurable(table, position);
+  // std::function needs a copyable target, hence the shared promise.
+  auto p = std::make_shared<std::promise<Status>>();
+  auto f = p->get_future();
+  impl_->WhenDurable(table, position, [p](const Status& s) { p->set_value(s); });
+  return f;
+}
+
+void Primary::WhenDurable(TableId table, Position position, DurableCallback done) {
+  impl_->WhenDurable(table, position, std::move(done));
 }
 Position Primary::durable() const {
   return impl_->durable();

@@ -473,16 +473,34 @@ TEST(Replication, SyncWritesCompleteOnlyWhenPersistedAndBlockOrFailAsConfigured)
     auto m = p.table->UpsertFirewall(workload::Ipv4Session(i, p.table->now()));
     ASSERT_TRUE(m.ok());
     p.primary->Flush(*p.table);
-    auto done = p.primary->WhenDurable(TableId::kFwSessions, m->position);
-    ASSERT_EQ(done.get().code(), Status::Code::kOk);
-    ASSERT_GE(sstore->applied().seq, m->position.seq) << "reported before it was persisted";
+    if (i % 2 == 0) {
+      auto done = p.primary->WhenDurable(TableId::kFwSessions, m->position);
+      ASSERT_EQ(done.get().code(), Status::Code::kOk);
+      ASSERT_GE(sstore->applied().seq, m->position.seq) << "reported before it was persisted";
+      continue;
+    }
+    // The callback form, for an event loop: told on the I/O thread, where it may ask again
+    // (an async table's answer comes at once, on that thread).
+    std::promise<std::pair<Status, Seq>> told;
+    p.primary->WhenDurable(TableId::kFwSessions, m->position, [&](const Status& st) {
+      const Seq persisted = sstore->applied().seq;
+      bool nested = false;
+      p.primary->WhenDurable(UserTable(1), Position{}, [&](const Status&) { nested = true; });
+      told.set_value({nested ? st : Status::FailedPrecondition("no nested answer"), persisted});
+    });
+    auto [st, persisted] = told.get_future().get();
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    ASSERT_GE(persisted, m->position.seq) << "reported before it was persisted";
   }
   EXPECT_EQ(alerts.load(), 0);
-  // An async table is done at once.
+  // An async table is done at once: the callback runs before WhenDurable returns.
   auto m = p.table->Upsert(UserTable(1), "k", "v");
   ASSERT_TRUE(m.ok());
   EXPECT_EQ(p.primary->WhenDurable(UserTable(1), m->position).wait_for(0s),
             std::future_status::ready);
+  bool at_once = false;
+  p.primary->WhenDurable(UserTable(1), m->position, [&](const Status& st) { at_once = st.ok(); });
+  EXPECT_TRUE(at_once);
 
   // The subordinate stops: `fail` completes the write with Unavailable after sync_timeout.
   auto table = (*sub)->Stop();
@@ -490,12 +508,18 @@ TEST(Replication, SyncWritesCompleteOnlyWhenPersistedAndBlockOrFailAsConfigured)
   ASSERT_TRUE(m.ok());
   p.primary->Flush(*p.table);
   auto failed = p.primary->WhenDurable(TableId::kFwSessions, m->position);
+  std::promise<Status> failed_told;
+  p.primary->WhenDurable(TableId::kFwSessions, m->position,
+                         [&](const Status& st) { failed_told.set_value(st); });
   ASSERT_EQ(failed.wait_for(30s), std::future_status::ready);
   const Status why = failed.get();
   EXPECT_EQ(why.code(), Status::Code::kUnavailable);
   EXPECT_NE(why.message().find("within 300 ms"), std::string::npos) << why.ToString();
-  EXPECT_EQ(alerts.load(), 1);
-  EXPECT_EQ(p.primary->stats().sync_timeouts, 1u);
+  auto told_fail = failed_told.get_future();
+  ASSERT_EQ(told_fail.wait_for(30s), std::future_status::ready);
+  EXPECT_EQ(told_fail.get().code(), Status::Code::kUnavailable);
+  EXPECT_EQ(alerts.load(), 1) << "one alert for the two waiters of that write";
+  EXPECT_EQ(p.primary->stats().sync_timeouts, 2u) << "one per waiter";
 
   // `block`: the write waits past the timeout (with an alert) and completes when a subordinate
   // comes back and persists it; it never turns async.

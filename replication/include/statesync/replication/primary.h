@@ -28,6 +28,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <future>
 #include <map>
 #include <memory>
@@ -133,6 +134,9 @@ struct PrimaryStats {
   InputCounters input;
 };
 
+// Told once whether a sync write became durable (Ok) or not (Unavailable).
+using DurableCallback = std::function<void(const Status&)>;
+
 class Primary {
  public:
   // Starts serving. The store's history gets `epoch` if it is new (a promotion); the replication
@@ -151,6 +155,10 @@ class Primary {
   // at once for async tables; for sync tables once min_acks subordinates persisted it (or with
   // Unavailable after sync_timeout under SyncFailure::kFail).
   std::future<Status> WhenDurable(TableId table, Position position);
+  // The same with a callback, for an event loop that cannot park a thread on a future. `done`
+  // runs once: on the caller's thread when the write is already durable (or the table async),
+  // else on the I/O thread, where it must not block (hand the result to the caller's loop).
+  void WhenDurable(TableId table, Position position, DurableCallback done);
   // The highest position persisted by at least min_acks subordinates.
   Position durable() const;
   // Stores a blob and queues it on the blob lane. Returns once the blob is stored, which takes
