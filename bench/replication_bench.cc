@@ -9,7 +9,8 @@
 //   b          session life cycles (create, 4 updates, close) with coalescing
 //   c          blobs of 1 MB
 //   lag        write -> subordinate commit lag at 50 % of (a)'s rate, without and with (c) running;
-//              where the process may use SCHED_FIFO, also with io_realtime_priority 10
+//              where the process may use SCHED_FIFO, also with io_realtime_priority 10; and once
+//              in steady state, after 4M sessions (lag_half_rate_steady; not with --quick)
 //   catchup    catch-up time by CONTINUE (at once after the writes, and from a primary that has
 //              materialized them) and by SNAPSHOT
 // Repetitions of `baseline` and `a` are interleaved; medians are reported.
@@ -487,7 +488,8 @@ constexpr double kLagWarmUpSeconds = 2;
 // The SCHED_FIFO priority of the lag runs with io_realtime_priority (when permitted).
 constexpr int kLagRealtimePriority = 10;
 
-Lag RunLag(double rate, double seconds, bool with_blobs, int io_realtime_priority = 0) {
+Lag RunLag(double rate, double seconds, bool with_blobs, int io_realtime_priority = 0,
+           std::uint64_t warm_sessions = 0) {
   replication::PrimaryOptions o;
   o.durability[TableId::kFwSessions] = replication::Durability::kSync;
   o.min_acks = 1;
@@ -496,8 +498,9 @@ Lag RunLag(double rate, double seconds, bool with_blobs, int io_realtime_priorit
   SubordinateProcess sub(p.sub_dir(), p.primary->endpoint(), io_realtime_priority);
   sub.WaitFor([](const SubStatus& s) { return s.state != 0; });
   std::uint64_t i = 0;
-  if (const char* w = std::getenv("STATESYNC_BENCH_LAG_WARM")) {
-    for (; i < std::stoull(w); i += 1000) p.Upsert(Sessions(i, 1000, WallNow()));
+  if (const char* w = std::getenv("STATESYNC_BENCH_LAG_WARM")) warm_sessions = std::stoull(w);
+  if (warm_sessions > 0) {
+    for (; i < warm_sessions; i += 1000) p.Upsert(Sessions(i, 1000, WallNow()));
     p.primary->Flush(p.table);
     while (p.acked() < p.head()) std::this_thread::sleep_for(1ms);
     std::this_thread::sleep_for(std::chrono::seconds(2));
@@ -801,6 +804,25 @@ int Main(int argc, char** argv) {
                     {"p999_ms", blobs_rt.p999_ms},
                     {"blob_mb_per_s", blobs_rt.blob_mb_per_s},
                     {"p99_ratio_to_without", Median(p99b_rt) / Median(p99_rt)}}));
+    }
+    // In steady state: 4M sessions written at full speed first, so that the measured part
+    // runs while both materializers work through their rounds (they start at 512 MiB of
+    // journal), as on a node that has been running; the cold-start runs above see only the
+    // first rounds. Once each (about 25 s a run).
+    if (!quick) {
+      constexpr std::uint64_t kSteadyWarmSessions = 4'000'000;
+      const Lag steady = RunLag(rate, secs, false, 0, kSteadyWarmSessions);
+      std::map<std::string, double> fields{
+          {"rate", steady.rate},       {"warm_sessions", double(kSteadyWarmSessions)},
+          {"p50_ms", steady.p50_ms},   {"p99_ms", steady.p99_ms},
+          {"p999_ms", steady.p999_ms}, {"samples", steady.samples}};
+      if (realtime) {
+        const Lag steady_rt = RunLag(rate, secs, false, kLagRealtimePriority, kSteadyWarmSessions);
+        fields["io_realtime_p50_ms"] = steady_rt.p50_ms;
+        fields["io_realtime_p99_ms"] = steady_rt.p99_ms;
+        fields["io_realtime_p999_ms"] = steady_rt.p999_ms;
+      }
+      json.Raw("lag_half_rate_steady", Obj(fields));
     }
     json.Raw("lag_half_rate", Obj({{"target_rate", rate},
                                    {"rate", plain.rate},
