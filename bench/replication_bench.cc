@@ -28,6 +28,7 @@
 // STATESYNC_BENCH_BATCH_DELTAS=N sets the primaries' batch_max_deltas (for A/B runs),
 // STATESYNC_BENCH_LAG_WARM=N writes N sessions at full speed before the lag case starts (its
 // steady state with a larger table, the materializer then busy with them),
+// STATESYNC_BENCH_MATERIALIZE_GROUP=N sets both stores' materialize_group (deltas per round),
 // STATESYNC_BENCH_BLOB_YIELD_US=N sets the primaries' blob_yield_delay (0: the blob lane does not
 // yield), STATESYNC_BENCH_NO_MATERIALIZE=1 turns both stores' materializers off (the hot path
 // alone), STATESYNC_BENCH_NAIVE_TUNED_ALLOCATOR=1 gives the baseline's receiver the allocator
@@ -99,6 +100,9 @@ std::unique_ptr<Store> OpenStore(const fs::path& dir, bool materialize = true) {
   StoreOptions o;
   o.dir = dir;
   o.materialize = materialize && std::getenv("STATESYNC_BENCH_NO_MATERIALIZE") == nullptr;
+  if (const char* g = std::getenv("STATESYNC_BENCH_MATERIALIZE_GROUP")) {
+    o.materialize_group = std::stoull(g);
+  }
   auto s = Store::Open(o);
   if (!s.ok()) {
     std::fprintf(stderr, "cannot open the store: %s\n", s.status().ToString().c_str());
