@@ -144,15 +144,20 @@ class Primary::Impl {
       done(Status::Ok());
       return;
     }
+    bool stopped = false;
     {
       std::lock_guard lock(waiters_mu_);
-      if (position.seq > durable_.seq) {
+      // Stop answers the waiters it finds; one that came later would wait forever.
+      stopped = stop_ && position.seq > durable_.seq;
+      if (!stopped && position.seq > durable_.seq) {
         waiters_.emplace(position.seq,
                          Waiter{std::move(done), Clock::now() + o_.sync_timeout, false});
         return;
       }
     }
-    done(Status::Ok());
+    done(stopped ? Status::Unavailable("the primary has stopped: seq " +
+                                       std::to_string(position.seq) + " was not acknowledged")
+                 : Status::Ok());
   }
 
   Position durable() const {

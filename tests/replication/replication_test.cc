@@ -537,6 +537,16 @@ TEST(Replication, SyncWritesCompleteOnlyWhenPersistedAndBlockOrFailAsConfigured)
   ASSERT_EQ(blocked.wait_for(30s), std::future_status::ready);
   EXPECT_TRUE(blocked.get().ok());
   EXPECT_GE(sstore->applied().seq, m->position.seq);
+
+  // Once the primary has stopped, a wait for a write it never got acknowledged is answered at
+  // once, not left waiting forever.
+  table = (*sub)->Stop();
+  m = p.table->UpsertFirewall(workload::Ipv4Session(5002, p.table->now()));
+  ASSERT_TRUE(m.ok());
+  p.primary->Stop();
+  auto late = p.primary->WhenDurable(TableId::kFwSessions, m->position);
+  ASSERT_EQ(late.wait_for(0s), std::future_status::ready);
+  EXPECT_EQ(late.get().code(), Status::Code::kUnavailable);
 }
 
 TEST(Replication, AStaleEpochIsRefusedAndARejoiningFormerPrimaryQuarantinesItsTail) {
