@@ -144,20 +144,20 @@ class Primary::Impl {
       done(Status::Ok());
       return;
     }
-    bool stopped = false;
+    Status answer = Status::Ok();
     {
       std::lock_guard lock(waiters_mu_);
-      // Stop answers the waiters it finds; one that came later would wait forever.
-      stopped = stop_ && position.seq > durable_.seq;
-      if (!stopped && position.seq > durable_.seq) {
-        waiters_.emplace(position.seq,
-                         Waiter{std::move(done), Clock::now() + o_.sync_timeout, false});
-        return;
+      if (position.seq > durable_.seq) {
+        // Stop answers the waiters it finds; one that came later would wait forever.
+        if (!stop_) {
+          waiters_.emplace(position.seq,
+                           Waiter{std::move(done), Clock::now() + o_.sync_timeout, false});
+          return;
+        }
+        answer = StoppedBefore(position.seq);
       }
     }
-    done(stopped ? Status::Unavailable("the primary has stopped: seq " +
-                                       std::to_string(position.seq) + " was not acknowledged")
-                 : Status::Ok());
+    done(answer);
   }
 
   Position durable() const {
@@ -223,10 +223,7 @@ class Primary::Impl {
       std::lock_guard lock(waiters_mu_);
       left.swap(waiters_);
     }
-    for (auto& [seq, w] : left) {
-      w.done(Status::Unavailable("the primary stopped before seq " + std::to_string(seq) +
-                                 " was acknowledged"));
-    }
+    for (auto& [seq, w] : left) w.done(StoppedBefore(seq));
   }
 
  private:
@@ -597,6 +594,11 @@ class Primary::Impl {
     const auto now = Clock::now();
     std::lock_guard lock(pacer_mu_);
     pacer_->OnDeltaDelay(now, std::chrono::duration_cast<std::chrono::microseconds>(now - closed));
+  }
+
+  static Status StoppedBefore(Seq seq) {
+    return Status::Unavailable("the primary stopped before seq " + std::to_string(seq) +
+                               " was acknowledged");
   }
 
   void UpdateDurable() {
