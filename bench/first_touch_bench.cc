@@ -19,15 +19,17 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <new>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "statesync/large_buffer.h"
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr std::size_t kHuge = 2u << 20;
+using statesync::detail::LargeBuffer;
+constexpr std::size_t kHuge = LargeBuffer::kHugePage;
 constexpr std::size_t kPage = 4096;
 #ifndef MADV_POPULATE_WRITE
 constexpr int MADV_POPULATE_WRITE = 23;  // Linux 5.14
@@ -37,15 +39,9 @@ double Ms(Clock::duration d) {
   return std::chrono::duration<double, std::milli>(d).count();
 }
 
-// A huge-page-aligned anonymous mapping of `bytes`.
-char* Map(std::size_t bytes) {
-  void* p =
-      ::mmap(nullptr, bytes + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) throw std::bad_alloc();
-  auto* aligned = reinterpret_cast<char*>((reinterpret_cast<std::uintptr_t>(p) + kHuge - 1) &
-                                          ~std::uintptr_t{kHuge - 1});
-  ::madvise(aligned, bytes, MADV_HUGEPAGE);
-  return aligned;
+// A write fault on each 4 KiB page of the 2 MiB at `at`.
+void TouchHugePage(char* at) {
+  for (std::size_t o = 0; o < kHuge; o += kPage) static_cast<volatile char*>(at)[o] = 1;
 }
 
 struct Touch {
@@ -57,7 +53,7 @@ Touch TouchAll(char* p, std::size_t bytes) {
   const auto t0 = Clock::now();
   for (std::size_t at = 0; at < bytes; at += kHuge) {
     const auto a = Clock::now();
-    for (std::size_t o = 0; o < kHuge; o += kPage) static_cast<volatile char*>(p)[at + o] = 1;
+    TouchHugePage(p + at);
     each.push_back(Ms(Clock::now() - a));
   }
   const double total_s = Ms(Clock::now() - t0) / 1e3;
@@ -66,9 +62,10 @@ Touch TouchAll(char* p, std::size_t bytes) {
           each[each.size() * 99 / 100], each.back()};
 }
 
-// The worst mmap+munmap time on another thread while `fault` runs over fresh memory.
+// The worst mmap+munmap time on another thread while `fault` runs over fresh memory, which
+// stays in `held` until the process ends, so that the phases after this one touch other pages.
 template <typename Fault>
-double WorstMmapWhile(std::size_t bytes, Fault fault) {
+double WorstMmapWhile(std::size_t bytes, std::vector<LargeBuffer>& held, Fault fault) {
   std::atomic<bool> done{false};
   double worst = 0;
   std::thread other([&] {
@@ -81,11 +78,10 @@ double WorstMmapWhile(std::size_t bytes, Fault fault) {
       std::this_thread::sleep_for(std::chrono::microseconds(100));
     }
   });
-  char* p = Map(bytes);
+  char* p = held.emplace_back(bytes).as<char>();
   for (std::size_t at = 0; at < bytes; at += kHuge) fault(p + at);
   done = true;
   other.join();
-  // Left mapped until the process ends, so that the phases after this one touch other pages.
   return worst;
 }
 
@@ -95,18 +91,16 @@ int main(int argc, char** argv) {
   const std::size_t mib = argc > 1 ? std::stoul(argv[1]) : 1024;
   const std::size_t bytes = mib << 20;
   // Each phase holds what the ones before mapped, so that the next one cannot reuse those pages.
-  char* p = Map(bytes);
-  const Touch fresh = TouchAll(p, bytes);
+  auto first = LargeBuffer(bytes);
+  const Touch fresh = TouchAll(first.as<char>(), bytes);
   const std::size_t probe = std::min<std::size_t>(bytes, 256u << 20);
-  const double by_writes = WorstMmapWhile(probe, [](char* at) {
-    for (std::size_t o = 0; o < kHuge; o += kPage) static_cast<volatile char*>(at)[o] = 1;
-  });
+  std::vector<LargeBuffer> held;
+  const double by_writes = WorstMmapWhile(probe, held, TouchHugePage);
   const double by_populate =
-      WorstMmapWhile(probe, [](char* at) { ::madvise(at, kHuge, MADV_POPULATE_WRITE); });
-  ::munmap(p, bytes);
-  p = Map(bytes);
-  const Touch reused = TouchAll(p, bytes);
-  ::munmap(p, bytes);
+      WorstMmapWhile(probe, held, [](char* at) { ::madvise(at, kHuge, MADV_POPULATE_WRITE); });
+  first = LargeBuffer();  // given back: the next mapping reuses its pages
+  const LargeBuffer again(bytes);
+  const Touch reused = TouchAll(again.as<char>(), bytes);
   auto obj = [](const Touch& t) {
     char b[200];
     std::snprintf(b, sizeof b,
