@@ -212,8 +212,9 @@ class Partition {
   static constexpr std::uint32_t kChunkSlots = 1u << kChunkBits;
   static constexpr std::uint32_t kWheelBuckets = 4096;  // one second each: a 68-minute turn
 
-  Partition(TableId table, std::uint16_t id, DigestState* digest)
-      : table_(table), id_(id), digest_(digest) {}
+  // `pages` (may be null) must outlive the partition.
+  Partition(TableId table, std::uint16_t id, DigestState* digest, PageSupplier* pages)
+      : table_(table), id_(id), digest_(digest), pages_(pages), index_(pages) {}
   Partition(const Partition&) = delete;
   Partition& operator=(const Partition&) = delete;
 
@@ -464,8 +465,10 @@ class Partition {
 
   void AddChunk() {
     if constexpr (kPlainSlots) {
-      chunk_memory_.emplace_back(sizeof(Slot) * kChunkSlots);
+      constexpr std::size_t kBytes = sizeof(Slot) * kChunkSlots;
+      chunk_memory_.push_back(pages_ != nullptr ? pages_->Take(kBytes) : LargeBuffer(kBytes));
       chunks_.push_back(chunk_memory_.back().template as<Slot>());
+      if (pages_ != nullptr) pages_->Expect(kBytes);  // the one after this
     } else {
       owned_chunks_.push_back(std::make_unique<Slot[]>(kChunkSlots));
       chunks_.push_back(owned_chunks_.back().get());
@@ -481,6 +484,7 @@ class Partition {
   std::uint32_t high_ = 0;
   std::size_t visible_ = 0;
   DigestState* digest_;  // shared by the partitions of one table (IPv4 and IPv6 sessions)
+  PageSupplier* pages_;
   SlotIndex index_;
   boost::unordered_flat_map<std::uint32_t, Tuple> parents_;
   boost::unordered_flat_map<std::uint32_t, std::int64_t> held_release_;

@@ -43,11 +43,12 @@ Mutation Just(Mutation::Replication r) {
 class SessionTable::Impl {
  public:
   explicit Impl(const SessionTableOptions& options)
-      : writable_(options.writable),
+      : pages_(options.pages),
+        writable_(options.writable),
         last_(options.start),
         ring_(std::clamp<std::size_t>(options.change_log_capacity, 1, kMaxChangeLog)),
-        fw4_(TableId::kFwSessions, kFw4Part, &fw_digest_),
-        fw6_(TableId::kFwSessions, kFw6Part, &fw_digest_) {}
+        fw4_(TableId::kFwSessions, kFw4Part, &fw_digest_, pages_.get()),
+        fw6_(TableId::kFwSessions, kFw6Part, &fw_digest_, pages_.get()) {}
 
   // ---- time and policy ----
   std::size_t Tick(TimePoint now) {
@@ -415,8 +416,8 @@ class SessionTable::Impl {
     if (it != opaque_by_table_.end()) return *opaque_[it->second];
     const auto part = static_cast<std::uint16_t>(kFirstOpaquePart + opaque_.size());
     opaque_digests_.push_back(std::make_unique<DigestState>());
-    opaque_.push_back(
-        std::make_unique<Partition<OpaqueTraits>>(table, part, opaque_digests_.back().get()));
+    opaque_.push_back(std::make_unique<Partition<OpaqueTraits>>(
+        table, part, opaque_digests_.back().get(), pages_.get()));
     opaque_by_table_[id] = opaque_.size() - 1;
     return *opaque_.back();
   }
@@ -748,6 +749,7 @@ class SessionTable::Impl {
     }
   }
 
+  std::shared_ptr<PageSupplier> pages_;  // before the partitions that use it
   bool writable_;
   TimePoint now_{};
   Position last_;

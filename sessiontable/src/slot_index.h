@@ -29,12 +29,14 @@
 #include <vector>
 
 #include "large_buffer.h"
+#include "statesync/common/page_supplier.h"
 
 namespace statesync::detail {
 
 class SlotIndex {
  public:
-  SlotIndex() { Allocate(kMinCapacity); }
+  // Tables come from `pages` when given (it must outlive the index), else are mapped here.
+  explicit SlotIndex(PageSupplier* pages = nullptr) : pages_(pages) { Allocate(kMinCapacity); }
 
   std::size_t size() const { return size_; }
   std::size_t capacity() const { return capacity_; }
@@ -140,13 +142,19 @@ class SlotIndex {
     if (next_capacity_ == capacity) {
       buffer_ = std::move(next_buffer_);  // mapped ahead, still all zero
     } else {
-      buffer_ = LargeBuffer(capacity * sizeof(std::uint64_t));  // zeroed: every entry empty
+      buffer_ = Map(capacity * sizeof(std::uint64_t));  // zeroed: every entry empty
     }
     next_buffer_ = LargeBuffer();
     next_capacity_ = 0;
     table_ = buffer_.as<std::uint64_t>();
     capacity_ = capacity;
     mask_ = capacity - 1;
+    // The next table is taken at half full: a supplier has until then to write it.
+    const std::size_t next_bytes = capacity * 2 * sizeof(std::uint64_t);
+    if (pages_ != nullptr && next_bytes >= LargeBuffer::kHugePage) pages_->Expect(next_bytes);
+  }
+  LargeBuffer Map(std::size_t bytes) {
+    return pages_ != nullptr ? pages_->Take(bytes) : LargeBuffer(bytes);
   }
   void StartGrowing(std::size_t capacity) {
     old_buffer_ = std::move(buffer_);
@@ -181,7 +189,7 @@ class SlotIndex {
     if (size_ * 2 < capacity_) return;
     const std::size_t next_bytes = capacity_ * 2 * sizeof(std::uint64_t);
     if (next_capacity_ != capacity_ * 2) {
-      next_buffer_ = LargeBuffer(next_bytes);
+      next_buffer_ = Map(next_bytes);
       next_capacity_ = capacity_ * 2;
       prefaulted_bytes_ = 0;
       inserts_since_prefault_ = 0;
@@ -218,6 +226,7 @@ class SlotIndex {
   static constexpr std::size_t kPageBytes = 4096;
   static constexpr std::size_t kInsertsPerPage = 24;
 
+  PageSupplier* pages_;
   LargeBuffer buffer_;
   std::uint64_t* table_ = nullptr;
   std::size_t capacity_ = 0;

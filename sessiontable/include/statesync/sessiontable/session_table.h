@@ -27,6 +27,7 @@
 #include <string_view>
 #include <vector>
 
+#include "statesync/common/page_supplier.h"
 #include "statesync/common/status.h"
 #include "statesync/sessiontable/records.h"
 #include "statesync/sessiontable/types.h"
@@ -84,6 +85,9 @@ struct SessionTableOptions {
   std::size_t change_log_capacity = 1u << 20;
   Position start;  // the position of the last delta already in the history (next seq = +1)
   bool writable = true;
+  // Where the record chunks and index tables come from (null: mapped by the table itself). A
+  // PrefaultedPages keeps first-touch page faults off the owner's thread.
+  std::shared_ptr<PageSupplier> pages;
 };
 
 struct SessionTableStats {

@@ -1,0 +1,146 @@
+#include "statesync/common/prefaulted_pages.h"
+
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "statesync/sessiontable/session_table.h"
+#include "statesync/workload/workload.h"
+
+namespace statesync {
+namespace {
+
+constexpr std::size_t kMiB = std::size_t{1} << 20;
+const TimePoint kT0{std::chrono::milliseconds(1'780'000'000'000)};
+
+bool AllZero(const detail::LargeBuffer& b, std::size_t bytes) {
+  const auto* p = b.as<const std::uint8_t>();
+  for (std::size_t i = 0; i < bytes; ++i) {
+    if (p[i] != 0) return false;
+  }
+  return true;
+}
+
+// The process's resident memory (/proc/self/statm, second field). Not its address space: the
+// supplier's thread gets a malloc arena, 64 MiB reserved, that outlives it.
+std::size_t ResidentBytes() {
+  std::ifstream statm("/proc/self/statm");
+  std::size_t size = 0;
+  std::size_t pages = 0;
+  statm >> size >> pages;
+  return pages * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+}
+
+// How many of the pages of [p, p + bytes) are in memory (mincore).
+std::size_t ResidentPages(const void* p, std::size_t bytes) {
+  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> in((bytes + page - 1) / page);
+  if (::mincore(const_cast<void*>(p), bytes, in.data()) != 0) return 0;
+  std::size_t n = 0;
+  for (unsigned char c : in) n += c & 1;
+  return n;
+}
+
+TEST(PrefaultedPages, AnnouncedBlockIsWrittenAheadAndTakenReady) {
+  PrefaultedPages pages;
+  pages.Expect(4 * kMiB);
+  pages.WaitPrepared();
+  PrefaultedPages::Stats s = pages.stats();
+  EXPECT_EQ(s.prepared_bytes, 4 * kMiB);
+  EXPECT_EQ(s.ready_bytes, 4 * kMiB);
+
+  detail::LargeBuffer b = pages.Take(4 * kMiB);
+  // Every page is there before the taker writes anything: the faults were the thread's.
+  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  EXPECT_EQ(ResidentPages(b.as<void>(), 4 * kMiB), 4 * kMiB / page);
+  EXPECT_TRUE(AllZero(b, 4 * kMiB)) << "a block is handed out zeroed";
+  s = pages.stats();
+  EXPECT_EQ(s.ready_takes, 1u);
+  EXPECT_EQ(s.cold_takes, 0u);
+  EXPECT_EQ(s.ready_bytes, 0u);
+  std::memset(b.as<void>(), 0xab, 4 * kMiB);  // and it is the caller's to write
+}
+
+TEST(PrefaultedPages, UnannouncedOrOtherSizeIsMappedFreshAndStillZeroed) {
+  PrefaultedPages pages;
+  pages.Expect(2 * kMiB);
+  pages.WaitPrepared();
+  detail::LargeBuffer other = pages.Take(3 * kMiB);  // not the size announced
+  EXPECT_TRUE(AllZero(other, 3 * kMiB));
+  detail::LargeBuffer first = pages.Take(2 * kMiB);
+  detail::LargeBuffer second = pages.Take(2 * kMiB);  // announced once, taken twice
+  EXPECT_TRUE(AllZero(second, 2 * kMiB));
+  const PrefaultedPages::Stats s = pages.stats();
+  EXPECT_EQ(s.ready_takes, 1u);
+  EXPECT_EQ(s.cold_takes, 2u);
+}
+
+TEST(PrefaultedPages, HoldsNoMoreThanItsBound) {
+  PrefaultedPages pages(8 * kMiB);
+  pages.Expect(4 * kMiB);
+  pages.Expect(4 * kMiB);
+  pages.Expect(4 * kMiB);  // would hold 12 MiB
+  pages.Expect(0);         // nothing to prepare
+  pages.WaitPrepared();
+  PrefaultedPages::Stats s = pages.stats();
+  EXPECT_EQ(s.ignored_expects, 2u);
+  EXPECT_EQ(s.ready_bytes, 8 * kMiB);
+  detail::LargeBuffer b = pages.Take(4 * kMiB);
+  pages.Expect(4 * kMiB);  // room again once one is taken
+  pages.WaitPrepared();
+  s = pages.stats();
+  EXPECT_EQ(s.ignored_expects, 2u);
+  EXPECT_EQ(s.ready_bytes, 8 * kMiB);
+}
+
+TEST(PrefaultedPages, StopsWithBlocksQueuedAndUntakenAndUnmapsThem) {
+  // Destroyed with work queued and blocks never taken: the thread stops and every block it
+  // wrote is unmapped: the memory they held is given back.
+  const std::size_t before = ResidentBytes();
+  auto pages = std::make_unique<PrefaultedPages>();
+  for (int i = 0; i < 8; ++i) pages->Expect(16 * kMiB);
+  while (pages->stats().prepared_bytes < 32 * kMiB) std::this_thread::yield();
+  EXPECT_GE(ResidentBytes(), before + 32 * kMiB);
+  pages.reset();
+  EXPECT_LT(ResidentBytes(), before + 16 * kMiB);
+}
+
+// A session table given a supplier takes its record chunks and index tables from it, and asks
+// for the next chunk as it starts one: once the supplier has written it, growing into it is a
+// ready Take and not a fault on the owner's thread. The records are all there.
+TEST(PrefaultedPages, SessionTableGrowsIntoPreparedMemory) {
+  auto pages = std::make_shared<PrefaultedPages>();
+  SessionTable table(SessionTableOptions{.change_log_capacity = 1 << 20, .pages = pages});
+  table.Tick(kT0);
+  ASSERT_TRUE(table.BecomeWritable(1).ok());
+  constexpr std::uint64_t kChunkSlots = 1 << 16;  // a firewall partition's chunk
+  std::uint64_t next = 0;
+  auto insert = [&](std::uint64_t n) {
+    std::vector<FirewallSession> batch;
+    for (std::uint64_t i = 0; i < n; ++i) batch.push_back(workload::Ipv4Session(next++, kT0));
+    const BatchResult r = table.UpsertFirewallBatch(batch);
+    ASSERT_TRUE(r.status.ok()) << r.status.ToString();
+    ASSERT_EQ(r.applied, batch.size());
+  };
+  insert(1000);  // the first chunk: nothing was announced
+  EXPECT_GE(pages->stats().cold_takes, 1u);
+  pages->WaitPrepared();
+  const std::uint64_t ready_before = pages->stats().ready_takes;
+  insert(kChunkSlots);  // into the second chunk, and the index grows meanwhile
+  EXPECT_GT(pages->stats().ready_takes, ready_before);
+  for (std::uint64_t i = 0; i < next; i += 997) {
+    const FirewallSession s = workload::Ipv4Session(i, kT0);
+    ASSERT_TRUE(table.GetFirewall(s.orig, s.zone).has_value()) << "session " << i;
+  }
+  EXPECT_EQ(table.size(TableId::kFwSessions), next);
+}
+
+}  // namespace
+}  // namespace statesync
