@@ -33,10 +33,11 @@
 // yield), STATESYNC_BENCH_NO_MATERIALIZE=1 turns both stores' materializers off (the hot path
 // alone), STATESYNC_BENCH_NAIVE_TUNED_ALLOCATOR=1 gives the baseline's receiver the allocator
 // setting statesync's processes use (TuneProcessAllocator), and STATESYNC_BENCH_DEFAULT_ALLOCATOR=1
-// keeps statesync's processes on the C library's defaults. STATESYNC_BENCH_PERF_CTL=FIFO writes
-// "enable" to FIFO when the timing of case (a) or (b) starts and "disable" when it ends, for
-// `perf record -D -1 --control fifo:FIFO`: a profile of the timed part alone, without the
-// baseline's processes or the generation of the records.
+// keeps statesync's processes on the C library's defaults. STATESYNC_BENCH_NO_PREFAULT=1 gives the
+// tables no PrefaultedPages (their memory faulted in on the owner's thread, for A/B runs).
+// STATESYNC_BENCH_PERF_CTL=FIFO writes "enable" to FIFO when the timing of case (a) or (b)
+// starts and "disable" when it ends, for `perf record -D -1 --control fifo:FIFO`: a profile of
+// the timed part alone, without the baseline's processes or the generation of the records.
 #include <pthread.h>
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
