@@ -210,11 +210,16 @@ class Partition {
   static constexpr bool kPlainSlots = std::is_trivially_default_constructible_v<Slot>;
   static constexpr std::uint32_t kChunkBits = kPlainSlots ? 16 : 12;
   static constexpr std::uint32_t kChunkSlots = 1u << kChunkBits;
+  static constexpr std::size_t kChunkBytes = sizeof(Slot) * kChunkSlots;  // plain slots
   static constexpr std::uint32_t kWheelBuckets = 4096;  // one second each: a 68-minute turn
 
   // `pages` (may be null) must outlive the partition.
   Partition(TableId table, std::uint16_t id, DigestState* digest, PageSupplier* pages)
       : table_(table), id_(id), digest_(digest), pages_(pages), index_(pages) {}
+  ~Partition() {
+    // The chunk after the last one was announced (AddChunk).
+    if (pages_ != nullptr && !chunk_memory_.empty()) pages_->Cancel(kChunkBytes);
+  }
   Partition(const Partition&) = delete;
   Partition& operator=(const Partition&) = delete;
 
@@ -465,10 +470,10 @@ class Partition {
 
   void AddChunk() {
     if constexpr (kPlainSlots) {
-      constexpr std::size_t kBytes = sizeof(Slot) * kChunkSlots;
-      chunk_memory_.push_back(pages_ != nullptr ? pages_->Take(kBytes) : LargeBuffer(kBytes));
+      chunk_memory_.push_back(pages_ != nullptr ? pages_->Take(kChunkBytes)
+                                                : LargeBuffer(kChunkBytes));
       chunks_.push_back(chunk_memory_.back().template as<Slot>());
-      if (pages_ != nullptr) pages_->Expect(kBytes);  // the one after this
+      if (pages_ != nullptr) pages_->Expect(kChunkBytes);  // the one after this
     } else {
       owned_chunks_.push_back(std::make_unique<Slot[]>(kChunkSlots));
       chunks_.push_back(owned_chunks_.back().get());

@@ -37,6 +37,9 @@ class SlotIndex {
  public:
   // Tables come from `pages` when given (it must outlive the index), else are mapped here.
   explicit SlotIndex(PageSupplier* pages = nullptr) : pages_(pages) { Allocate(kMinCapacity); }
+  ~SlotIndex() { WithdrawAnnouncement(); }
+  SlotIndex(const SlotIndex&) = delete;
+  SlotIndex& operator=(const SlotIndex&) = delete;
 
   std::size_t size() const { return size_; }
   std::size_t capacity() const { return capacity_; }
@@ -149,12 +152,27 @@ class SlotIndex {
     table_ = buffer_.as<std::uint64_t>();
     capacity_ = capacity;
     mask_ = capacity - 1;
-    // The next table is taken at half full: a supplier has until then to write it.
-    const std::size_t next_bytes = capacity * 2 * sizeof(std::uint64_t);
-    if (pages_ != nullptr && next_bytes >= LargeBuffer::kHugePage) pages_->Expect(next_bytes);
+    WithdrawAnnouncement();  // of a size this table skipped (Reserve)
   }
   LargeBuffer Map(std::size_t bytes) {
-    return pages_ != nullptr ? pages_->Take(bytes) : LargeBuffer(bytes);
+    if (pages_ == nullptr) return LargeBuffer(bytes);
+    if (bytes == announced_bytes_) announced_bytes_ = 0;  // the Take answers it
+    return pages_->Take(bytes);
+  }
+  // With a supplier: from 0.45 full, announces the next table, taken at 0.5 (PrefaultNext); not
+  // earlier, since the supplier holds it from then on. Small ones are not worth a thread's work.
+  void AnnounceNext() {
+    if (pages_ == nullptr || announced_bytes_ != 0 || next_capacity_ != 0) return;
+    if (size_ * 20 < capacity_ * 9) return;
+    const std::size_t next_bytes = capacity_ * 2 * sizeof(std::uint64_t);
+    if (next_bytes < LargeBuffer::kHugePage) return;
+    pages_->Expect(next_bytes);
+    announced_bytes_ = next_bytes;
+  }
+  void WithdrawAnnouncement() {
+    if (announced_bytes_ == 0) return;
+    pages_->Cancel(announced_bytes_);
+    announced_bytes_ = 0;
   }
   void StartGrowing(std::size_t capacity) {
     old_buffer_ = std::move(buffer_);
@@ -186,7 +204,10 @@ class SlotIndex {
   // its cap/256 pages (16 bytes per entry of this table) are done by about 0.6 full, ahead of
   // growing at 0.7.
   void PrefaultNext() {
-    if (size_ * 2 < capacity_) return;
+    if (size_ * 2 < capacity_) {
+      AnnounceNext();
+      return;
+    }
     const std::size_t next_bytes = capacity_ * 2 * sizeof(std::uint64_t);
     if (next_capacity_ != capacity_ * 2) {
       next_buffer_ = Map(next_bytes);
@@ -204,10 +225,12 @@ class SlotIndex {
   // A table that settled back below 0.4 full gives the next one's memory back (it is taken
   // again from 0.5: the gap keeps a size that moves around a threshold from mapping it anew).
   void ReleaseNextIfShrunk() {
-    if (next_capacity_ != 0 && size_ * 5 < capacity_ * 2) {
+    if (size_ * 5 >= capacity_ * 2) return;
+    if (next_capacity_ != 0) {
       next_buffer_ = LargeBuffer();
       next_capacity_ = 0;
     }
+    WithdrawAnnouncement();
   }
 
   // Erases `want` from the part of the old table not moved yet, where it must be. A marker
@@ -227,6 +250,7 @@ class SlotIndex {
   static constexpr std::size_t kInsertsPerPage = 24;
 
   PageSupplier* pages_;
+  std::size_t announced_bytes_ = 0;  // the next table's size, announced to pages_ and not taken
   LargeBuffer buffer_;
   std::uint64_t* table_ = nullptr;
   std::size_t capacity_ = 0;

@@ -112,34 +112,79 @@ TEST(PrefaultedPages, StopsWithBlocksQueuedAndUntakenAndUnmapsThem) {
   EXPECT_LT(ResidentBytes(), before + 16 * kMiB);
 }
 
-// A session table given a supplier takes its record chunks and index tables from it, and asks
-// for the next chunk as it starts one: once the supplier has written it, growing into it is a
-// ready Take and not a fault on the owner's thread. The records are all there.
+TEST(PrefaultedPages, CancelGivesBackWhatWasPreparedAndMakesRoom) {
+  PrefaultedPages pages(16 * kMiB);
+  pages.Expect(16 * kMiB);
+  pages.WaitPrepared();
+  pages.Expect(16 * kMiB);  // no room
+  EXPECT_EQ(pages.stats().ignored_expects, 1u);
+  const std::size_t resident = ResidentBytes();
+  pages.Cancel(16 * kMiB);
+  PrefaultedPages::Stats s = pages.stats();
+  EXPECT_EQ(s.ready_bytes, 0u);
+  EXPECT_EQ(s.withdrawn, 1u);
+  EXPECT_LT(ResidentBytes() + 8 * kMiB, resident) << "the block is unmapped";
+  pages.Expect(16 * kMiB);  // room again
+  pages.WaitPrepared();
+  s = pages.stats();
+  EXPECT_EQ(s.ignored_expects, 1u);
+  EXPECT_EQ(s.ready_bytes, 16 * kMiB);
+  pages.Cancel(4 * kMiB);  // never announced: nothing to withdraw
+  EXPECT_EQ(pages.stats().withdrawn, 1u);
+}
+
+// A Take that finds no block ready answers the announcement anyway: whether it was still queued
+// (dropped) or being written (unmapped when done), nothing of that size is left behind.
+TEST(PrefaultedPages, AColdTakeWithdrawsTheAnnouncementItAnswers) {
+  PrefaultedPages pages(80 * kMiB);
+  pages.Expect(64 * kMiB);  // written first, which takes a while
+  pages.Expect(2 * kMiB);
+  pages.Expect(4 * kMiB);
+  detail::LargeBuffer small = pages.Take(2 * kMiB);
+  detail::LargeBuffer big = pages.Take(64 * kMiB);
+  pages.WaitPrepared();
+  PrefaultedPages::Stats s = pages.stats();
+  EXPECT_EQ(s.ready_takes + s.cold_takes, 2u);
+  EXPECT_EQ(s.withdrawn, s.cold_takes) << "each cold Take withdrew its announcement";
+  EXPECT_EQ(s.ready_bytes, 4 * kMiB) << "only the block nobody has taken yet";
+  pages.Expect(76 * kMiB);  // all the room but that block's is free again
+  EXPECT_EQ(pages.stats().ignored_expects, 0u);
+  EXPECT_TRUE(AllZero(small, 2 * kMiB));
+}
+
+// A session table given a supplier takes its record chunks and index tables from it, and
+// announces the next chunk as it starts one: once the supplier has written it, growing into it
+// is a ready Take and not a fault on the owner's thread. The records are all there, and a table
+// destroyed withdraws what it had announced.
 TEST(PrefaultedPages, SessionTableGrowsIntoPreparedMemory) {
   auto pages = std::make_shared<PrefaultedPages>();
-  SessionTable table(SessionTableOptions{.change_log_capacity = 1 << 20, .pages = pages});
-  table.Tick(kT0);
-  ASSERT_TRUE(table.BecomeWritable(1).ok());
+  auto table = std::make_unique<SessionTable>(
+      SessionTableOptions{.change_log_capacity = 1 << 20, .pages = pages});
+  table->Tick(kT0);
+  ASSERT_TRUE(table->BecomeWritable(1).ok());
   constexpr std::uint64_t kChunkSlots = 1 << 16;  // a firewall partition's chunk
   std::uint64_t next = 0;
   auto insert = [&](std::uint64_t n) {
     std::vector<FirewallSession> batch;
     for (std::uint64_t i = 0; i < n; ++i) batch.push_back(workload::Ipv4Session(next++, kT0));
-    const BatchResult r = table.UpsertFirewallBatch(batch);
+    const BatchResult r = table->UpsertFirewallBatch(batch);
     ASSERT_TRUE(r.status.ok()) << r.status.ToString();
     ASSERT_EQ(r.applied, batch.size());
   };
-  insert(1000);  // the first chunk: nothing was announced
-  EXPECT_GE(pages->stats().cold_takes, 1u);
+  insert(1000);  // the first chunk, and the second announced
   pages->WaitPrepared();
-  const std::uint64_t ready_before = pages->stats().ready_takes;
+  const PrefaultedPages::Stats before = pages->stats();
+  EXPECT_GT(before.ready_bytes, 0u);
   insert(kChunkSlots);  // into the second chunk, and the index grows meanwhile
-  EXPECT_GT(pages->stats().ready_takes, ready_before);
+  EXPECT_GT(pages->stats().ready_takes, before.ready_takes);
   for (std::uint64_t i = 0; i < next; i += 997) {
     const FirewallSession s = workload::Ipv4Session(i, kT0);
-    ASSERT_TRUE(table.GetFirewall(s.orig, s.zone).has_value()) << "session " << i;
+    ASSERT_TRUE(table->GetFirewall(s.orig, s.zone).has_value()) << "session " << i;
   }
-  EXPECT_EQ(table.size(TableId::kFwSessions), next);
+  EXPECT_EQ(table->size(TableId::kFwSessions), next);
+  table.reset();
+  pages->WaitPrepared();
+  EXPECT_EQ(pages->stats().ready_bytes, 0u) << "nothing held for a table that is gone";
 }
 
 }  // namespace

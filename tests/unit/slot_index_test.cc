@@ -2,8 +2,11 @@
 // std::unordered_map while the index grows, above all while entries move to the larger table.
 #include "slot_index.h"
 
+#include "statesync/common/prefaulted_pages.h"
+
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <random>
 #include <unordered_map>
 #include <vector>
@@ -12,6 +15,7 @@ namespace statesync::detail {
 namespace {
 
 struct Model {
+  explicit Model(PageSupplier* pages = nullptr) : index(pages) {}
   SlotIndex index;
   std::vector<std::uint64_t> key_of_slot;                    // slot -> key (0 = free)
   std::unordered_map<std::uint64_t, std::uint32_t> slot_of;  // key -> slot
@@ -152,6 +156,68 @@ TEST(SlotIndex, ReserveGrowsAtOnce) {
   for (std::uint64_t k = 1001; k <= 100'000; ++k) m.Insert(k);
   EXPECT_FALSE(m.index.growing());
   m.CheckAll();
+}
+
+// With a supplier, the next table is announced from 0.45 full and taken ready at 0.5; the
+// supplier holds nothing for a table that skipped that size (Reserve), shrank back below 0.4 or
+// was destroyed.
+struct AnnouncedIndex {
+  PrefaultedPages pages;
+  std::unique_ptr<Model> m = std::make_unique<Model>(&pages);
+  std::uint64_t next_key = 1;
+  std::size_t capacity = 0;
+
+  // Fills the index to just past the announcement of its next table (a table of 2 MiB or more)
+  // and waits until the supplier has written it.
+  AnnouncedIndex() {
+    while (m->index.capacity() < (1u << 17)) m->Insert(next_key++);
+    capacity = m->index.capacity();
+    while (m->index.size() * 20 < capacity * 9 + 20) m->Insert(next_key++);
+    pages.WaitPrepared();
+  }
+  std::size_t next_bytes() const { return capacity * 2 * sizeof(std::uint64_t); }
+};
+
+TEST(SlotIndex, TakesItsNextTableReadyFromTheSupplier) {
+  AnnouncedIndex a;
+  EXPECT_EQ(a.pages.stats().ready_bytes, a.next_bytes());
+  const auto ready_before = a.pages.stats().ready_takes;
+  while (a.m->index.size() * 2 < a.capacity + 2) a.m->Insert(a.next_key++);
+  PrefaultedPages::Stats s = a.pages.stats();
+  EXPECT_EQ(s.ready_takes, ready_before + 1);
+  EXPECT_EQ(s.ready_bytes, 0u);
+  EXPECT_EQ(s.withdrawn, 0u);
+  while (a.m->index.capacity() == a.capacity) a.m->Insert(a.next_key++);
+  while (a.m->index.growing()) a.m->Insert(a.next_key++);
+  a.m->CheckAll();
+}
+
+TEST(SlotIndex, WithdrawsAnAnnouncementAReserveSkips) {
+  AnnouncedIndex a;
+  a.m->index.Reserve(a.capacity * 2);  // straight to four times the capacity
+  EXPECT_EQ(a.m->index.capacity(), a.capacity * 4);
+  const PrefaultedPages::Stats s = a.pages.stats();
+  EXPECT_EQ(s.ready_bytes, 0u) << "the table twice as large will not be taken";
+  EXPECT_EQ(s.withdrawn, 1u);
+  a.m->CheckAll();
+}
+
+TEST(SlotIndex, WithdrawsItsAnnouncementWhenItShrinks) {
+  AnnouncedIndex a;
+  while (a.m->index.size() * 5 >= a.capacity * 2) a.m->Erase(a.m->slot_of.begin()->first);
+  EXPECT_EQ(a.pages.stats().ready_bytes, 0u);
+  // Filling again announces again.
+  while (a.m->index.size() * 20 < a.capacity * 9 + 20) a.m->Insert(a.next_key++);
+  a.pages.WaitPrepared();
+  EXPECT_EQ(a.pages.stats().ready_bytes, a.next_bytes());
+  a.m->CheckAll();
+}
+
+TEST(SlotIndex, WithdrawsItsAnnouncementWhenDestroyed) {
+  AnnouncedIndex a;
+  a.m.reset();
+  EXPECT_EQ(a.pages.stats().ready_bytes, 0u);
+  EXPECT_EQ(a.pages.stats().withdrawn, 1u);
 }
 
 }  // namespace

@@ -6,7 +6,13 @@
 // blocks whose pages another thread has already written (PrefaultedPages) while the table stays
 // pure; a table without one maps its memory itself.
 //
-// Thread-safety: an implementation's Take and Expect may be called from any thread.
+// The protocol: a user announces a block it will take (Expect), then takes it (Take) or, when
+// its plans change (a table reserved at once, shrank, or is destroyed), withdraws the
+// announcement (Cancel). A Take answers the oldest announcement of its size, whether or not a
+// block was ready for it, so that an announcement is never left behind. Blocks of one size are
+// interchangeable between users.
+//
+// Thread-safety: an implementation's members may be called from any thread.
 #pragma once
 
 #include <cstddef>
@@ -22,6 +28,8 @@ class PageSupplier {
   virtual detail::LargeBuffer Take(std::size_t bytes) = 0;
   // A Take of `bytes` is likely soon: the supplier may prepare a block for it.
   virtual void Expect(std::size_t bytes) = 0;
+  // An announced Take of `bytes` will not come: what was prepared for it is given back.
+  virtual void Cancel(std::size_t bytes) = 0;
 };
 
 }  // namespace statesync
