@@ -1,7 +1,6 @@
 // The replication engine end to end: a primary and subordinates on real ZeroMQ sockets on
 // 127.0.0.1, each with a real RocksDB store in a temporary directory. Tests that kill or stop a
 // subordinate run it as a child process (this binary, started with --subordinate).
-#include <malloc.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -14,6 +13,7 @@
 #include <zmq.hpp>
 
 #include "harness.h"
+#include "resident_memory.h"
 #include "statesync/replication/messages.h"
 
 namespace statesync::testing {
@@ -112,21 +112,6 @@ class Child {
   std::string status_;
   pid_t pid_ = -1;
 };
-
-// Resident memory after the C library returned the free memory it keeps for reuse: freed
-// blocks scattered among live ones stay resident until trimmed, and their amount drifts up
-// with the allocation pattern (in one 72-step run here, free-but-resident heap went from 23 to
-// 93 MB while the heap in use stayed between 210 and 253 MB). That is not memory the program
-// holds, and the bound below is about what the program holds.
-std::size_t ResidentBytes() {
-#if defined(__GLIBC__)
-  ::malloc_trim(0);
-#endif
-  std::ifstream statm("/proc/self/statm");
-  std::size_t size = 0, resident = 0;
-  statm >> size >> resident;
-  return resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-}
 
 // Every batch of a store's journal follows the previous one: no gap, no duplicate.
 void ExpectContiguousJournal(const Store& store, Seq head) {

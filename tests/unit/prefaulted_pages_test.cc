@@ -5,17 +5,18 @@
 #include <unistd.h>
 
 #include <cstring>
-#include <fstream>
-#include <map>
 #include <memory>
 #include <thread>
 #include <vector>
 
+#include "resident_memory.h"
 #include "statesync/sessiontable/session_table.h"
 #include "statesync/workload/workload.h"
 
 namespace statesync {
 namespace {
+
+using testing::ResidentBytes;
 
 constexpr std::size_t kMiB = std::size_t{1} << 20;
 const TimePoint kT0{std::chrono::milliseconds(1'780'000'000'000)};
@@ -26,16 +27,6 @@ bool AllZero(const detail::LargeBuffer& b, std::size_t bytes) {
     if (p[i] != 0) return false;
   }
   return true;
-}
-
-// The process's resident memory (/proc/self/statm, second field). Not its address space: the
-// supplier's thread gets a malloc arena, 64 MiB reserved, that outlives it.
-std::size_t ResidentBytes() {
-  std::ifstream statm("/proc/self/statm");
-  std::size_t size = 0;
-  std::size_t pages = 0;
-  statm >> size >> pages;
-  return pages * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
 }
 
 // How many of the pages of [p, p + bytes) are in memory (mincore).
