@@ -76,7 +76,9 @@ class PrefaultedPages::Impl {
 
   Stats stats() const {
     std::lock_guard lock(mu_);
-    return stats_;
+    Stats s = stats_;
+    for (const auto& [bytes, block] : ready_) s.ready_bytes += bytes;
+    return s;
   }
 
   void WaitPrepared() const {
@@ -92,7 +94,6 @@ class PrefaultedPages::Impl {
     detail::LargeBuffer b = std::move(it->second);
     ready_.erase(it);
     held_bytes_ -= bytes;
-    stats_.ready_bytes -= bytes;
     return b;
   }
 
@@ -145,7 +146,6 @@ class PrefaultedPages::Impl {
           ++stats_.failed_prepares;
         } else {
           stats_.prepared_bytes += bytes;
-          stats_.ready_bytes += bytes;
           ready_.emplace(bytes, std::move(block));
         }
       }
@@ -181,7 +181,7 @@ class PrefaultedPages::Impl {
   std::atomic<bool> drop_preparing_{false};  // ... was withdrawn meanwhile (set under mu_)
   std::multimap<std::size_t, detail::LargeBuffer> ready_;  // by size
   std::size_t held_bytes_ = 0;  // announced and not taken or withdrawn (≤ max_ready_bytes_)
-  Stats stats_;
+  Stats stats_;                 // its ready_bytes is ready_'s, counted by stats()
   std::thread thread_;
 };
 
