@@ -21,9 +21,11 @@
 // Diagnostics: `--case a-only` runs statesync's case (a) alone with 4M records (for perf; env
 // STATESYNC_BENCH_A_RECORDS sets another count), STATESYNC_BENCH_LAG_RATE=R runs the lag case at
 // R records/s instead of half of (a)'s measured rate, STATESYNC_BENCH_LAG_DUMP=PATH writes every
-// lag sample ("seconds since start,lag ms") to PATH.csv and PATH.blobs.csv and the blob lane's
-// rate after each blob ("seconds since start,MB/s") to PATH.lane.csv, and the start on the steady
-// clock in ns to PATH.t0 and PATH.blobs.t0,
+// lag sample ("seconds since start,lag ms") to PATH.csv and PATH.blobs.csv (PATH.rt.csv and
+// PATH.rt.blobs.csv for the io_realtime runs) and the blob lane's rate after each blob ("seconds
+// since start,MB/s") to PATH.lane.csv, and the start on the steady clock in ns to PATH.t0 and
+// PATH.blobs.t0, STATESYNC_BENCH_LAG_SECONDS=S measures each lag run for S seconds after its
+// warm-up (default 8, 3 with --quick),
 // STATESYNC_BENCH_CATCHUP_RECORDS=N runs the catch-up case for N records only,
 // STATESYNC_BENCH_BATCH_DELTAS=N sets the primaries' batch_max_deltas (for A/B runs),
 // STATESYNC_BENCH_LAG_WARM=N writes N sessions at full speed before the lag case starts (its
@@ -604,13 +606,14 @@ Lag RunLag(double rate, double seconds, bool with_blobs, int io_realtime_priorit
   if (blobs.joinable()) blobs.join();
   if (const char* dump = std::getenv("STATESYNC_BENCH_LAG_DUMP")) {
     // Diagnostics: "seconds since start, lag ms" of every sample, to see when the tail happens.
-    std::ofstream out(std::string(dump) + (with_blobs ? ".blobs.csv" : ".csv"));
+    const std::string name = std::string(dump) + (io_realtime_priority > 0 ? ".rt" : "");
+    std::ofstream out(name + (with_blobs ? ".blobs.csv" : ".csv"));
     for (const auto& [at, ms] : lags) out << at << "," << ms << "\n";
-    std::ofstream rates(std::string(dump) + ".lane.csv");
+    std::ofstream rates(name + ".lane.csv");
     for (const auto& [at, mb_per_s] : lane_rates) rates << at << "," << mb_per_s << "\n";
     // The start on the steady clock (CLOCK_MONOTONIC), in ns: to line the samples up with a
     // `perf record -k CLOCK_MONOTONIC` of the same run.
-    std::ofstream(std::string(dump) + (with_blobs ? ".blobs.t0" : ".t0"))
+    std::ofstream(name + (with_blobs ? ".blobs.t0" : ".t0"))
         << std::chrono::duration_cast<std::chrono::nanoseconds>(t0.time_since_epoch()).count();
   }
   std::vector<double> lags_ms, warm_up_ms;
@@ -798,7 +801,8 @@ int Main(int argc, char** argv) {
     if (const char* r = std::getenv("STATESYNC_BENCH_LAG_RATE")) a_rate = 2 * std::stod(r);
     if (a_rate == 0) a_rate = RunA(n_a).records_per_s;
     const double rate = a_rate / 2;
-    const double secs = quick ? 3 : 8;
+    double secs = quick ? 3 : 8;
+    if (const char* s = std::getenv("STATESYNC_BENCH_LAG_SECONDS")) secs = std::stod(s);
     // Also with the stream's I/O threads in SCHED_FIFO (io_realtime_priority), where this
     // process may use it, interleaved with the default runs.
     bool realtime = false;

@@ -1,6 +1,6 @@
 // SessionTable benchmarks on one core: upserts (new keys and updates of existing ones, with
-// the change log drained as replication would), gets, expiries, at 1M and 10M IPv4 firewall
-// sessions, and the resident bytes per IPv4 session.
+// the change log drained as replication would), a subordinate's applies of replicated deltas,
+// gets, expiries, at 1M and 10M IPv4 firewall sessions, and the resident bytes per IPv4 session.
 #include <benchmark/benchmark.h>
 
 #include <array>
@@ -193,6 +193,73 @@ void BM_Expire(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<std::int64_t>(expired));
 }
 BENCHMARK(BM_Expire)->Arg(1'000'000)->Arg(10'000'000)->Unit(benchmark::kMillisecond)->Iterations(2);
+
+// A subordinate's side: the deltas of N new sessions (as the primary drained them, values
+// encoded) applied to an empty read-only table, one Apply a delta or one a replication batch
+// of 500 (the applier's way: firewall keys hashed and their index entries requested ahead).
+struct OwnedDelta {
+  Position position;
+  std::string key, value;
+};
+std::vector<OwnedDelta> DrainedNew(std::size_t n) {
+  SessionTable t(SessionTableOptions{.change_log_capacity = 1 << 20});
+  t.Tick(kNow);
+  std::vector<OwnedDelta> out;
+  out.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!t.UpsertFirewall(workload::Ipv4Session(i, kNow)).ok()) std::abort();
+    if (t.pending() == t.change_log_capacity() || i + 1 == n) {
+      t.Drain(SIZE_MAX, [&out](const DeltaView& d) {
+        out.push_back({d.position, std::string(d.key), std::string(d.value)});
+      });
+    }
+  }
+  return out;
+}
+void ApplyNew(benchmark::State& state, bool batched) {
+  constexpr std::size_t kBatch = 500;
+  const auto deltas = DrainedNew(static_cast<std::size_t>(state.range(0)));
+  std::vector<DeltaView> views;
+  views.reserve(deltas.size());
+  for (const OwnedDelta& d : deltas) {
+    views.push_back({d.position, TableId::kFwSessions, DeltaKind::kUpsert, d.key, d.value});
+  }
+  for (auto _ : state) {
+    state.PauseTiming();
+    auto t = std::make_unique<SessionTable>(SessionTableOptions{.writable = false});
+    state.ResumeTiming();
+    for (std::size_t k = 0; k < views.size(); k += kBatch) {
+      const auto batch = std::span(views).subspan(k, std::min(kBatch, views.size() - k));
+      if (batched) {
+        if (!t->Apply(batch).ok()) state.SkipWithError("a delta did not apply");
+      } else {
+        for (const DeltaView& v : batch) {
+          if (!t->Apply(v).ok()) state.SkipWithError("a delta did not apply");
+        }
+      }
+    }
+    state.PauseTiming();
+    t.reset();
+    state.ResumeTiming();
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * views.size()));
+}
+void BM_ApplyNew(benchmark::State& state) {
+  ApplyNew(state, false);
+}
+void BM_ApplyNewBatch(benchmark::State& state) {
+  ApplyNew(state, true);
+}
+BENCHMARK(BM_ApplyNew)
+    ->Arg(1'000'000)
+    ->Arg(10'000'000)
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(3);
+BENCHMARK(BM_ApplyNewBatch)
+    ->Arg(1'000'000)
+    ->Arg(10'000'000)
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(3);
 
 // Drain with the value encoding that replication needs (FlatBuffers), of 1M new sessions
 // (log order = record order).

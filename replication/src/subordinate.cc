@@ -274,6 +274,7 @@ class Subordinate::Impl {
 
   void ApplyLoop() {
     pthread_setname_np(pthread_self(), "ss-apply");
+    std::vector<DeltaView> views;
     for (;;) {
       PendingApply item;
       {
@@ -286,16 +287,16 @@ class Subordinate::Impl {
         applying_ = true;
       }
       const auto* deltas = item.decoded.envelope->body_as_DeltaBatch()->deltas();
-      Position last;
+      views.clear();
+      for (flatbuffers::uoffset_t i = 0; i < deltas->size(); ++i) {
+        const DeltaView v = ViewOf(*deltas->Get(i));
+        if (v.position.seq > item.after) views.push_back(v);
+      }
+      const Position last = views.empty() ? Position{} : views.back().position;
       {
         std::lock_guard lock(table_mu_);
-        for (flatbuffers::uoffset_t i = 0; i < deltas->size(); ++i) {
-          const DeltaView v = ViewOf(*deltas->Get(i));
-          if (v.position.seq <= item.after) continue;
-          Status st = table_->Apply(v);
-          STATESYNC_CHECK(st.ok(), "a validated, journaled delta did not apply");
-          last = v.position;
-        }
+        Status st = table_->Apply(views);
+        STATESYNC_CHECK(st.ok(), "a validated, journaled delta did not apply");
       }
       {
         std::lock_guard lock(apply_mu_);

@@ -312,7 +312,47 @@ class SessionTable::Impl {
   Position last_position() const { return last_; }
 
   // ---- subordinate side ----
-  Status Apply(const DeltaView& d) {
+  // The index hash of a firewall delta's key, worked out ahead of installing it (a batch
+  // prefetches with it); `valid` false for other tables and keys that do not parse (Install
+  // then reports those).
+  struct FwHash {
+    bool valid = false;
+    bool v6 = false;
+    std::uint64_t hash = 0;
+  };
+  static FwHash HashOfFirewallKey(const DeltaView& d) {
+    if (d.table != TableId::kFwSessions) return {};
+    Tuple orig;
+    std::uint16_t zone = 0;
+    if (!ParseFirewallKey(d.key, &orig, &zone).ok()) return {};
+    if (orig.family == L3Family::IPv6) {
+      return {true, true, FwTraits<true>::Hash(FwTraits<true>::KeyOf(orig, zone))};
+    }
+    return {true, false, FwTraits<false>::Hash(FwTraits<false>::KeyOf(orig, zone))};
+  }
+
+  Status Apply(const DeltaView& d) { return Apply(d, FwHash{}); }
+  Status Apply(std::span<const DeltaView> in) {
+    constexpr std::size_t kGroup = 64;
+    FwHash hashes[kGroup];
+    for (std::size_t base = 0; base < in.size(); base += kGroup) {
+      const std::size_t n = std::min(kGroup, in.size() - base);
+      for (std::size_t k = 0; k < n; ++k) {
+        hashes[k] = HashOfFirewallKey(in[base + k]);
+        if (!hashes[k].valid) continue;
+        if (hashes[k].v6) {
+          fw6_.PrefetchIndex(hashes[k].hash);
+        } else {
+          fw4_.PrefetchIndex(hashes[k].hash);
+        }
+      }
+      for (std::size_t k = 0; k < n; ++k) {
+        if (Status st = Apply(in[base + k], hashes[k]); !st.ok()) return st;
+      }
+    }
+    return Status::Ok();
+  }
+  Status Apply(const DeltaView& d, const FwHash& hash) {
     if (writable_) return Status::FailedPrecondition("Apply is for a read-only table");
     if (d.position.seq != last_.seq + 1 || d.position.epoch < last_.epoch) {
       return Status::FailedPrecondition("delta (" + std::to_string(d.position.epoch) + ", " +
@@ -320,7 +360,7 @@ class SessionTable::Impl {
                                         std::to_string(last_.epoch) + ", " +
                                         std::to_string(last_.seq) + ")");
     }
-    if (Status st = Install(d.table, d.kind, d.key, d.value); !st.ok()) return st;
+    if (Status st = Install(d.table, d.kind, d.key, d.value, hash); !st.ok()) return st;
     last_ = d.position;
     ++stats_.applied;
     return Status::Ok();
@@ -675,15 +715,22 @@ class SessionTable::Impl {
 
   // Installs a replicated or loaded record: no log entry, no policy.
   Status Install(TableId table, DeltaKind kind, std::string_view key, std::string_view value) {
+    return Install(table, kind, key, value, FwHash{});
+  }
+  Status Install(TableId table, DeltaKind kind, std::string_view key, std::string_view value,
+                 const FwHash& hash) {
     if (table == TableId::kFwSessions) {
       Tuple orig;
       std::uint16_t zone = 0;
       if (Status st = ParseFirewallKey(key, &orig, &zone); !st.ok()) return st;
+      const bool v6 = orig.family == L3Family::IPv6;
       if (kind != DeltaKind::kUpsert) {
-        if (orig.family == L3Family::IPv6) {
-          Remove(fw6_, FwTraits<true>::KeyOf(orig, zone));
+        if (v6) {
+          const auto k = FwTraits<true>::KeyOf(orig, zone);
+          Remove(fw6_, k, hash.valid ? hash.hash : FwTraits<true>::Hash(k));
         } else {
-          Remove(fw4_, FwTraits<false>::KeyOf(orig, zone));
+          const auto k = FwTraits<false>::KeyOf(orig, zone);
+          Remove(fw4_, k, hash.valid ? hash.hash : FwTraits<false>::Hash(k));
         }
         return Status::Ok();
       }
@@ -693,10 +740,10 @@ class SessionTable::Impl {
         return Status::Corruption("a firewall record whose key does not match its orig tuple");
       }
       if (Status st = CheckFirewall(*f); !st.ok()) return st;
-      if (orig.family == L3Family::IPv6) {
-        InstallFw(fw6_, *f, value);
+      if (v6) {
+        InstallFw(fw6_, *f, value, hash);
       } else {
-        InstallFw(fw4_, *f, value);
+        InstallFw(fw4_, *f, value, hash);
       }
       return Status::Ok();
     }
@@ -713,20 +760,27 @@ class SessionTable::Impl {
     return Status::Ok();
   }
   template <bool kV6>
-  void InstallFw(Partition<FwTraits<kV6>>& p, const FirewallSession& f, std::string_view value) {
+  void InstallFw(Partition<FwTraits<kV6>>& p, const FirewallSession& f, std::string_view value,
+                 const FwHash& hash) {
     using T = FwTraits<kV6>;
-    InstallIn(p, T::KeyOf(f.orig, f.zone), value, [&](std::uint32_t i, typename T::Slot& s) {
-      T::Write(s, f);
-      p.SetParent(i, f.expectation_parent);
-    });
+    const auto key = T::KeyOf(f.orig, f.zone);
+    InstallIn(p, key, hash.valid ? hash.hash : T::Hash(key), value,
+              [&](std::uint32_t i, typename T::Slot& s) {
+                T::Write(s, f);
+                p.SetParent(i, f.expectation_parent);
+              });
   }
-  // `value` is the record's encoding as replicated, which is what the digest hashes.
   template <typename T, typename Writer>
   void InstallIn(Partition<T>& p, const typename T::Key& key, std::string_view value,
                  Writer&& write) {
-    const std::uint64_t key_hash = T::Hash(key);
+    InstallIn(p, key, T::Hash(key), value, std::forward<Writer>(write));
+  }
+  // `value` is the record's encoding as replicated, which is what the digest hashes.
+  template <typename T, typename Writer>
+  void InstallIn(Partition<T>& p, const typename T::Key& key, std::uint64_t key_hash,
+                 std::string_view value, Writer&& write) {
     std::uint32_t i;
-    if (auto found = p.Find(key)) {
+    if (auto found = p.Find(key, key_hash)) {
       i = *found;
       write(i, p.at(i));
       p.Revive(i);
@@ -740,7 +794,11 @@ class SessionTable::Impl {
   }
   template <typename T>
   void Remove(Partition<T>& p, const typename T::Key& key) {
-    auto found = p.Find(key);
+    Remove(p, key, T::Hash(key));
+  }
+  template <typename T>
+  void Remove(Partition<T>& p, const typename T::Key& key, std::uint64_t hash) {
+    auto found = p.Find(key, hash);
     if (!found) return;
     if (p.at(*found).flags & detail::kPending) {
       p.MarkTombstone(*found, false);
@@ -863,6 +921,9 @@ Position SessionTable::last_position() const {
 }
 Status SessionTable::Apply(const DeltaView& d) {
   return impl_->Apply(d);
+}
+Status SessionTable::Apply(std::span<const DeltaView> deltas) {
+  return impl_->Apply(deltas);
 }
 Status SessionTable::Load(TableId t, std::string_view k, std::string_view v) {
   return impl_->Load(t, k, v);

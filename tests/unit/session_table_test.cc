@@ -366,6 +366,47 @@ TEST(SessionTableRoles, APrimaryWithUndrainedDeltasCannotBecomeReadOnly) {
   EXPECT_FALSE(t.writable());
 }
 
+TEST(SessionTableRoles, ABatchAppliesAsDeltaByDeltaAndStopsAtTheFirstThatDoesNotFollow) {
+  SessionTable primary;
+  primary.Tick(kT0);
+  for (std::uint64_t i = 0; i < 300; ++i) {
+    const FirewallSession s = i % 3 ? workload::Ipv4Session(i, kT0) : workload::Ipv6Session(i, kT0);
+    ASSERT_TRUE(primary.UpsertFirewall(s).ok());
+    ASSERT_TRUE(primary.Upsert(UserTable(3), "u" + std::to_string(i), std::to_string(i)).ok());
+  }
+  std::vector<Drained> first = DrainAll(primary);
+  for (std::uint64_t i = 0; i < 300; i += 7) {
+    const FirewallSession s = i % 3 ? workload::Ipv4Session(i, kT0) : workload::Ipv6Session(i, kT0);
+    ASSERT_TRUE(primary.Delete(TableId::kFwSessions, KeyOf(s)).ok());
+  }
+  std::vector<Drained> second = DrainAll(primary);
+  auto views = [](const std::vector<Drained>& ds) {
+    std::vector<DeltaView> out;
+    for (const Drained& d : ds) out.push_back({d.position, d.table, d.kind, d.key, d.value});
+    return out;
+  };
+  SessionTable one_by_one(SessionTableOptions{.writable = false});
+  for (const DeltaView& v : views(first)) ASSERT_TRUE(one_by_one.Apply(v).ok());
+  for (const DeltaView& v : views(second)) ASSERT_TRUE(one_by_one.Apply(v).ok());
+  SessionTable batched(SessionTableOptions{.writable = false});
+  ASSERT_TRUE(batched.Apply(views(first)).ok());
+  ASSERT_TRUE(batched.Apply(views(second)).ok());
+  for (TableId t : {TableId::kFwSessions, UserTable(3)}) {
+    EXPECT_EQ(batched.Digest(t), primary.Digest(t));
+    EXPECT_EQ(batched.Digest(t), one_by_one.Digest(t));
+  }
+  EXPECT_EQ(batched.Digest(TableId::kFwSessions).records, 300u - 43u);
+  EXPECT_EQ(batched.last_position(), primary.last_position());
+
+  // A batch with a gap: what comes before the gap is applied, the rest is not.
+  SessionTable gapped(SessionTableOptions{.writable = false});
+  std::vector<DeltaView> with_gap = views(first);
+  with_gap.erase(with_gap.begin() + 100);
+  EXPECT_EQ(gapped.Apply(with_gap).code(), Status::Code::kFailedPrecondition);
+  EXPECT_EQ(gapped.last_position(), with_gap[99].position);
+  EXPECT_EQ(gapped.stats().applied, 100u);
+}
+
 TEST(SessionTableRecords, CallsCdrsIpv6AndUserTablesRoundTrip) {
   SessionTable t;
   t.Tick(kT0);

@@ -169,6 +169,10 @@ class SessionTable {
   // ---- the subordinate side and start-up ----
   // Installs a replicated delta without logging it. REQUIRES: position follows the table's.
   Status Apply(const DeltaView& delta);
+  // Apply of each delta in order, stopping at the first that fails (those before it stay
+  // applied). Firewall keys are hashed and their index entries requested a group ahead, so the
+  // cache misses of a batch overlap.
+  Status Apply(std::span<const DeltaView> deltas);
   // Makes room for `records` more records of `table` (spares rehashing during a load).
   void Reserve(TableId table, std::size_t records);
   // Installs a record read from the store at start-up (no log, no position change).
