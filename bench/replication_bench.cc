@@ -36,7 +36,8 @@
 // alone), STATESYNC_BENCH_NAIVE_TUNED_ALLOCATOR=1 gives the baseline's receiver the allocator
 // setting statesync's processes use (TuneProcessAllocator), and STATESYNC_BENCH_DEFAULT_ALLOCATOR=1
 // keeps statesync's processes on the C library's defaults. STATESYNC_BENCH_NO_PREFAULT=1 gives the
-// tables no PrefaultedPages (their memory faulted in on the owner's thread, for A/B runs).
+// tables no PrefaultedPages (their memory faulted in on the owner's thread, for A/B runs), and
+// STATESYNC_BENCH_PAGES_STATS=1 prints how each table's supplier served it (ready and cold takes).
 // STATESYNC_BENCH_PERF_CTL=FIFO writes "enable" to FIFO when the timing of case (a) or (b)
 // starts and "disable" when it ends, for `perf record -D -1 --control fifo:FIFO`: a profile of
 // the timed part alone, without the baseline's processes or the generation of the records.
@@ -132,6 +133,18 @@ std::shared_ptr<PageSupplier> TablePages() {
   if (std::getenv("STATESYNC_BENCH_NO_PREFAULT") != nullptr) return nullptr;
   return std::make_shared<PrefaultedPages>();
 }
+// STATESYNC_BENCH_PAGES_STATS=1: how a table's supplier served it, on stderr.
+void ReportPages(const char* who, const std::shared_ptr<PageSupplier>& pages) {
+  const auto* prefaulted = dynamic_cast<const PrefaultedPages*>(pages.get());
+  if (prefaulted == nullptr || std::getenv("STATESYNC_BENCH_PAGES_STATS") == nullptr) return;
+  const PrefaultedPages::Stats st = prefaulted->stats();
+  std::fprintf(stderr,
+               "%s pages: ready takes %llu, cold takes %llu, ignored %llu, withdrawn %llu\n", who,
+               static_cast<unsigned long long>(st.ready_takes),
+               static_cast<unsigned long long>(st.cold_takes),
+               static_cast<unsigned long long>(st.ignored_expects),
+               static_cast<unsigned long long>(st.withdrawn));
+}
 
 SharedStatus* MapStatus(int fd) {
   void* p = ::mmap(nullptr, sizeof(SharedStatus), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -153,8 +166,9 @@ int RunSubordinate(const char* dir, const char* endpoint, const char* status_fd,
   spdlog::set_level(spdlog::level::warn);
   SharedStatus* shared = MapStatus(std::atoi(status_fd));
   auto store = OpenStore(dir);
+  const std::shared_ptr<PageSupplier> pages = TablePages();
   auto table =
-      std::make_unique<SessionTable>(SessionTableOptions{.writable = false, .pages = TablePages()});
+      std::make_unique<SessionTable>(SessionTableOptions{.writable = false, .pages = pages});
   if (!store->LoadInto(*table).ok()) return 3;
   replication::SubordinateOptions o;
   o.node_id = "sub";
@@ -173,6 +187,7 @@ int RunSubordinate(const char* dir, const char* endpoint, const char* status_fd,
     std::this_thread::sleep_for(2ms);
   }
   (*sub)->Stop();
+  ReportPages("subordinate", pages);
   return 0;
 }
 
@@ -231,7 +246,8 @@ class SubordinateProcess {
 struct PrimarySide {
   ScratchDir dir;
   std::unique_ptr<Store> store;
-  SessionTable table{SessionTableOptions{.change_log_capacity = 1 << 20, .pages = TablePages()}};
+  std::shared_ptr<PageSupplier> pages = TablePages();
+  SessionTable table{SessionTableOptions{.change_log_capacity = 1 << 20, .pages = pages}};
   std::unique_ptr<replication::Primary> primary;
 
   explicit PrimarySide(const std::string& name, replication::PrimaryOptions o = {}) : dir(name) {
@@ -254,6 +270,7 @@ struct PrimarySide {
     }
     primary = std::move(p).value();
   }
+  ~PrimarySide() { ReportPages("primary", pages); }
   fs::path sub_dir() const { return dir.path() / "subordinate"; }
 
   // Upserts the sessions, pumping whenever the change log is full.
