@@ -20,6 +20,11 @@ namespace {
 const TimePoint kNow{std::chrono::milliseconds(1'780'000'000'000)};
 constexpr std::size_t kDrainEvery = 65536;
 
+// The sizes most cases run at: 1M and 10M sessions, three iterations each.
+void AtOneAndTenMillion(benchmark::internal::Benchmark* b) {
+  b->Arg(1'000'000)->Arg(10'000'000)->Unit(benchmark::kMillisecond)->Iterations(3);
+}
+
 std::vector<FirewallSession> Sessions(std::size_t n) {
   std::vector<FirewallSession> out;
   out.reserve(n);
@@ -105,16 +110,8 @@ void BM_UpsertNew(benchmark::State& state) {
 void BM_UpsertNewBatch(benchmark::State& state) {
   UpsertNew(state, true);
 }
-BENCHMARK(BM_UpsertNew)
-    ->Arg(1'000'000)
-    ->Arg(10'000'000)
-    ->Unit(benchmark::kMillisecond)
-    ->Iterations(3);
-BENCHMARK(BM_UpsertNewBatch)
-    ->Arg(1'000'000)
-    ->Arg(10'000'000)
-    ->Unit(benchmark::kMillisecond)
-    ->Iterations(3);
+BENCHMARK(BM_UpsertNew)->Apply(AtOneAndTenMillion);
+BENCHMARK(BM_UpsertNewBatch)->Apply(AtOneAndTenMillion);
 
 // Updates 1M random existing sessions (new counters and a later deadline) of a table of N.
 void UpsertExisting(benchmark::State& state, bool batched) {
@@ -250,16 +247,8 @@ void BM_ApplyNew(benchmark::State& state) {
 void BM_ApplyNewBatch(benchmark::State& state) {
   ApplyNew(state, true);
 }
-BENCHMARK(BM_ApplyNew)
-    ->Arg(1'000'000)
-    ->Arg(10'000'000)
-    ->Unit(benchmark::kMillisecond)
-    ->Iterations(3);
-BENCHMARK(BM_ApplyNewBatch)
-    ->Arg(1'000'000)
-    ->Arg(10'000'000)
-    ->Unit(benchmark::kMillisecond)
-    ->Iterations(3);
+BENCHMARK(BM_ApplyNew)->Apply(AtOneAndTenMillion);
+BENCHMARK(BM_ApplyNewBatch)->Apply(AtOneAndTenMillion);
 
 // Drain with the value encoding that replication needs (FlatBuffers), of 1M new sessions
 // (log order = record order).
@@ -351,11 +340,7 @@ void BM_BaselineMapUpsertNew(benchmark::State& state) {
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
 }
-BENCHMARK(BM_BaselineMapUpsertNew)
-    ->Arg(1'000'000)
-    ->Arg(10'000'000)
-    ->Unit(benchmark::kMillisecond)
-    ->Iterations(3);
+BENCHMARK(BM_BaselineMapUpsertNew)->Apply(AtOneAndTenMillion);
 
 void BM_BaselineMapUpsertExisting(benchmark::State& state) {
   const auto n = static_cast<std::size_t>(state.range(0));
