@@ -312,47 +312,51 @@ class SessionTable::Impl {
   Position last_position() const { return last_; }
 
   // ---- subordinate side ----
-  // The index hash of a firewall delta's key, worked out ahead of installing it (a batch
-  // prefetches with it); `valid` false for other tables and keys that do not parse (Install
-  // then reports those).
-  struct FwHash {
-    bool valid = false;
-    bool v6 = false;
-    std::uint64_t hash = 0;
-  };
-  static FwHash HashOfFirewallKey(const DeltaView& d) {
-    if (d.table != TableId::kFwSessions) return {};
+  // A firewall key parsed, with its index hash. A batch works it out ahead of installing the
+  // delta, to prefetch the index entry, and Install takes it from there instead of parsing the
+  // key again; `parsed` false (another table, or a key that does not parse) leaves the parsing,
+  // and the reporting of a bad key, to Install.
+  struct FwKey {
+    bool parsed = false;
     Tuple orig;
     std::uint16_t zone = 0;
-    if (!ParseFirewallKey(d.key, &orig, &zone).ok()) return {};
-    if (orig.family == L3Family::IPv6) {
-      return {true, true, FwTraits<true>::Hash(FwTraits<true>::KeyOf(orig, zone))};
-    }
-    return {true, false, FwTraits<false>::Hash(FwTraits<false>::KeyOf(orig, zone))};
+    std::uint64_t hash = 0;
+  };
+  static Result<FwKey> ParseFwKey(std::string_view key) {
+    FwKey k;
+    if (Status st = ParseFirewallKey(key, &k.orig, &k.zone); !st.ok()) return st;
+    k.parsed = true;
+    k.hash = k.orig.family == L3Family::IPv6
+                 ? FwTraits<true>::Hash(FwTraits<true>::KeyOf(k.orig, k.zone))
+                 : FwTraits<false>::Hash(FwTraits<false>::KeyOf(k.orig, k.zone));
+    return k;
   }
 
-  Status Apply(const DeltaView& d) { return Apply(d, FwHash{}); }
+  Status Apply(const DeltaView& d) { return Apply(d, FwKey{}); }
   Status Apply(std::span<const DeltaView> in) {
     constexpr std::size_t kGroup = 64;
-    FwHash hashes[kGroup];
+    FwKey keys[kGroup];
     for (std::size_t base = 0; base < in.size(); base += kGroup) {
       const std::size_t n = std::min(kGroup, in.size() - base);
       for (std::size_t k = 0; k < n; ++k) {
-        hashes[k] = HashOfFirewallKey(in[base + k]);
-        if (!hashes[k].valid) continue;
-        if (hashes[k].v6) {
-          fw6_.PrefetchIndex(hashes[k].hash);
+        keys[k] = FwKey{};
+        if (in[base + k].table != TableId::kFwSessions) continue;
+        auto parsed = ParseFwKey(in[base + k].key);
+        if (!parsed.ok()) continue;
+        keys[k] = *parsed;
+        if (keys[k].orig.family == L3Family::IPv6) {
+          fw6_.PrefetchIndex(keys[k].hash);
         } else {
-          fw4_.PrefetchIndex(hashes[k].hash);
+          fw4_.PrefetchIndex(keys[k].hash);
         }
       }
       for (std::size_t k = 0; k < n; ++k) {
-        if (Status st = Apply(in[base + k], hashes[k]); !st.ok()) return st;
+        if (Status st = Apply(in[base + k], keys[k]); !st.ok()) return st;
       }
     }
     return Status::Ok();
   }
-  Status Apply(const DeltaView& d, const FwHash& hash) {
+  Status Apply(const DeltaView& d, const FwKey& fw_key) {
     if (writable_) return Status::FailedPrecondition("Apply is for a read-only table");
     if (d.position.seq != last_.seq + 1 || d.position.epoch < last_.epoch) {
       return Status::FailedPrecondition("delta (" + std::to_string(d.position.epoch) + ", " +
@@ -360,7 +364,7 @@ class SessionTable::Impl {
                                         std::to_string(last_.epoch) + ", " +
                                         std::to_string(last_.seq) + ")");
     }
-    if (Status st = Install(d.table, d.kind, d.key, d.value, hash); !st.ok()) return st;
+    if (Status st = Install(d.table, d.kind, d.key, d.value, fw_key); !st.ok()) return st;
     last_ = d.position;
     ++stats_.applied;
     return Status::Ok();
@@ -715,35 +719,36 @@ class SessionTable::Impl {
 
   // Installs a replicated or loaded record: no log entry, no policy.
   Status Install(TableId table, DeltaKind kind, std::string_view key, std::string_view value) {
-    return Install(table, kind, key, value, FwHash{});
+    return Install(table, kind, key, value, FwKey{});
   }
   Status Install(TableId table, DeltaKind kind, std::string_view key, std::string_view value,
-                 const FwHash& hash) {
+                 const FwKey& given) {
     if (table == TableId::kFwSessions) {
-      Tuple orig;
-      std::uint16_t zone = 0;
-      if (Status st = ParseFirewallKey(key, &orig, &zone); !st.ok()) return st;
-      const bool v6 = orig.family == L3Family::IPv6;
+      FwKey k = given;
+      if (!k.parsed) {
+        auto parsed = ParseFwKey(key);
+        if (!parsed.ok()) return parsed.status();
+        k = *parsed;
+      }
+      const bool v6 = k.orig.family == L3Family::IPv6;
       if (kind != DeltaKind::kUpsert) {
         if (v6) {
-          const auto k = FwTraits<true>::KeyOf(orig, zone);
-          Remove(fw6_, k, hash.valid ? hash.hash : FwTraits<true>::Hash(k));
+          Remove(fw6_, FwTraits<true>::KeyOf(k.orig, k.zone), k.hash);
         } else {
-          const auto k = FwTraits<false>::KeyOf(orig, zone);
-          Remove(fw4_, k, hash.valid ? hash.hash : FwTraits<false>::Hash(k));
+          Remove(fw4_, FwTraits<false>::KeyOf(k.orig, k.zone), k.hash);
         }
         return Status::Ok();
       }
       auto f = DecodeFirewallSession(wire::AsBytes(value));
       if (!f.ok()) return f.status();
-      if (f->orig != orig || f->zone != zone) {
+      if (f->orig != k.orig || f->zone != k.zone) {
         return Status::Corruption("a firewall record whose key does not match its orig tuple");
       }
       if (Status st = CheckFirewall(*f); !st.ok()) return st;
       if (v6) {
-        InstallFw(fw6_, *f, value, hash);
+        InstallFw(fw6_, *f, value, k.hash);
       } else {
-        InstallFw(fw4_, *f, value, hash);
+        InstallFw(fw4_, *f, value, k.hash);
       }
       return Status::Ok();
     }
@@ -761,10 +766,9 @@ class SessionTable::Impl {
   }
   template <bool kV6>
   void InstallFw(Partition<FwTraits<kV6>>& p, const FirewallSession& f, std::string_view value,
-                 const FwHash& hash) {
+                 std::uint64_t key_hash) {
     using T = FwTraits<kV6>;
-    const auto key = T::KeyOf(f.orig, f.zone);
-    InstallIn(p, key, hash.valid ? hash.hash : T::Hash(key), value,
+    InstallIn(p, T::KeyOf(f.orig, f.zone), key_hash, value,
               [&](std::uint32_t i, typename T::Slot& s) {
                 T::Write(s, f);
                 p.SetParent(i, f.expectation_parent);
