@@ -15,6 +15,7 @@
 #include <malloc.h>
 #endif
 #include <pthread.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -40,10 +41,18 @@ constexpr char kMetaCf[] = "meta";
 // ReadJournal copies frames out of memory this much at a time under the state lock, so that an
 // Append waits for at most one piece (about 0.1 ms) behind a reader.
 constexpr std::size_t kJournalCopyPieceBytes = 1 << 20;
+// The journal's index and epoch history live in a RocksDB instance of their own (under
+// kJournalIndexDir): the materializer's IngestExternalFiles stops every write of the instance it
+// ingests into for 5-120 ms on this disk, and the index is written on the stream's path.
+constexpr char kJournalIndexDir[] = "journal-index";
 constexpr char kBacklogIndexCf[] = "backlog_index";
 constexpr char kBlobLaneCf[] = "blob_lane";
 constexpr char kQuarantineCf[] = "quarantine";
+// Written by earlier versions only; `applied` is now derived at open (ReadJournalIndex).
 constexpr char kAppliedKey[] = "applied";
+// Bumped by BeginSnapshot in both instances, tables' first: a crash between the two leaves them
+// different, and the next open then empties the index's (its entries describe the old history).
+constexpr char kJournalGenKey[] = "journal_gen";
 constexpr char kMaterializedKey[] = "materialized";
 constexpr char kReplicationIdKey[] = "replication_id";
 constexpr char kHistoryKey[] = "history";
@@ -77,6 +86,22 @@ std::string EncodePosition(Position p) {
   PutU64(out, p.seq);
   return out;
 }
+std::string EncodeGen(std::uint64_t gen) {
+  std::string out;
+  PutU64(out, gen);
+  return out;
+}
+
+// The journal generation stored in `cf` of `db`; 0 when absent.
+Result<std::uint64_t> ReadGen(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* cf) {
+  std::string raw;
+  rocksdb::Status s = db->Get(rocksdb::ReadOptions(), cf, kJournalGenKey, &raw);
+  if (s.IsNotFound()) return std::uint64_t{0};
+  if (!s.ok()) return FromRocks(s, "cannot read the journal generation");
+  if (raw.size() != 8) return Status::Corruption("the stored journal generation is damaged");
+  return GetU64(raw, 0);
+}
+
 Result<Position> DecodePosition(std::string_view b) {
   if (b.size() != 16) {
     return Status::Corruption("a stored position has " + std::to_string(b.size()) +
@@ -372,10 +397,14 @@ class Store::Impl {
     for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
     handles_.clear();
     if (db_) db_->Close();
+    if (journal_index_cf_ != nullptr) index_db_->DestroyColumnFamilyHandle(journal_index_cf_);
+    if (index_meta_ != nullptr) index_db_->DestroyColumnFamilyHandle(index_meta_);
+    if (index_db_) index_db_->Close();
   }
 
   Status Open(const StoreOptions& options) {
     options_ = options;
+    if (const char* at = std::getenv("STATESYNC_STORE_CRASH_AT")) crash_at_ = at;
     recent_frames_ = detail::FrameRing(options.journal_cache_bytes);
     std::error_code ec;
     std::filesystem::create_directories(options.dir, ec);
@@ -391,12 +420,16 @@ class Store::Impl {
     rocksdb::Status ls =
         rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), options.dir.string(), &names);
     if (!ls.ok()) names.clear();  // a new store
+    // The index's instance first: created only with a new store, or to take an old layout's
+    // index. A store that had it and lost it would open with an empty history.
+    const bool legacy_layout =
+        std::find(names.begin(), names.end(), kBacklogIndexCf) != names.end();
+    if (Status st = OpenIndexDb(names.empty() || legacy_layout); !st.ok()) return st;
     auto want = [&names](const std::string& n) {
       if (std::find(names.begin(), names.end(), n) == names.end()) names.push_back(n);
     };
     want(rocksdb::kDefaultColumnFamilyName);
     want(kMetaCf);
-    want(kBacklogIndexCf);
     want(kBlobLaneCf);
     want(kQuarantineCf);
     for (TableId t : kBuiltinTables) want(TableName(t));
@@ -411,13 +444,13 @@ class Store::Impl {
     db_.reset(db);
     for (std::size_t i = 0; i < names.size(); ++i) {
       if (names[i] == kMetaCf) meta_ = handles_[i];
-      if (names[i] == kBacklogIndexCf) journal_index_cf_ = handles_[i];
+      if (names[i] == kBacklogIndexCf) legacy_index_cf_ = handles_[i];
       if (names[i] == kBlobLaneCf) blob_cf_ = handles_[i];
       if (names[i] == kQuarantineCf) quarantine_cf_ = handles_[i];
       if (auto t = TableFromCfName(names[i])) tables_[*t] = handles_[i];
     }
     write_options_.sync = options.sync_writes;
-
+    if (Status st = MoveLegacyIndex(); !st.ok()) return st;
     if (Status st = ReadMeta(); !st.ok()) return st;
     if (Status st = ReadJournalIndex(); !st.ok()) return st;
     if (Status st = OpenBlobFiles(); !st.ok()) return st;
@@ -455,18 +488,18 @@ class Store::Impl {
     if (!place.ok()) return place.status();
     JournalIndexEntry e{first.seq,    last,   now.time_since_epoch().count(),
                         frame.size(), *place, XXH3_64bits(frame.data(), frame.size())};
+    // The entry's `last` is the new head: `applied` is not written, but derived at open.
     rocksdb::WriteBatch batch;
     rocksdb::Status s =
         batch.Put(journal_index_cf_, JournalKey('i', first.seq), EncodeIndexEntry(e));
-    if (s.ok()) s = batch.Put(meta_, kAppliedKey, EncodePosition(last));
     std::vector<Position> history = this->history();
     const bool new_epoch = history.empty() || history.back().epoch < first.epoch;
     if (new_epoch) {
       history.push_back({first.epoch, first.seq});
-      if (s.ok()) s = batch.Put(meta_, kHistoryKey, EncodeHistory(history));
+      if (s.ok()) s = batch.Put(index_meta_, kHistoryKey, EncodeHistory(history));
     }
     if (!s.ok()) return FromRocks(s, "cannot build the journal write");
-    s = db_->Write(write_options_, &batch);
+    s = index_db_->Write(write_options_, &batch);
     if (!s.ok()) return FromRocks(s, "cannot append a batch to the journal");
     {
       std::lock_guard lock(state_mu_);
@@ -662,8 +695,8 @@ class Store::Impl {
       std::lock_guard lock(state_mu_);
       cut = journal_[count - 1].first + 1;
     }
-    rocksdb::Status s = db_->DeleteRange(write_options_, journal_index_cf_, JournalKey('i', 0),
-                                         JournalKey('i', cut));
+    rocksdb::Status s = index_db_->DeleteRange(write_options_, journal_index_cf_,
+                                               JournalKey('i', 0), JournalKey('i', cut));
     if (!s.ok()) return FromRocks(s, "cannot trim the journal");
     std::lock_guard lock(state_mu_);
     for (std::size_t i = 0; i < count; ++i) {
@@ -709,7 +742,8 @@ class Store::Impl {
                                 std::to_string(history.back().epoch));
     }
     history.push_back({epoch, head.seq + 1});
-    rocksdb::Status s = db_->Put(write_options_, meta_, kHistoryKey, EncodeHistory(history));
+    rocksdb::Status s =
+        index_db_->Put(write_options_, index_meta_, kHistoryKey, EncodeHistory(history));
     if (!s.ok()) return FromRocks(s, "cannot store the epoch history");
     std::lock_guard lock(state_mu_);
     history_ = std::move(history);
@@ -730,9 +764,8 @@ class Store::Impl {
     }
     rocksdb::WriteBatch batch(deltas.size() * 192 + 64);
     if (Status st = AddToBatch(batch, deltas); !st.ok()) return st;
-    const std::string pos = EncodePosition(applied);
-    rocksdb::Status s = batch.Put(meta_, kAppliedKey, pos);
-    if (s.ok()) s = batch.Put(meta_, kMaterializedKey, pos);
+    // `materialized` is the head here: applied is derived from it at open.
+    rocksdb::Status s = batch.Put(meta_, kMaterializedKey, EncodePosition(applied));
     if (!s.ok()) return FromRocks(s, "cannot build the write batch");
     s = db_->Write(write_options_, &batch);
     if (!s.ok()) return FromRocks(s, "cannot write a batch of " + std::to_string(deltas.size()));
@@ -825,15 +858,20 @@ class Store::Impl {
     std::lock_guard materialize_lock(materialize_mu_);
     std::lock_guard write_lock(write_mu_);
     std::unique_lock tables_lock(tables_mu_);
-    // First forget the history, so that a crash from here on asks for a snapshot again.
+    // First forget the history, so that a crash from here on asks for a snapshot again: the
+    // tables' instance first, synced, with a new generation; then the index's. A crash between
+    // the two leaves the generations different, and the next open empties the index.
+    const std::uint64_t gen = journal_gen_ + 1;
     rocksdb::WriteBatch batch;
     rocksdb::Status s = batch.Put(meta_, kReplicationIdKey, "");
-    if (s.ok()) s = batch.Put(meta_, kAppliedKey, EncodePosition({}));
     if (s.ok()) s = batch.Put(meta_, kMaterializedKey, EncodePosition({}));
-    if (s.ok()) s = batch.Put(meta_, kHistoryKey, "");
-    if (s.ok()) s = batch.DeleteRange(journal_index_cf_, "i", "j");
-    if (s.ok()) s = db_->Write(write_options_, &batch);
+    if (s.ok()) s = batch.Put(meta_, kJournalGenKey, EncodeGen(gen));
+    rocksdb::WriteOptions synced = write_options_;
+    synced.sync = true;
+    if (s.ok()) s = db_->Write(synced, &batch);
     if (!s.ok()) return FromRocks(s, "cannot reset the store for a snapshot");
+    CrashPoint("begin-snapshot-between");
+    if (Status st = ResetIndex(gen); !st.ok()) return st;
     {
       std::lock_guard lock(state_mu_);
       replication_id_.clear();
@@ -888,12 +926,19 @@ class Store::Impl {
       if (!s.ok()) return FromRocks(s, "cannot flush the snapshot");
     }
     std::vector<Position> h(history.begin(), history.end());
+    // The history first, synced: until the replication id is written the node asks for a
+    // snapshot again, whatever the history says; an id with an older history would not.
+    rocksdb::WriteOptions synced = write_options_;
+    synced.sync = true;
+    rocksdb::Status s = index_db_->Put(synced, index_meta_, kHistoryKey, EncodeHistory(h));
+    if (!s.ok()) return FromRocks(s, "cannot record the snapshot's history");
+    CrashPoint("finish-snapshot-between");
+    // Synced as well: the appends that follow go to the index's instance, and after a power
+    // loss entries past `position` with no snapshot position under them would not load.
     rocksdb::WriteBatch batch;
-    rocksdb::Status s = batch.Put(meta_, kReplicationIdKey, ToSlice(replication_id));
-    if (s.ok()) s = batch.Put(meta_, kAppliedKey, EncodePosition(position));
+    s = batch.Put(meta_, kReplicationIdKey, ToSlice(replication_id));
     if (s.ok()) s = batch.Put(meta_, kMaterializedKey, EncodePosition(position));
-    if (s.ok()) s = batch.Put(meta_, kHistoryKey, EncodeHistory(h));
-    if (s.ok()) s = db_->Write(write_options_, &batch);
+    if (s.ok()) s = db_->Write(synced, &batch);
     if (!s.ok()) return FromRocks(s, "cannot record the snapshot's position");
     std::lock_guard lock(state_mu_);
     replication_id_ = replication_id;
@@ -1079,6 +1124,10 @@ class Store::Impl {
     rocksdb::FlushOptions fo;
     fo.wait = true;
     std::shared_lock lock(tables_mu_);
+    if (Status st = FromRocks(index_db_->Flush(fo, journal_index_cf_), "cannot flush the index");
+        !st.ok()) {
+      return st;
+    }
     return FromRocks(db_->Flush(fo, handles_), "cannot flush the store");
   }
 
@@ -1120,20 +1169,110 @@ class Store::Impl {
     }
   }
 
+  Status OpenIndexDb(bool create) {
+    const std::filesystem::path dir = options_.dir / kJournalIndexDir;
+    if (!create && !std::filesystem::exists(dir / "CURRENT")) {
+      return Status::FailedPrecondition(
+          "the store in " + options_.dir.string() + " has no journal index (" + dir.string() +
+          "): it was removed or lost. Remove the store's directory and resynchronize from a "
+          "primary");
+    }
+    std::vector<rocksdb::ColumnFamilyDescriptor> descriptors = {
+        {rocksdb::kDefaultColumnFamilyName, MakeCfOptions(options_, CfKind::kSmall)},
+        {kBacklogIndexCf, MakeCfOptions(options_, CfKind::kSmall)}};
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* db = nullptr;
+    rocksdb::Status s =
+        rocksdb::DB::Open(MakeDbOptions(options_), dir.string(), descriptors, &handles, &db);
+    if (!s.ok()) return FromRocks(s, "cannot open the journal's index in " + dir.string());
+    index_db_.reset(db);
+    index_meta_ = handles[0];
+    journal_index_cf_ = handles[1];
+    return Status::Ok();
+  }
+
+  // A store written before the index had an instance of its own keeps it in the tables' one:
+  // copied over (synced), then removed there. Run again whole if cut: nothing appends before
+  // Open returns, so the copy is the same each time.
+  Status MoveLegacyIndex() {
+    if (legacy_index_cf_ == nullptr) return Status::Ok();
+    rocksdb::WriteBatch batch;
+    std::unique_ptr<rocksdb::Iterator> it(
+        db_->NewIterator(rocksdb::ReadOptions(), legacy_index_cf_));
+    std::uint64_t entries = 0;
+    rocksdb::Status s;
+    for (it->SeekToFirst(); it->Valid() && s.ok(); it->Next(), ++entries) {
+      s = batch.Put(journal_index_cf_, it->key(), it->value());
+    }
+    if (s.ok()) s = it->status();
+    it.reset();
+    std::string history;
+    const bool has_history = db_->Get(rocksdb::ReadOptions(), meta_, kHistoryKey, &history).ok();
+    if (s.ok() && has_history) s = batch.Put(index_meta_, kHistoryKey, history);
+    rocksdb::WriteOptions synced;
+    synced.sync = true;
+    if (s.ok()) s = index_db_->Write(synced, &batch);
+    if (!s.ok())
+      return FromRocks(s, "cannot move the journal's index to " + std::string(kJournalIndexDir));
+    CrashPoint("move-index-between");
+    rocksdb::WriteBatch drop;
+    s = drop.Delete(meta_, kHistoryKey);
+    if (s.ok()) s = drop.Delete(meta_, kAppliedKey);
+    if (s.ok()) s = db_->Write(synced, &drop);
+    if (s.ok()) s = db_->DropColumnFamily(legacy_index_cf_);
+    if (!s.ok()) return FromRocks(s, "cannot remove the journal's old index");
+    auto at = std::find(handles_.begin(), handles_.end(), legacy_index_cf_);
+    handles_.erase(at);
+    db_->DestroyColumnFamilyHandle(legacy_index_cf_);
+    legacy_index_cf_ = nullptr;
+    std::fprintf(stderr, "statesync store: moved the journal's index (%llu entries) to %s\n",
+                 static_cast<unsigned long long>(entries),
+                 (options_.dir / kJournalIndexDir).c_str());
+    return Status::Ok();
+  }
+
+  // Empties the index and the history, and records `gen`. REQUIRES: write_mu_ held, or open.
+  Status ResetIndex(std::uint64_t gen) {
+    rocksdb::WriteBatch batch;
+    rocksdb::Status s = batch.DeleteRange(journal_index_cf_, "i", "j");
+    if (s.ok()) s = batch.Put(index_meta_, kHistoryKey, "");
+    if (s.ok()) s = batch.Put(index_meta_, kJournalGenKey, EncodeGen(gen));
+    if (s.ok()) s = index_db_->Write(write_options_, &batch);
+    if (!s.ok()) return FromRocks(s, "cannot reset the journal's index");
+    journal_gen_ = gen;
+    return Status::Ok();
+  }
+
+  // Tests kill the process at a named point (STATESYNC_STORE_CRASH_AT) to check what a crash
+  // between two writes leaves.
+  void CrashPoint(std::string_view name) const {
+    if (crash_at_ == name) ::raise(SIGKILL);
+  }
+
   Status ReadMeta() {
-    auto applied = ReadPosition(kAppliedKey, nullptr);
-    if (!applied.ok()) return applied.status();
     auto materialized = ReadPosition(kMaterializedKey, nullptr);
     if (!materialized.ok()) return materialized.status();
     // No `materialized` key yet means no materializer round has finished: the tables hold
-    // nothing from the journal.
+    // nothing from the journal. The journal's last entry can take `applied_` further.
     std::string raw;
-    applied_ = *applied;
+    applied_ = *materialized;
     materialized_ = *materialized;
     if (db_->Get(rocksdb::ReadOptions(), meta_, kReplicationIdKey, &raw).ok()) {
       replication_id_ = raw;
     }
-    if (db_->Get(rocksdb::ReadOptions(), meta_, kHistoryKey, &raw).ok()) {
+    auto gen = ReadGen(db_.get(), meta_);
+    if (!gen.ok()) return gen.status();
+    auto index_gen = ReadGen(index_db_.get(), index_meta_);
+    if (!index_gen.ok()) return index_gen.status();
+    journal_gen_ = *gen;
+    if (*index_gen != *gen) {
+      // BeginSnapshot was cut between its two writes: the index and history are the old ones.
+      std::fprintf(stderr,
+                   "statesync store: a snapshot install was cut before the journal's index "
+                   "was reset; resetting it now\n");
+      if (Status st = ResetIndex(*gen); !st.ok()) return st;
+    }
+    if (index_db_->Get(rocksdb::ReadOptions(), index_meta_, kHistoryKey, &raw).ok()) {
       if (raw.size() % 16 != 0) return Status::Corruption("the stored epoch history is damaged");
       for (std::size_t i = 0; i < raw.size(); i += 16) {
         history_.push_back(*DecodePosition(std::string_view(raw).substr(i, 16)));
@@ -1164,7 +1303,7 @@ class Store::Impl {
 
   Status ReadJournalIndex() {
     std::unique_ptr<rocksdb::Iterator> it(
-        db_->NewIterator(rocksdb::ReadOptions(), journal_index_cf_));
+        index_db_->NewIterator(rocksdb::ReadOptions(), journal_index_cf_));
     for (it->Seek("i"); it->Valid(); it->Next()) {
       const std::string_view key = ToView(it->key());
       if (key.size() != 9 || key[0] != 'i') break;
@@ -1184,6 +1323,7 @@ class Store::Impl {
       if (e->last.seq > materialized_.seq) unmaterialized_bytes_ += e->bytes;
     }
     if (!it->status().ok()) return FromRocks(it->status(), "cannot read the journal index");
+    if (!journal_.empty()) applied_ = std::max(applied_, journal_.back().last);
     journal_files_.emplace(options_.dir / "journal", options_.journal_segment_bytes,
                            options_.sync_writes);
     if (Status st = DropBatchesWithoutFrames(); !st.ok()) return st;
@@ -1229,9 +1369,8 @@ class Store::Impl {
       rocksdb::WriteBatch batch;
       rocksdb::Status s = batch.DeleteRange(
           journal_index_cf_, JournalKey('i', journal_[keep].first), JournalKey('i', UINT64_MAX));
-      if (s.ok()) s = batch.Put(meta_, kAppliedKey, EncodePosition(applied));
-      if (s.ok()) s = batch.Put(meta_, kHistoryKey, EncodeHistory(history));
-      if (s.ok()) s = db_->Write(write_options_, &batch);
+      if (s.ok()) s = batch.Put(index_meta_, kHistoryKey, EncodeHistory(history));
+      if (s.ok()) s = index_db_->Write(write_options_, &batch);
       if (!s.ok()) return FromRocks(s, "cannot drop the journal batches whose frames are lost");
       std::fprintf(stderr,
                    "statesync store: the frames of the journal's batches from seq %llu to %llu "
@@ -1516,7 +1655,19 @@ class Store::Impl {
       if (items.size() >= options_.materialize_group) break;
     }
     if (Status st = IngestRound(items); !st.ok()) return st;
-    rocksdb::Status s = db_->Put(write_options_, meta_, kMaterializedKey, EncodePosition(to));
+    // The index up to `to` on the disk before `materialized` is: after a power loss the two
+    // instances' WALs may have reached it in any order, and a `materialized` past the index and
+    // history it came from would break both (SIGKILL alone cannot cause this).
+    if (!options_.sync_writes) {
+      if (Status st = FromRocks(index_db_->SyncWAL(), "cannot sync the journal's index");
+          !st.ok()) {
+        return st;
+      }
+    }
+    // And `materialized` on the disk before Trim may delete the entries up to it.
+    rocksdb::WriteOptions synced = write_options_;
+    synced.sync = true;
+    rocksdb::Status s = db_->Put(synced, meta_, kMaterializedKey, EncodePosition(to));
     if (!s.ok()) return FromRocks(s, "cannot record the materialized position");
     {
       std::lock_guard lock(state_mu_);
@@ -1534,7 +1685,14 @@ class Store::Impl {
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   rocksdb::ColumnFamilyHandle* meta_ = nullptr;
+  // The journal's index instance: the default column family holds the history and the
+  // generation, journal_index_cf_ the entries.
+  std::unique_ptr<rocksdb::DB> index_db_;
+  rocksdb::ColumnFamilyHandle* index_meta_ = nullptr;
   rocksdb::ColumnFamilyHandle* journal_index_cf_ = nullptr;
+  rocksdb::ColumnFamilyHandle* legacy_index_cf_ = nullptr;  // in db_, until MoveLegacyIndex
+  std::uint64_t journal_gen_ = 0;                           // REQUIRES: write_mu_ or open
+  std::string crash_at_;
   rocksdb::ColumnFamilyHandle* blob_cf_ = nullptr;
   detail::BlobFiles blob_files_;
   rocksdb::ColumnFamilyHandle* quarantine_cf_ = nullptr;

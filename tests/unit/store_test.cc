@@ -1,9 +1,12 @@
-// Store tests on a real RocksDB in temporary directories. The crash test runs the writer in a
-// child process (this same binary, started with --store-writer) and kills it with SIGKILL.
+// Store tests on a real RocksDB in temporary directories. The crash tests run the writer in a
+// child process (this same binary, started with --store-writer, --store-appender or --store-op)
+// and kill it with SIGKILL, or let the store kill itself at a named point
+// (STATESYNC_STORE_CRASH_AT).
 #include "statesync/replication/store.h"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <rocksdb/db.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,6 +16,8 @@
 #include <map>
 #include <random>
 
+#include "statesync/replication/messages.h"
+#include "statesync/schemas/codec.h"
 #include "statesync/workload/workload.h"
 #include "temp_dir.h"
 
@@ -254,12 +259,343 @@ TEST(StoreCrash, SigkillMidStreamLeavesNoPartialBatchAndNoGap) {
   }
 }
 
+// ---- the journal, killed ----
+
+constexpr Seq kAppendDeltas = 50;                // per journal batch
+constexpr std::uint64_t kBatchesPerEpoch = 100;  // the appender starts a new epoch this often
+
+Epoch EpochOfSeq(Seq first) {
+  return 1 + (first - 1) / kAppendDeltas / kBatchesPerEpoch;
+}
+
+std::string AppendKey(Seq seq) {
+  return "a" + std::to_string(seq);
+}
+
+// The history the appender writes up to `head`: a new epoch every kBatchesPerEpoch batches.
+std::vector<Position> AppendHistory(Position head) {
+  std::vector<Position> out;
+  for (Epoch e = 1; e <= head.epoch; ++e) {
+    out.push_back({e, (e - 1) * kBatchesPerEpoch * kAppendDeltas + 1});
+  }
+  return out;
+}
+
+// Appends the journal batch after `head` (one user-table upsert per seq).
+Status AppendNext(Store& store, Position head) {
+  replication::DeltaBatchBuilder builder;
+  const std::string value(100, 'v');
+  std::vector<std::string> keys;
+  keys.reserve(kAppendDeltas);
+  const Seq first = head.seq + 1;
+  for (Seq q = first; q < first + kAppendDeltas; ++q) {
+    keys.push_back(AppendKey(q));
+    builder.Add({{EpochOfSeq(first), q}, UserTable(1), DeltaKind::kUpsert, keys.back(), value});
+  }
+  const Position from = builder.first(), to = builder.last();
+  const std::string frame = builder.Finish({7, "p1", EpochOfSeq(first)}, "rid-1");
+  return store.Append(from, to, wire::AsBytes(frame), kT0);
+}
+
+StoreOptions AppenderOptions(const char* dir) {
+  StoreOptions o;
+  o.dir = dir;
+  // Materializer rounds all along: each syncs the index before it records `materialized`.
+  o.materialize_after_bytes = 256 << 10;
+  o.materialize_group = 4000;
+  o.materialize_when_idle = std::chrono::milliseconds(20);
+  o.journal_segment_bytes = 1 << 20;
+  return o;
+}
+
+// The child: appends journal batch after batch, a new epoch every kBatchesPerEpoch; after each
+// is acknowledged (Append returned) it writes the batch's last seq to the pipe. Runs until
+// killed.
+int RunAppender(const char* dir, int report_fd) {
+  auto store = Store::Open(AppenderOptions(dir));
+  if (!store.ok()) return 3;
+  for (Position head = (*store)->applied();; head = (*store)->applied()) {
+    if (!AppendNext(**store, head).ok()) return 4;
+    const Seq last = head.seq + kAppendDeltas;
+    if (::write(report_fd, &last, sizeof(last)) != sizeof(last)) return 5;
+  }
+}
+
+// Starts this binary as a child with `args` (and STATESYNC_STORE_CRASH_AT=crash_at when given),
+// and the write end of a pipe as its last argument; returns the pid and the read end.
+std::pair<pid_t, int> StartChild(std::vector<std::string> args, const char* crash_at = nullptr) {
+  int fds[2];
+  if (::pipe(fds) != 0) return {-1, -1};
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(fds[0]);
+    if (crash_at) ::setenv("STATESYNC_STORE_CRASH_AT", crash_at, 1);
+    args.push_back(std::to_string(fds[1]));
+    std::vector<char*> argv{const_cast<char*>(g_self)};
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(g_self, argv.data());
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  return {pid, fds[0]};
+}
+
+TEST(StoreCrash, SigkillWhileAppendingLosesNoAcknowledgedBatchAndKeepsTheHistory) {
+  ASSERT_NE(g_self, nullptr);
+  TempDir dir;
+  Seq acknowledged = 0;
+  std::mt19937_64 rng(11);
+  for (int round = 0; round < 5; ++round) {
+    auto [pid, fd] = StartChild({"--store-appender", dir.path().string()});
+    ASSERT_GT(pid, 0);
+    // A different while each round, across epoch changes (every 100 batches).
+    const Seq until = acknowledged + (60 + rng() % 300) * kAppendDeltas;
+    Seq b = 0;
+    while (acknowledged < until && ::read(fd, &b, sizeof(b)) == sizeof(b)) acknowledged = b;
+    ASSERT_EQ(::kill(pid, SIGKILL), 0);
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFSIGNALED(status)) << "the appender exited by itself: " << status;
+    while (::read(fd, &b, sizeof(b)) == sizeof(b)) acknowledged = b;
+    ::close(fd);
+    ASSERT_GE(acknowledged, until) << "round " << round;
+
+    StoreOptions o = AppenderOptions(dir.path().c_str());
+    o.materialize = false;
+    auto store = Store::Open(o);
+    ASSERT_TRUE(store.ok()) << store.status().ToString();
+    const Position applied = (*store)->applied();
+    EXPECT_GE(applied.seq, acknowledged) << "an acknowledged batch was lost";
+    EXPECT_LE(applied.seq, acknowledged + kAppendDeltas) << "more than the batch in flight";
+    EXPECT_EQ(applied.seq % kAppendDeltas, 0u) << "a partial batch";
+    EXPECT_EQ(applied.epoch, EpochOfSeq(applied.seq));
+    EXPECT_EQ((*store)->history(), AppendHistory(applied));
+    EXPECT_LE((*store)->materialized().seq, applied.seq);
+    // The tables and the journal together: every seq once, none after the head.
+    SessionTable table(SessionTableOptions{.writable = false});
+    Status st = (*store)->LoadInto(table);
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    EXPECT_EQ(table.size(UserTable(1)), applied.seq);
+    for (Seq q : {Seq{1}, applied.seq / 2 + 1, applied.seq}) {
+      EXPECT_TRUE(table.Get(UserTable(1), AppendKey(q)).has_value()) << q;
+    }
+    EXPECT_FALSE(table.Get(UserTable(1), AppendKey(applied.seq + 1)).has_value());
+    EXPECT_EQ(table.last_position(), applied);
+    acknowledged = applied.seq;
+  }
+}
+
+// ---- snapshot installs cut between their two instances' writes ----
+
+// The child's operations, on a store the test prepared: it kills itself at the crash point.
+int RunStoreOp(const char* dir, const std::string& op) {
+  StoreOptions o;
+  o.dir = dir;
+  o.materialize = false;
+  auto store = Store::Open(o);
+  if (!store.ok()) return 3;
+  if (op == "begin") {
+    return (*store)->BeginSnapshot().ok() ? 0 : 4;
+  }
+  if (op == "begin-add-finish") {
+    if (!(*store)->BeginSnapshot().ok()) return 4;
+    const std::string value(100, 's');
+    std::vector<StoredDelta> records = {{UserTable(1), DeltaKind::kUpsert, "s1", value}};
+    if (!(*store)->AddSnapshotRecords(records).ok()) return 5;
+    const Position history[] = {{9, 1}};
+    return (*store)->FinishSnapshot("rid-2", {9, 1000}, history).ok() ? 0 : 6;
+  }
+  return op == "open" ? 0 : 7;
+}
+
+// Runs RunStoreOp in a child with the crash point set; expects it killed by SIGKILL.
+void RunKilledAt(const fs::path& dir, const std::string& op, const char* crash_at) {
+  auto [pid, fd] = StartChild({"--store-op", dir.string(), op}, crash_at);
+  ASSERT_GT(pid, 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ::close(fd);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+      << op << " did not stop at " << crash_at << ": status " << status;
+}
+
+// A store with a journal over two epochs and a replication id.
+void PrepareJournal(const fs::path& dir, int batches) {
+  StoreOptions o;
+  o.dir = dir;
+  o.materialize = false;
+  auto store = Store::Open(o);
+  ASSERT_TRUE(store.ok()) << store.status().ToString();
+  ASSERT_TRUE((*store)->SetReplicationId("rid-1").ok());
+  for (int i = 0; i < batches; ++i) {
+    Status st = AppendNext(**store, (*store)->applied());
+    ASSERT_TRUE(st.ok()) << st.ToString();
+  }
+}
+
+TEST(StoreCrash, ASnapshotResetCutBetweenItsTwoWritesLeavesNoOldIndexOrHistory) {
+  ASSERT_NE(g_self, nullptr);
+  TempDir dir;
+  PrepareJournal(dir.path(), 150);
+  RunKilledAt(dir.path(), "begin", "begin-snapshot-between");
+  auto store = OpenOrDie(dir.path());
+  ASSERT_TRUE(store);
+  // The tables' instance was reset, the index's not: the open resets it. Without that, the old
+  // index would make the head 7500 again under an empty replication id and no history.
+  EXPECT_EQ(store->replication_id(), "");
+  EXPECT_EQ(store->applied(), Position{});
+  EXPECT_TRUE(store->history().empty());
+  EXPECT_EQ(store->journal().batches, 0u);
+  // And the journal takes a new history from the start.
+  ASSERT_TRUE(AppendNext(*store, {}).ok());
+  EXPECT_EQ(store->applied(), (Position{1, kAppendDeltas}));
+}
+
+TEST(StoreCrash, ASnapshotCutAfterItsHistoryIsWrittenIsAskedForAgain) {
+  ASSERT_NE(g_self, nullptr);
+  TempDir dir;
+  PrepareJournal(dir.path(), 20);
+  RunKilledAt(dir.path(), "begin-add-finish", "finish-snapshot-between");
+  {
+    auto store = OpenOrDie(dir.path());
+    ASSERT_TRUE(store);
+    EXPECT_EQ(store->replication_id(), "") << "a half-installed snapshot must be asked for again";
+    EXPECT_EQ(store->applied(), Position{});
+    EXPECT_EQ(store->journal().batches, 0u);
+  }
+  // Done again whole, it holds.
+  ASSERT_EQ(RunStoreOp(dir.path().c_str(), "begin-add-finish"), 0);
+  auto store = OpenOrDie(dir.path());
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->replication_id(), "rid-2");
+  EXPECT_EQ(store->applied(), (Position{9, 1000}));
+  EXPECT_EQ(store->history(), (std::vector<Position>{{9, 1}}));
+}
+
+// ---- a store of the earlier layout: the index in the tables' instance ----
+
+// Rewrites a store into the layout of earlier versions: the index and the history in the
+// tables' instance ('backlog_index' and 'meta'), with the `applied` key, and no journal-index/.
+void MakeLegacyLayout(const fs::path& dir, Position applied) {
+  std::vector<std::string> names;
+  ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir.string(), &names).ok());
+  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  for (const auto& n : names) descriptors.emplace_back(n, rocksdb::ColumnFamilyOptions());
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw = nullptr;
+  ASSERT_TRUE(
+      rocksdb::DB::Open(rocksdb::DBOptions(), dir.string(), descriptors, &handles, &raw).ok());
+  std::unique_ptr<rocksdb::DB> db(raw);
+  rocksdb::ColumnFamilyHandle* meta = nullptr;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    if (names[i] == "meta") meta = handles[i];
+  }
+  ASSERT_NE(meta, nullptr);
+  rocksdb::ColumnFamilyHandle* index = nullptr;
+  ASSERT_TRUE(db->CreateColumnFamily(rocksdb::ColumnFamilyOptions(), "backlog_index", &index).ok());
+  handles.push_back(index);
+
+  const fs::path index_dir = dir / "journal-index";
+  std::vector<rocksdb::ColumnFamilyDescriptor> index_descriptors = {
+      {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
+      {"backlog_index", rocksdb::ColumnFamilyOptions()}};
+  std::vector<rocksdb::ColumnFamilyHandle*> index_handles;
+  rocksdb::DB* index_raw = nullptr;
+  ASSERT_TRUE(rocksdb::DB::Open(rocksdb::DBOptions(), index_dir.string(), index_descriptors,
+                                &index_handles, &index_raw)
+                  .ok());
+  std::unique_ptr<rocksdb::DB> index_db(index_raw);
+  rocksdb::WriteBatch batch;
+  std::unique_ptr<rocksdb::Iterator> it(
+      index_db->NewIterator(rocksdb::ReadOptions(), index_handles[1]));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) batch.Put(index, it->key(), it->value());
+  it.reset();
+  std::string history;
+  ASSERT_TRUE(index_db->Get(rocksdb::ReadOptions(), index_handles[0], "history", &history).ok());
+  batch.Put(meta, "history", history);
+  std::string pos(16, '\0');
+  for (int i = 0; i < 8; ++i) {
+    pos[i] = static_cast<char>(applied.epoch >> (56 - 8 * i));
+    pos[8 + i] = static_cast<char>(applied.seq >> (56 - 8 * i));
+  }
+  batch.Put(meta, "applied", pos);
+  ASSERT_TRUE(db->Write(rocksdb::WriteOptions(), &batch).ok());
+  for (auto* h : index_handles) index_db->DestroyColumnFamilyHandle(h);
+  index_db.reset();
+  for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
+  db.reset();
+  fs::remove_all(index_dir);
+}
+
+TEST(StoreCrash, AnIndexOfTheEarlierLayoutIsMovedWholeEvenWhenTheMoveIsCut) {
+  ASSERT_NE(g_self, nullptr);
+  TempDir dir;
+  PrepareJournal(dir.path(), 150);
+  Position head;
+  std::vector<JournalBatch> before;
+  {
+    auto store = OpenOrDie(dir.path());
+    ASSERT_TRUE(store);
+    head = store->applied();
+    ASSERT_TRUE(store->ReadJournal(0, 1 << 30, &before).ok());
+  }
+  ASSERT_EQ(head, (Position{2, 150 * kAppendDeltas}));
+  ASSERT_EQ(before.size(), 150u);
+  MakeLegacyLayout(dir.path(), head);
+  // Cut after the copy, before the old index is removed; then opened again.
+  RunKilledAt(dir.path(), "open", "move-index-between");
+  auto store = OpenOrDie(dir.path());
+  ASSERT_TRUE(store);
+  EXPECT_EQ(store->applied(), head);
+  EXPECT_EQ(store->history(), AppendHistory(head));
+  EXPECT_EQ(store->replication_id(), "rid-1");
+  std::vector<JournalBatch> after;
+  ASSERT_TRUE(store->ReadJournal(0, 1 << 30, &after).ok());
+  ASSERT_EQ(after.size(), before.size());
+  for (std::size_t i = 0; i < after.size(); ++i) {
+    EXPECT_EQ(after[i].first, before[i].first);
+    EXPECT_EQ(after[i].last, before[i].last);
+    EXPECT_EQ(after[i].frame, before[i].frame);
+  }
+  // The old index is gone from the tables' instance.
+  store.reset();
+  std::vector<std::string> names;
+  ASSERT_TRUE(
+      rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir.path().string(), &names).ok());
+  EXPECT_EQ(std::count(names.begin(), names.end(), "backlog_index"), 0);
+  // And it appends on from there.
+  store = OpenOrDie(dir.path());
+  ASSERT_TRUE(AppendNext(*store, head).ok());
+  EXPECT_EQ(store->applied().seq, head.seq + kAppendDeltas);
+}
+
+TEST(StoreTest, AStoreWhoseJournalIndexWasRemovedDoesNotOpen) {
+  TempDir dir;
+  PrepareJournal(dir.path(), 3);
+  fs::remove_all(dir.path() / "journal-index");
+  StoreOptions o;
+  o.dir = dir.path();
+  auto store = Store::Open(o);
+  ASSERT_FALSE(store.ok()) << "it would open with an empty history";
+  EXPECT_EQ(store.status().code(), Status::Code::kFailedPrecondition);
+  EXPECT_NE(store.status().message().find("journal-index"), std::string::npos)
+      << store.status().ToString();
+  EXPECT_FALSE(fs::exists(dir.path() / "journal-index")) << "the open must not create it";
+}
+
 }  // namespace
 }  // namespace statesync
 
 int main(int argc, char** argv) {
   if (argc == 4 && std::string(argv[1]) == "--store-writer") {
     return statesync::RunWriter(argv[2], std::atoi(argv[3]));
+  }
+  if (argc == 4 && std::string(argv[1]) == "--store-appender") {
+    return statesync::RunAppender(argv[2], std::atoi(argv[3]));
+  }
+  if (argc == 5 && std::string(argv[1]) == "--store-op") {
+    return statesync::RunStoreOp(argv[2], argv[3]);
   }
   statesync::g_self = argv[0];
   ::testing::InitGoogleTest(&argc, argv);

@@ -1,15 +1,20 @@
 // Store: the durable copy of a node, in RocksDB.
 //
-// Column families: one per table (`fw_sessions`, `calls`, `cdrs`, `blobs`, `user_N` created on
-// first use); `meta` (positions, history, replication id, blob cursor); `backlog_index` (the
-// journal's index: its frames are in segment files under `journal/`); `blob_lane` (each voice-data
-// blob's info and id: the data is in a file per blob under `blob-lane/` in the store's directory);
-// `quarantine` (divergent records kept aside).
+// Two RocksDB instances. The tables' one, in the store's directory: a column family per table
+// (`fw_sessions`, `calls`, `cdrs`, `blobs`, `user_N` created on first use); `meta` (the
+// materialized position, replication id, blob cursor); `blob_lane` (each voice-data blob's info
+// and id: the data is in a file per blob under `blob-lane/`); `quarantine` (divergent records
+// kept aside). The journal's, under `journal-index/`: `backlog_index` (the journal's index: its
+// frames are in segment files under `journal/`) and the epoch history. The materializer's file
+// ingestion stops every write of the instance it ingests into, and the index is written on the
+// stream's path: apart, the stream does not wait for it. A store of the earlier one-instance
+// layout has its index moved over when it opens.
 //
 // Two ways in:
 // - The journal (Append): every batch a node sends (primary) or receives (subordinate) is
-//   written whole, as its frame, to a segment file, then its index entry and the new head
-//   position in one WriteBatch. That is the durable point: a SIGKILL after Append returns loses
+//   written whole, as its frame, to a segment file, then its index entry (and the history, on a
+//   new epoch) in one WriteBatch; the head (`applied`) is the last entry's, or `materialized`
+//   when that is further. That is the durable point: a SIGKILL after Append returns loses
 //   nothing, and one before leaves no trace of the batch (an unindexed frame is cut off when the
 //   store opens). The frame never goes through RocksDB; the index (`backlog_index`) names its
 //   segment, offset and XXH3, checked when it is read back, and Trim removes the segments no
