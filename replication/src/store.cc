@@ -422,9 +422,10 @@ class Store::Impl {
     if (!ls.ok()) names.clear();  // a new store
     // The index's instance first: created only with a new store, or to take an old layout's
     // index. A store that had it and lost it would open with an empty history.
+    const bool new_store = !std::filesystem::exists(options.dir / "CURRENT");
     const bool legacy_layout =
         std::find(names.begin(), names.end(), kBacklogIndexCf) != names.end();
-    if (Status st = OpenIndexDb(names.empty() || legacy_layout); !st.ok()) return st;
+    if (Status st = OpenIndexDb(new_store || legacy_layout); !st.ok()) return st;
     auto want = [&names](const std::string& n) {
       if (std::find(names.begin(), names.end(), n) == names.end()) names.push_back(n);
     };
@@ -484,6 +485,14 @@ class Store::Impl {
     // index entry that names it makes it part of the journal. A failure after the frame is
     // written leaves bytes no entry names: the next frame goes after them, and a reopen cuts
     // them off when they are at the end.
+    if (tables_head_unsynced_) {
+      // An ApplyBatch's `materialized` is the position this batch follows: on the disk first,
+      // or a power loss could keep the batch and lose what it follows.
+      if (Status st = FromRocks(db_->SyncWAL(), "cannot sync the tables' position"); !st.ok()) {
+        return st;
+      }
+      tables_head_unsynced_ = false;
+    }
     auto place = journal_files_->Append(frame);
     if (!place.ok()) return place.status();
     JournalIndexEntry e{first.seq,    last,   now.time_since_epoch().count(),
@@ -723,7 +732,11 @@ class Store::Impl {
   }
   Status SetReplicationId(std::string_view id) {
     std::lock_guard write_lock(write_mu_);
-    rocksdb::Status s = db_->Put(write_options_, meta_, kReplicationIdKey, ToSlice(id));
+    // Synced: the appends that follow go to the index's instance, and after a power loss a
+    // head above 0 with no id would look like another history to the primary (a FORK).
+    rocksdb::WriteOptions synced = write_options_;
+    synced.sync = true;
+    rocksdb::Status s = db_->Put(synced, meta_, kReplicationIdKey, ToSlice(id));
     if (!s.ok()) return FromRocks(s, "cannot store the replication id");
     std::lock_guard lock(state_mu_);
     replication_id_ = id;
@@ -769,6 +782,7 @@ class Store::Impl {
     if (!s.ok()) return FromRocks(s, "cannot build the write batch");
     s = db_->Write(write_options_, &batch);
     if (!s.ok()) return FromRocks(s, "cannot write a batch of " + std::to_string(deltas.size()));
+    tables_head_unsynced_ = !options_.sync_writes;
     std::lock_guard lock(state_mu_);
     applied_ = materialized_ = applied;
     return Status::Ok();
@@ -1202,6 +1216,8 @@ class Store::Impl {
     std::uint64_t entries = 0;
     rocksdb::Status s;
     for (it->SeekToFirst(); it->Valid() && s.ok(); it->Next(), ++entries) {
+      // A journal older still is left as it is, for the version that wrote it.
+      if (Status st = CheckIndexFormat(ToView(it->value())); !st.ok()) return st;
       s = batch.Put(journal_index_cf_, it->key(), it->value());
     }
     if (s.ok()) s = it->status();
@@ -1229,6 +1245,17 @@ class Store::Impl {
                  static_cast<unsigned long long>(entries),
                  (options_.dir / kJournalIndexDir).c_str());
     return Status::Ok();
+  }
+
+  // Index entries of 32 or 40 bytes are of journals that kept their frames in RocksDB.
+  Status CheckIndexFormat(std::string_view entry) const {
+    if (entry.size() != 32 && entry.size() != 40) return Status::Ok();
+    return Status::FailedPrecondition(
+        "the store in " + options_.dir.string() +
+        " has a journal written by an earlier version of statesync (frames in " +
+        (entry.size() == 32 ? "the 'backlog' column family" : "RocksDB's WAL") +
+        "; this version keeps them in files under journal/). Let that version materialize "
+        "it and trim the journal, or remove the directory and resynchronize from a primary");
   }
 
   // Empties the index and the history, and records `gen`. REQUIRES: write_mu_ held, or open.
@@ -1308,14 +1335,7 @@ class Store::Impl {
       const std::string_view key = ToView(it->key());
       if (key.size() != 9 || key[0] != 'i') break;
       const std::string_view v = ToView(it->value());
-      if (v.size() == 32 || v.size() == 40) {
-        return Status::FailedPrecondition(
-            "the store in " + options_.dir.string() +
-            " has a journal written by an earlier version of statesync (frames in " +
-            (v.size() == 32 ? "the 'backlog' column family" : "RocksDB's WAL") +
-            "; this version keeps them in files under journal/). Let that version materialize "
-            "it and trim the journal, or remove the directory and resynchronize from a primary");
-      }
+      if (Status st = CheckIndexFormat(v); !st.ok()) return st;
       const std::optional<JournalIndexEntry> e = DecodeIndexEntry(key, v);
       if (!e) return Status::Corruption("a journal index entry is damaged");
       journal_.push_back(*e);
@@ -1692,6 +1712,7 @@ class Store::Impl {
   rocksdb::ColumnFamilyHandle* journal_index_cf_ = nullptr;
   rocksdb::ColumnFamilyHandle* legacy_index_cf_ = nullptr;  // in db_, until MoveLegacyIndex
   std::uint64_t journal_gen_ = 0;                           // REQUIRES: write_mu_ or open
+  bool tables_head_unsynced_ = false;  // under write_mu_: an ApplyBatch's position not synced
   std::string crash_at_;
   rocksdb::ColumnFamilyHandle* blob_cf_ = nullptr;
   detail::BlobFiles blob_files_;

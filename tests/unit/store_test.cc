@@ -437,19 +437,25 @@ void PrepareJournal(const fs::path& dir, int batches) {
 TEST(StoreCrash, ASnapshotResetCutBetweenItsTwoWritesLeavesNoOldIndexOrHistory) {
   ASSERT_NE(g_self, nullptr);
   TempDir dir;
-  PrepareJournal(dir.path(), 150);
-  RunKilledAt(dir.path(), "begin", "begin-snapshot-between");
-  auto store = OpenOrDie(dir.path());
-  ASSERT_TRUE(store);
-  // The tables' instance was reset, the index's not: the open resets it. Without that, the old
-  // index would make the head 7500 again under an empty replication id and no history.
-  EXPECT_EQ(store->replication_id(), "");
-  EXPECT_EQ(store->applied(), Position{});
-  EXPECT_TRUE(store->history().empty());
-  EXPECT_EQ(store->journal().batches, 0u);
-  // And the journal takes a new history from the start.
-  ASSERT_TRUE(AppendNext(*store, {}).ok());
-  EXPECT_EQ(store->applied(), (Position{1, kAppendDeltas}));
+  // Twice: the generation goes from 0 to 1, then from 1 to 2.
+  for (int round = 0; round < 2; ++round) {
+    PrepareJournal(dir.path(), 150);
+    RunKilledAt(dir.path(), "begin", "begin-snapshot-between");
+    auto store = OpenOrDie(dir.path());
+    ASSERT_TRUE(store);
+    // The tables' instance was reset, the index's not: the open resets it. Without that, the
+    // old index would make the head 7500 again under an empty replication id and no history.
+    EXPECT_EQ(store->replication_id(), "") << round;
+    EXPECT_EQ(store->applied(), Position{}) << round;
+    EXPECT_TRUE(store->history().empty()) << round;
+    EXPECT_EQ(store->journal().batches, 0u) << round;
+    // And the journal takes a new history from the start.
+    ASSERT_TRUE(AppendNext(*store, {}).ok());
+    EXPECT_EQ(store->applied(), (Position{1, kAppendDeltas}));
+    store.reset();
+    // Back to an empty journal for the next round, through a whole reset.
+    ASSERT_EQ(RunStoreOp(dir.path().c_str(), "begin"), 0);
+  }
 }
 
 TEST(StoreCrash, ASnapshotCutAfterItsHistoryIsWrittenIsAskedForAgain) {
@@ -475,9 +481,49 @@ TEST(StoreCrash, ASnapshotCutAfterItsHistoryIsWrittenIsAskedForAgain) {
 
 // ---- a store of the earlier layout: the index in the tables' instance ----
 
+// What the tables' instance holds, read without the store: its column families, and whether
+// `meta` has `key`.
+struct RawTables {
+  std::vector<std::string> column_families;
+  bool meta_has(const fs::path& dir, const std::string& key) const {
+    std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+    for (const auto& n : column_families)
+      descriptors.emplace_back(n, rocksdb::ColumnFamilyOptions());
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* raw = nullptr;
+    if (!rocksdb::DB::OpenForReadOnly(rocksdb::DBOptions(), dir.string(), descriptors, &handles,
+                                      &raw)
+             .ok()) {
+      ADD_FAILURE() << "cannot open " << dir;
+      return false;
+    }
+    std::unique_ptr<rocksdb::DB> db(raw);
+    bool found = false;
+    for (std::size_t i = 0; i < column_families.size(); ++i) {
+      std::string v;
+      if (column_families[i] == "meta") {
+        found = db->Get(rocksdb::ReadOptions(), handles[i], key, &v).ok();
+      }
+    }
+    for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
+    return found;
+  }
+  bool has_cf(const std::string& name) const {
+    return std::count(column_families.begin(), column_families.end(), name) > 0;
+  }
+};
+
+RawTables ReadRawTables(const fs::path& dir) {
+  RawTables out;
+  EXPECT_TRUE(
+      rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir.string(), &out.column_families)
+          .ok());
+  return out;
+}
+
 // Rewrites a store into the layout of earlier versions: the index and the history in the
 // tables' instance ('backlog_index' and 'meta'), with the `applied` key, and no journal-index/.
-void MakeLegacyLayout(const fs::path& dir, Position applied) {
+void MakeLegacyLayout(const fs::path& dir, Position applied, bool frames_in_rocksdb = false) {
   std::vector<std::string> names;
   ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir.string(), &names).ok());
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
@@ -509,7 +555,10 @@ void MakeLegacyLayout(const fs::path& dir, Position applied) {
   rocksdb::WriteBatch batch;
   std::unique_ptr<rocksdb::Iterator> it(
       index_db->NewIterator(rocksdb::ReadOptions(), index_handles[1]));
-  for (it->SeekToFirst(); it->Valid(); it->Next()) batch.Put(index, it->key(), it->value());
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    // An older journal still: 32-byte entries naming frames in a column family.
+    batch.Put(index, it->key(), frames_in_rocksdb ? std::string(32, 'o') : it->value().ToString());
+  }
   it.reset();
   std::string history;
   ASSERT_TRUE(index_db->Get(rocksdb::ReadOptions(), index_handles[0], "history", &history).ok());
@@ -558,16 +607,40 @@ TEST(StoreCrash, AnIndexOfTheEarlierLayoutIsMovedWholeEvenWhenTheMoveIsCut) {
     EXPECT_EQ(after[i].last, before[i].last);
     EXPECT_EQ(after[i].frame, before[i].frame);
   }
-  // The old index is gone from the tables' instance.
+  // The old index, history and head are gone from the tables' instance.
   store.reset();
-  std::vector<std::string> names;
-  ASSERT_TRUE(
-      rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir.path().string(), &names).ok());
-  EXPECT_EQ(std::count(names.begin(), names.end(), "backlog_index"), 0);
+  const RawTables raw = ReadRawTables(dir.path());
+  EXPECT_FALSE(raw.has_cf("backlog_index"));
+  EXPECT_FALSE(raw.meta_has(dir.path(), "history"));
+  EXPECT_FALSE(raw.meta_has(dir.path(), "applied"));
   // And it appends on from there.
   store = OpenOrDie(dir.path());
   ASSERT_TRUE(AppendNext(*store, head).ok());
   EXPECT_EQ(store->applied().seq, head.seq + kAppendDeltas);
+}
+
+TEST(StoreCrash, AnOlderJournalStillIsRefusedAndLeftAsItWas) {
+  TempDir dir;
+  PrepareJournal(dir.path(), 5);
+  Position head;
+  {
+    auto store = OpenOrDie(dir.path());
+    ASSERT_TRUE(store);
+    head = store->applied();
+  }
+  MakeLegacyLayout(dir.path(), head, /*frames_in_rocksdb=*/true);
+  StoreOptions o;
+  o.dir = dir.path();
+  auto store = Store::Open(o);
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.status().code(), Status::Code::kFailedPrecondition);
+  EXPECT_NE(store.status().message().find("earlier version"), std::string::npos)
+      << store.status().ToString();
+  // Nothing moved: the version that wrote it can still materialize it.
+  const RawTables raw = ReadRawTables(dir.path());
+  EXPECT_TRUE(raw.has_cf("backlog_index"));
+  EXPECT_TRUE(raw.meta_has(dir.path(), "history"));
+  EXPECT_TRUE(raw.meta_has(dir.path(), "applied"));
 }
 
 TEST(StoreTest, AStoreWhoseJournalIndexWasRemovedDoesNotOpen) {
