@@ -451,6 +451,7 @@ class Store::Impl {
       if (auto t = TableFromCfName(names[i])) tables_[*t] = handles_[i];
     }
     write_options_.sync = options.sync_writes;
+    synced_write_options_.sync = true;
     if (Status st = MoveLegacyIndex(); !st.ok()) return st;
     if (Status st = ReadMeta(); !st.ok()) return st;
     if (Status st = ReadJournalIndex(); !st.ok()) return st;
@@ -734,9 +735,7 @@ class Store::Impl {
     std::lock_guard write_lock(write_mu_);
     // Synced: the appends that follow go to the index's instance, and after a power loss a
     // head above 0 with no id would look like another history to the primary (a FORK).
-    rocksdb::WriteOptions synced = write_options_;
-    synced.sync = true;
-    rocksdb::Status s = db_->Put(synced, meta_, kReplicationIdKey, ToSlice(id));
+    rocksdb::Status s = db_->Put(synced_write_options_, meta_, kReplicationIdKey, ToSlice(id));
     if (!s.ok()) return FromRocks(s, "cannot store the replication id");
     std::lock_guard lock(state_mu_);
     replication_id_ = id;
@@ -880,9 +879,7 @@ class Store::Impl {
     rocksdb::Status s = batch.Put(meta_, kReplicationIdKey, "");
     if (s.ok()) s = batch.Put(meta_, kMaterializedKey, EncodePosition({}));
     if (s.ok()) s = batch.Put(meta_, kJournalGenKey, EncodeGen(gen));
-    rocksdb::WriteOptions synced = write_options_;
-    synced.sync = true;
-    if (s.ok()) s = db_->Write(synced, &batch);
+    if (s.ok()) s = db_->Write(synced_write_options_, &batch);
     if (!s.ok()) return FromRocks(s, "cannot reset the store for a snapshot");
     CrashPoint("begin-snapshot-between");
     if (Status st = ResetIndex(gen); !st.ok()) return st;
@@ -942,9 +939,8 @@ class Store::Impl {
     std::vector<Position> h(history.begin(), history.end());
     // The history first, synced: until the replication id is written the node asks for a
     // snapshot again, whatever the history says; an id with an older history would not.
-    rocksdb::WriteOptions synced = write_options_;
-    synced.sync = true;
-    rocksdb::Status s = index_db_->Put(synced, index_meta_, kHistoryKey, EncodeHistory(h));
+    rocksdb::Status s =
+        index_db_->Put(synced_write_options_, index_meta_, kHistoryKey, EncodeHistory(h));
     if (!s.ok()) return FromRocks(s, "cannot record the snapshot's history");
     CrashPoint("finish-snapshot-between");
     // Synced as well: the appends that follow go to the index's instance, and after a power
@@ -952,7 +948,7 @@ class Store::Impl {
     rocksdb::WriteBatch batch;
     s = batch.Put(meta_, kReplicationIdKey, ToSlice(replication_id));
     if (s.ok()) s = batch.Put(meta_, kMaterializedKey, EncodePosition(position));
-    if (s.ok()) s = db_->Write(synced, &batch);
+    if (s.ok()) s = db_->Write(synced_write_options_, &batch);
     if (!s.ok()) return FromRocks(s, "cannot record the snapshot's position");
     std::lock_guard lock(state_mu_);
     replication_id_ = replication_id;
@@ -1225,16 +1221,15 @@ class Store::Impl {
     std::string history;
     const bool has_history = db_->Get(rocksdb::ReadOptions(), meta_, kHistoryKey, &history).ok();
     if (s.ok() && has_history) s = batch.Put(index_meta_, kHistoryKey, history);
-    rocksdb::WriteOptions synced;
-    synced.sync = true;
-    if (s.ok()) s = index_db_->Write(synced, &batch);
-    if (!s.ok())
+    if (s.ok()) s = index_db_->Write(synced_write_options_, &batch);
+    if (!s.ok()) {
       return FromRocks(s, "cannot move the journal's index to " + std::string(kJournalIndexDir));
+    }
     CrashPoint("move-index-between");
     rocksdb::WriteBatch drop;
     s = drop.Delete(meta_, kHistoryKey);
     if (s.ok()) s = drop.Delete(meta_, kAppliedKey);
-    if (s.ok()) s = db_->Write(synced, &drop);
+    if (s.ok()) s = db_->Write(synced_write_options_, &drop);
     if (s.ok()) s = db_->DropColumnFamily(legacy_index_cf_);
     if (!s.ok()) return FromRocks(s, "cannot remove the journal's old index");
     auto at = std::find(handles_.begin(), handles_.end(), legacy_index_cf_);
@@ -1685,9 +1680,8 @@ class Store::Impl {
       }
     }
     // And `materialized` on the disk before Trim may delete the entries up to it.
-    rocksdb::WriteOptions synced = write_options_;
-    synced.sync = true;
-    rocksdb::Status s = db_->Put(synced, meta_, kMaterializedKey, EncodePosition(to));
+    rocksdb::Status s =
+        db_->Put(synced_write_options_, meta_, kMaterializedKey, EncodePosition(to));
     if (!s.ok()) return FromRocks(s, "cannot record the materialized position");
     {
       std::lock_guard lock(state_mu_);
@@ -1726,6 +1720,9 @@ class Store::Impl {
   std::mutex create_mu_;                 // creation of user-table column families
   std::map<TableId, rocksdb::ColumnFamilyHandle*> tables_;
   rocksdb::WriteOptions write_options_;
+  // For the writes that order the two instances (and the replication id): synced whatever
+  // sync_writes says.
+  rocksdb::WriteOptions synced_write_options_;
 
   mutable std::mutex state_mu_;
   mutable std::condition_variable state_cv_;

@@ -183,6 +183,44 @@ TEST(StoreErrors, AnUnusableDirectoryIsAClearError) {
 // ---- crash test ----
 constexpr int kRecordsPerBatch = 100;
 
+// Starts this binary as a child with `args` (and STATESYNC_STORE_CRASH_AT=crash_at when given),
+// and the write end of a pipe as its last argument; returns the pid and the read end.
+std::pair<pid_t, int> StartChild(std::vector<std::string> args, const char* crash_at = nullptr) {
+  int fds[2];
+  if (::pipe(fds) != 0) return {-1, -1};
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(fds[0]);
+    if (crash_at) ::setenv("STATESYNC_STORE_CRASH_AT", crash_at, 1);
+    args.push_back(std::to_string(fds[1]));
+    std::vector<char*> argv{const_cast<char*>(g_self)};
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(g_self, argv.data());
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  return {pid, fds[0]};
+}
+
+// Starts this binary as a child with `args` (StartChild), reads its reports (each the last
+// position it acknowledged) until one reaches `until`, kills it with SIGKILL, then reads the
+// reports still in flight into `acknowledged`.
+void KillAfterReports(std::vector<std::string> args, std::uint64_t until,
+                      std::uint64_t* acknowledged) {
+  const std::string what = args.front();
+  auto [pid, fd] = StartChild(std::move(args));
+  ASSERT_GT(pid, 0);
+  std::uint64_t b = 0;
+  while (*acknowledged < until && ::read(fd, &b, sizeof(b)) == sizeof(b)) *acknowledged = b;
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFSIGNALED(status)) << what << ": the child exited by itself: " << status;
+  while (::read(fd, &b, sizeof(b)) == sizeof(b)) *acknowledged = b;  // reports in flight
+  ::close(fd);
+}
+
 std::string CrashKey(std::uint64_t batch, int j) {
   return "b" + std::to_string(batch) + "-" + std::to_string(j);
 }
@@ -215,28 +253,10 @@ TEST(StoreCrash, SigkillMidStreamLeavesNoPartialBatchAndNoGap) {
   std::uint64_t acknowledged = 0;
   std::mt19937_64 rng(8);
   for (int round = 0; round < 4; ++round) {
-    int fds[2];
-    ASSERT_EQ(::pipe(fds), 0);
-    const pid_t pid = ::fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) {
-      ::close(fds[0]);
-      const std::string fd = std::to_string(fds[1]);
-      ::execl(g_self, g_self, "--store-writer", dir.path().c_str(), fd.c_str(),
-              static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-    ::close(fds[1]);
     // Let it write a while, a different while each round, then kill it mid-stream.
     const std::uint64_t until = acknowledged + 50 + rng() % 400;
-    std::uint64_t b = 0;
-    while (acknowledged < until && ::read(fds[0], &b, sizeof(b)) == sizeof(b)) acknowledged = b;
-    ASSERT_EQ(::kill(pid, SIGKILL), 0);
-    int status = 0;
-    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-    ASSERT_TRUE(WIFSIGNALED(status)) << "the writer exited by itself: " << status;
-    while (::read(fds[0], &b, sizeof(b)) == sizeof(b)) acknowledged = b;  // reports in flight
-    ::close(fds[0]);
+    ASSERT_NO_FATAL_FAILURE(
+        KillAfterReports({"--store-writer", dir.path().string()}, until, &acknowledged));
 
     auto store = OpenOrDie(dir.path());
     ASSERT_TRUE(store);
@@ -321,44 +341,16 @@ int RunAppender(const char* dir, int report_fd) {
   }
 }
 
-// Starts this binary as a child with `args` (and STATESYNC_STORE_CRASH_AT=crash_at when given),
-// and the write end of a pipe as its last argument; returns the pid and the read end.
-std::pair<pid_t, int> StartChild(std::vector<std::string> args, const char* crash_at = nullptr) {
-  int fds[2];
-  if (::pipe(fds) != 0) return {-1, -1};
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::close(fds[0]);
-    if (crash_at) ::setenv("STATESYNC_STORE_CRASH_AT", crash_at, 1);
-    args.push_back(std::to_string(fds[1]));
-    std::vector<char*> argv{const_cast<char*>(g_self)};
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv(g_self, argv.data());
-    ::_exit(127);
-  }
-  ::close(fds[1]);
-  return {pid, fds[0]};
-}
-
 TEST(StoreCrash, SigkillWhileAppendingLosesNoAcknowledgedBatchAndKeepsTheHistory) {
   ASSERT_NE(g_self, nullptr);
   TempDir dir;
   Seq acknowledged = 0;
   std::mt19937_64 rng(11);
   for (int round = 0; round < 5; ++round) {
-    auto [pid, fd] = StartChild({"--store-appender", dir.path().string()});
-    ASSERT_GT(pid, 0);
     // A different while each round, across epoch changes (every 100 batches).
     const Seq until = acknowledged + (60 + rng() % 300) * kAppendDeltas;
-    Seq b = 0;
-    while (acknowledged < until && ::read(fd, &b, sizeof(b)) == sizeof(b)) acknowledged = b;
-    ASSERT_EQ(::kill(pid, SIGKILL), 0);
-    int status = 0;
-    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-    ASSERT_TRUE(WIFSIGNALED(status)) << "the appender exited by itself: " << status;
-    while (::read(fd, &b, sizeof(b)) == sizeof(b)) acknowledged = b;
-    ::close(fd);
+    ASSERT_NO_FATAL_FAILURE(
+        KillAfterReports({"--store-appender", dir.path().string()}, until, &acknowledged));
     ASSERT_GE(acknowledged, until) << "round " << round;
 
     StoreOptions o = AppenderOptions(dir.path().c_str());
@@ -481,99 +473,83 @@ TEST(StoreCrash, ASnapshotCutAfterItsHistoryIsWrittenIsAskedForAgain) {
 
 // ---- a store of the earlier layout: the index in the tables' instance ----
 
-// What the tables' instance holds, read without the store: its column families, and whether
-// `meta` has `key`.
-struct RawTables {
-  std::vector<std::string> column_families;
-  bool meta_has(const fs::path& dir, const std::string& key) const {
+// A RocksDB instance of a store opened directly, with all its column families and RocksDB's
+// default options: to read what the store left, or to write a layout it no longer writes.
+struct RawDb {
+  std::unique_ptr<rocksdb::DB> db;
+  std::vector<std::string> names;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+
+  RawDb(const fs::path& dir, bool read_only) {
+    EXPECT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir.string(), &names).ok())
+        << dir;
     std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
-    for (const auto& n : column_families)
-      descriptors.emplace_back(n, rocksdb::ColumnFamilyOptions());
-    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    for (const auto& n : names) descriptors.emplace_back(n, rocksdb::ColumnFamilyOptions());
     rocksdb::DB* raw = nullptr;
-    if (!rocksdb::DB::OpenForReadOnly(rocksdb::DBOptions(), dir.string(), descriptors, &handles,
-                                      &raw)
-             .ok()) {
-      ADD_FAILURE() << "cannot open " << dir;
-      return false;
-    }
-    std::unique_ptr<rocksdb::DB> db(raw);
-    bool found = false;
-    for (std::size_t i = 0; i < column_families.size(); ++i) {
-      std::string v;
-      if (column_families[i] == "meta") {
-        found = db->Get(rocksdb::ReadOptions(), handles[i], key, &v).ok();
-      }
-    }
-    for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
-    return found;
+    const rocksdb::Status s =
+        read_only
+            ? rocksdb::DB::OpenForReadOnly(rocksdb::DBOptions(), dir.string(), descriptors,
+                                           &handles, &raw)
+            : rocksdb::DB::Open(rocksdb::DBOptions(), dir.string(), descriptors, &handles, &raw);
+    EXPECT_TRUE(s.ok()) << dir << ": " << s.ToString();
+    db.reset(raw);
   }
-  bool has_cf(const std::string& name) const {
-    return std::count(column_families.begin(), column_families.end(), name) > 0;
+  ~RawDb() {
+    for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
+  }
+  // The column family `name`, or null.
+  rocksdb::ColumnFamilyHandle* cf(const std::string& name) const {
+    for (std::size_t i = 0; i < names.size() && i < handles.size(); ++i) {
+      if (names[i] == name) return handles[i];
+    }
+    return nullptr;
+  }
+  bool has(const std::string& name, const std::string& key) const {
+    std::string v;
+    return cf(name) != nullptr && db->Get(rocksdb::ReadOptions(), cf(name), key, &v).ok();
   }
 };
 
-RawTables ReadRawTables(const fs::path& dir) {
-  RawTables out;
-  EXPECT_TRUE(
-      rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir.string(), &out.column_families)
-          .ok());
-  return out;
-}
-
 // Rewrites a store into the layout of earlier versions: the index and the history in the
 // tables' instance ('backlog_index' and 'meta'), with the `applied` key, and no journal-index/.
-void MakeLegacyLayout(const fs::path& dir, Position applied, bool frames_in_rocksdb = false) {
-  std::vector<std::string> names;
-  ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir.string(), &names).ok());
-  std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
-  for (const auto& n : names) descriptors.emplace_back(n, rocksdb::ColumnFamilyOptions());
-  std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  rocksdb::DB* raw = nullptr;
-  ASSERT_TRUE(
-      rocksdb::DB::Open(rocksdb::DBOptions(), dir.string(), descriptors, &handles, &raw).ok());
-  std::unique_ptr<rocksdb::DB> db(raw);
-  rocksdb::ColumnFamilyHandle* meta = nullptr;
-  for (std::size_t i = 0; i < names.size(); ++i) {
-    if (names[i] == "meta") meta = handles[i];
-  }
-  ASSERT_NE(meta, nullptr);
-  rocksdb::ColumnFamilyHandle* index = nullptr;
-  ASSERT_TRUE(db->CreateColumnFamily(rocksdb::ColumnFamilyOptions(), "backlog_index", &index).ok());
-  handles.push_back(index);
 
+void MakeLegacyLayout(const fs::path& dir, Position applied, bool frames_in_rocksdb = false) {
   const fs::path index_dir = dir / "journal-index";
-  std::vector<rocksdb::ColumnFamilyDescriptor> index_descriptors = {
-      {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
-      {"backlog_index", rocksdb::ColumnFamilyOptions()}};
-  std::vector<rocksdb::ColumnFamilyHandle*> index_handles;
-  rocksdb::DB* index_raw = nullptr;
-  ASSERT_TRUE(rocksdb::DB::Open(rocksdb::DBOptions(), index_dir.string(), index_descriptors,
-                                &index_handles, &index_raw)
-                  .ok());
-  std::unique_ptr<rocksdb::DB> index_db(index_raw);
-  rocksdb::WriteBatch batch;
-  std::unique_ptr<rocksdb::Iterator> it(
-      index_db->NewIterator(rocksdb::ReadOptions(), index_handles[1]));
-  for (it->SeekToFirst(); it->Valid(); it->Next()) {
-    // An older journal still: 32-byte entries naming frames in a column family.
-    batch.Put(index, it->key(), frames_in_rocksdb ? std::string(32, 'o') : it->value().ToString());
+  {
+    RawDb tables(dir, /*read_only=*/false);
+    RawDb journal(index_dir, /*read_only=*/true);
+    ASSERT_TRUE(tables.db && journal.db);
+    rocksdb::ColumnFamilyHandle* meta = tables.cf("meta");
+    ASSERT_NE(meta, nullptr);
+    rocksdb::ColumnFamilyHandle* index = nullptr;
+    ASSERT_TRUE(
+        tables.db->CreateColumnFamily(rocksdb::ColumnFamilyOptions(), "backlog_index", &index)
+            .ok());
+    tables.handles.push_back(index);
+    tables.names.push_back("backlog_index");
+    rocksdb::WriteBatch batch;
+    std::unique_ptr<rocksdb::Iterator> it(
+        journal.db->NewIterator(rocksdb::ReadOptions(), journal.cf("backlog_index")));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      // An older journal still: 32-byte entries naming frames in a column family.
+      batch.Put(index, it->key(),
+                frames_in_rocksdb ? std::string(32, 'o') : it->value().ToString());
+    }
+    it.reset();
+    std::string history;
+    ASSERT_TRUE(journal.db
+                    ->Get(rocksdb::ReadOptions(), journal.cf(rocksdb::kDefaultColumnFamilyName),
+                          "history", &history)
+                    .ok());
+    batch.Put(meta, "history", history);
+    std::string pos(16, '\0');
+    for (int i = 0; i < 8; ++i) {
+      pos[i] = static_cast<char>(applied.epoch >> (56 - 8 * i));
+      pos[8 + i] = static_cast<char>(applied.seq >> (56 - 8 * i));
+    }
+    batch.Put(meta, "applied", pos);
+    ASSERT_TRUE(tables.db->Write(rocksdb::WriteOptions(), &batch).ok());
   }
-  it.reset();
-  std::string history;
-  ASSERT_TRUE(index_db->Get(rocksdb::ReadOptions(), index_handles[0], "history", &history).ok());
-  batch.Put(meta, "history", history);
-  std::string pos(16, '\0');
-  for (int i = 0; i < 8; ++i) {
-    pos[i] = static_cast<char>(applied.epoch >> (56 - 8 * i));
-    pos[8 + i] = static_cast<char>(applied.seq >> (56 - 8 * i));
-  }
-  batch.Put(meta, "applied", pos);
-  ASSERT_TRUE(db->Write(rocksdb::WriteOptions(), &batch).ok());
-  for (auto* h : index_handles) index_db->DestroyColumnFamilyHandle(h);
-  index_db.reset();
-  for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
-  db.reset();
   fs::remove_all(index_dir);
 }
 
@@ -609,10 +585,12 @@ TEST(StoreCrash, AnIndexOfTheEarlierLayoutIsMovedWholeEvenWhenTheMoveIsCut) {
   }
   // The old index, history and head are gone from the tables' instance.
   store.reset();
-  const RawTables raw = ReadRawTables(dir.path());
-  EXPECT_FALSE(raw.has_cf("backlog_index"));
-  EXPECT_FALSE(raw.meta_has(dir.path(), "history"));
-  EXPECT_FALSE(raw.meta_has(dir.path(), "applied"));
+  {
+    const RawDb raw(dir.path(), /*read_only=*/true);
+    EXPECT_EQ(raw.cf("backlog_index"), nullptr);
+    EXPECT_FALSE(raw.has("meta", "history"));
+    EXPECT_FALSE(raw.has("meta", "applied"));
+  }
   // And it appends on from there.
   store = OpenOrDie(dir.path());
   ASSERT_TRUE(AppendNext(*store, head).ok());
@@ -637,10 +615,10 @@ TEST(StoreCrash, AnOlderJournalStillIsRefusedAndLeftAsItWas) {
   EXPECT_NE(store.status().message().find("earlier version"), std::string::npos)
       << store.status().ToString();
   // Nothing moved: the version that wrote it can still materialize it.
-  const RawTables raw = ReadRawTables(dir.path());
-  EXPECT_TRUE(raw.has_cf("backlog_index"));
-  EXPECT_TRUE(raw.meta_has(dir.path(), "history"));
-  EXPECT_TRUE(raw.meta_has(dir.path(), "applied"));
+  const RawDb raw(dir.path(), /*read_only=*/true);
+  EXPECT_NE(raw.cf("backlog_index"), nullptr);
+  EXPECT_TRUE(raw.has("meta", "history"));
+  EXPECT_TRUE(raw.has("meta", "applied"));
 }
 
 TEST(StoreTest, AStoreWhoseJournalIndexWasRemovedDoesNotOpen) {
