@@ -115,6 +115,7 @@ class Primary::Impl {
 
   // ---- the table owner's side ----
   std::size_t Pump(SessionTable& table, bool flush) {
+    std::lock_guard lock(builder_mu_);
     std::size_t taken = 0;
     for (;;) {
       const auto now = Clock::now();
@@ -131,7 +132,7 @@ class Primary::Impl {
       if (builder_.deltas() >= o_.batch_max_deltas || builder_.bytes() >= o_.batch_max_bytes) {
         break;  // could not close it: the outbox is full
       }
-      if (builder_.empty()) opened_ = now;
+      if (builder_.empty()) Open(now);
       taken += table.Drain(o_.batch_max_deltas - builder_.deltas(),
                            [this](const DeltaView& d) { builder_.Add(d); });
     }
@@ -318,7 +319,16 @@ class Primary::Impl {
     }
   };
 
-  // REQUIRES: the table owner's thread. False if the outbox is full (the batch stays open).
+  // REQUIRES: builder_mu_ held and the batch empty. Tells the I/O thread when the batch is due,
+  // waking it when it sleeps past that.
+  void Open(Clock::time_point now) {
+    opened_ = now;
+    const auto due = now + o_.batch_deadline;
+    open_due_.store(due.time_since_epoch().count());
+    if (due.time_since_epoch().count() < io_wakes_at_.load()) waker_.Signal();
+  }
+
+  // REQUIRES: builder_mu_ held. False if the outbox is full (the batch stays open).
   bool CloseBatch(bool wait) {
     std::unique_lock lock(outbox_mu_);
     if (outbox_bytes_ >= o_.outbox_max_bytes) {
@@ -333,6 +343,7 @@ class Primary::Impl {
     Outgoing out{builder_.first(), builder_.last(), {}, Clock::now()};
     const std::size_t n = builder_.deltas();
     out.frame = builder_.Finish(header_, rid_);
+    open_due_.store(0);
     outbox_bytes_ += out.frame.size();
     {
       std::lock_guard slock(stats_mu_);
@@ -355,11 +366,12 @@ class Primary::Impl {
     auto last_trim = Clock::now();
     while (!stop_) {
       try {
-        zmq::poll(items, 2, milliseconds(5));
+        zmq::poll(items, 2, PollTimeout());
       } catch (const zmq::error_t& e) {
         if (e.num() != EINTR) spdlog::error("{}: poll failed: {}", o_.node_id, e.what());
       }
       if (items[1].revents & ZMQ_POLLIN) waker_.Clear();
+      CloseDueBatch();
       TakeOutbox();
       ReceiveAll();
       const auto now = Clock::now();
@@ -374,6 +386,35 @@ class Primary::Impl {
     // Journal what was handed over, so that nothing Pump took is lost on an orderly stop.
     TakeOutbox();
     for (auto& [id, peer] : peers_) Serve(peer, Clock::now());
+  }
+
+  // How long the I/O thread may sleep: 5 ms, or until the open batch is due (rounded up to
+  // ZeroMQ's milliseconds, at least one: a batch past due that cannot be closed yet must not
+  // make the thread spin). io_wakes_at_ is stored before open_due_ is read, and Pump stores
+  // open_due_ before it reads io_wakes_at_: one of the two sees the other's write.
+  milliseconds PollTimeout() {
+    const auto now = Clock::now();
+    auto wake = now + milliseconds(5);
+    io_wakes_at_.store(wake.time_since_epoch().count());
+    if (const std::int64_t due = open_due_.load(); due != 0) {
+      wake = std::min(wake, Clock::time_point(Clock::duration(due)));
+    }
+    const auto ms = std::chrono::ceil<milliseconds>(wake - now);
+    return std::max(ms, milliseconds(1));
+  }
+
+  // Closes the open batch once it is due, when the table's owner has not: deltas Pump took leave
+  // at their deadline even while the owner's thread waits for a core (on 2 busy cores that wait
+  // reached several milliseconds, docs/BENCHMARKS.md). Never waits for builder_mu_: an owner
+  // holding it is pumping and closes a due batch itself, and a realtime I/O thread must not wait
+  // behind a preempted normal one.
+  void CloseDueBatch() {
+    const std::int64_t due = open_due_.load();
+    if (due == 0 || Clock::now().time_since_epoch().count() < due) return;
+    std::unique_lock lock(builder_mu_, std::try_to_lock);
+    if (!lock.owns_lock() || builder_.empty()) return;
+    if (Clock::now() - opened_ < o_.batch_deadline) return;
+    CloseBatch(false);
   }
 
   void TakeOutbox() {
@@ -948,9 +989,13 @@ class Primary::Impl {
   std::mutex pacer_mu_;
   std::optional<detail::BlobPacer> pacer_;  // none when blob_yield_delay is zero
 
-  // The table owner's.
+  // The open batch: filled by Pump on the table owner's thread, closed there or, once due, by
+  // the I/O thread (CloseDueBatch).
+  std::mutex builder_mu_;
   DeltaBatchBuilder builder_;
   Clock::time_point opened_;
+  std::atomic<Clock::rep> open_due_{0};     // when the open batch is due (0: none is open)
+  std::atomic<Clock::rep> io_wakes_at_{0};  // when the I/O thread's poll returns at the latest
 
   mutable std::mutex outbox_mu_;
   std::condition_variable outbox_cv_;

@@ -534,6 +534,47 @@ TEST(Replication, SyncWritesCompleteOnlyWhenPersistedAndBlockOrFailAsConfigured)
   EXPECT_EQ(late.get().code(), Status::Code::kUnavailable);
 }
 
+// A table's owner that stops calling Pump (busy, or waiting for a core) does not hold back the
+// deltas Pump already took: the I/O thread closes their batch at its deadline.
+TEST(Replication, ABatchLeftOpenLeavesAtItsDeadlineWithoutAnotherPump) {
+  TempDir pdir, sdir;
+  PrimaryNode p;
+  replication::PrimaryOptions po;
+  po.durability[TableId::kFwSessions] = replication::Durability::kSync;
+  po.min_acks = 1;
+  po.sync_timeout = 60s;
+  po.on_sync_timeout = replication::SyncFailure::kBlock;
+  po.batch_deadline = 50ms;
+  p.Start(pdir.path(), 1, po);
+  auto sstore = OpenStore(sdir.path());
+  auto sub =
+      Subordinate::Start(SubOptions("s1", p.primary->endpoint()), *sstore, LoadTable(*sstore));
+  ASSERT_TRUE(sub.ok());
+  ASSERT_TRUE(WaitFor([&] { return (*sub)->status().state == SyncState::kInSync; }));
+  const auto batches_before = p.primary->stats().batches;
+  Position last;
+  for (std::uint64_t i = 0; i < 10; ++i) {
+    auto m = p.table->UpsertFirewall(workload::Ipv4Session(i, p.table->now()));
+    ASSERT_TRUE(m.ok());
+    last = m->position;
+  }
+  const auto pumped = std::chrono::steady_clock::now();
+  ASSERT_EQ(p.primary->Pump(*p.table), 10u) << "all ten taken into the open batch";
+  EXPECT_EQ(p.primary->stats().batches, batches_before) << "neither full nor due yet";
+  auto done = p.primary->WhenDurable(TableId::kFwSessions, last);
+  ASSERT_EQ(done.wait_for(30s), std::future_status::ready) << "the open batch never left";
+  EXPECT_GE(std::chrono::steady_clock::now() - pumped, po.batch_deadline) << "closed before due";
+  EXPECT_TRUE(done.get().ok());
+  EXPECT_EQ(p.primary->stats().batches, batches_before + 1);
+  EXPECT_GE(sstore->applied().seq, last.seq);
+  // Pump goes on as before: the next write opens a new batch.
+  auto m = p.table->UpsertFirewall(workload::Ipv4Session(10, p.table->now()));
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(p.primary->Flush(*p.table), 1u);
+  EXPECT_TRUE(p.primary->WhenDurable(TableId::kFwSessions, m->position).get().ok());
+  EXPECT_EQ(p.primary->stats().batches, batches_before + 2);
+}
+
 TEST(Replication, AStaleEpochIsRefusedAndARejoiningFormerPrimaryQuarantinesItsTail) {
   TempDir adir, bdir, cdir;
   // A is primary in epoch 1; B follows it.

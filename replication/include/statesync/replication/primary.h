@@ -10,7 +10,9 @@
 // Data path:
 //   1. The table's owner thread calls Pump(table): deltas are drained from the table's change log
 //      into a batch, which closes on size (batch_max_deltas, batch_max_bytes) or when it has been
-//      open for batch_deadline. Closed batches go to a bounded outbox (outbox_max_bytes); when
+//      open for batch_deadline (closed by the I/O thread if the owner does not call Pump by then,
+//      to within ZeroMQ's poll resolution of a millisecond). Closed batches go to a bounded
+//      outbox (outbox_max_bytes); when
 //      the outbox is full Pump drains nothing, the table's change log fills, and the table
 //      refuses new records (ResourceExhausted): the bound on the primary's memory.
 //   2. The I/O thread appends each batch to the store's journal (the backlog), keeps it in a
@@ -121,7 +123,7 @@ struct PrimaryStats {
   std::uint64_t batches = 0;  // closed by Pump
   std::uint64_t deltas = 0;
   std::uint64_t bytes = 0;
-  std::uint64_t outbox_full = 0;  // Pump calls that found the outbox full
+  std::uint64_t outbox_full = 0;  // closes of a batch that found the outbox full
   std::size_t outbox_bytes = 0;
   std::size_t recent_bytes = 0;
   std::uint64_t sync_timeouts = 0;
@@ -147,7 +149,8 @@ class Primary {
   Primary& operator=(const Primary&) = delete;
 
   // Takes deltas from the table into batches and hands closed batches to the I/O thread.
-  // Returns how many deltas it took. Call it after writes and at least every batch_deadline.
+  // Returns how many deltas it took. Call it after writes; a batch left open is closed by the
+  // I/O thread at its deadline.
   std::size_t Pump(SessionTable& table);
   // Takes every pending delta and closes the open batch now.
   std::size_t Flush(SessionTable& table);
