@@ -1,8 +1,6 @@
 #include "statesync/common/prefaulted_pages.h"
 
 #include <pthread.h>
-#include <sched.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +13,8 @@
 #include <optional>
 #include <thread>
 #include <utility>
+
+#include "statesync/common/idle_class.h"
 
 namespace statesync {
 namespace {
@@ -116,10 +116,7 @@ class PrefaultedPages::Impl {
     pthread_setname_np(pthread_self(), "ss-prefault");
     // Below everything else: it runs while the cores have time to spare, and a block it has not
     // finished only means a Take maps fresh memory, as without it.
-    sched_param idle{};
-    if (::sched_setscheduler(0, SCHED_IDLE, &idle) != 0) {
-      ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 19);
-    }
+    EnterIdleClass();
     std::unique_lock lock(mu_);
     for (;;) {
       cv_.wait(lock, [&] { return stop_.load(std::memory_order_relaxed) || !wanted_.empty(); });

@@ -1,7 +1,6 @@
 #include "statesync/replication/primary.h"
 
 #include <pthread.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,6 +17,7 @@
 #include <thread>
 
 #include "blob_pacer.h"
+#include "statesync/common/idle_class.h"
 #include "statesync/replication/messages.h"
 #include "zmq_util.h"
 
@@ -166,9 +166,9 @@ class Primary::Impl {
     return durable_;
   }
 
-  // The caller waits while the ss-blob-store thread, at a lower CPU priority than the stream's
-  // threads and at the lane's rate, writes the blob: storing voice data yields the CPU to the
-  // journal's appends.
+  // The caller waits while the ss-blob-store thread, in the idle class (below the stream's threads
+  // and the table's writer) and at the lane's rate, writes the blob: storing voice data yields the
+  // CPU to the journal's appends.
   Result<BlobInfo> PutBlob(std::string_view blob_id, std::uint8_t kind, std::string_view name,
                            std::string_view data) {
     BlobJob job{blob_id, kind, name, data, {}};
@@ -238,7 +238,7 @@ class Primary::Impl {
 
   void BlobStoreLoop() {
     pthread_setname_np(pthread_self(), "ss-blob-store");
-    ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 10);
+    EnterIdleClass();  // below the table's writer as well as the stream (docs/BENCHMARKS.md)
     detail::TokenBucket bucket;
     const auto pace = [&](std::size_t bytes) {
       for (;;) {

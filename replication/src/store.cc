@@ -8,7 +8,6 @@
 #include <rocksdb/sst_file_writer.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
-#include <sched.h>
 #include <xxhash.h>
 
 #if defined(__GLIBC__)
@@ -16,7 +15,6 @@
 #endif
 #include <pthread.h>
 #include <signal.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -32,6 +30,7 @@
 #include "blob_files.h"
 #include "frame_ring.h"
 #include "journal_files.h"
+#include "statesync/common/idle_class.h"
 #include "statesync/schemas/codec.h"
 
 namespace statesync {
@@ -1508,14 +1507,7 @@ class Store::Impl {
     // for materialize_when_idle, or someone waits for them (WaitMaterialized, the journal's
     // limits in Trim): a burst is then not slowed by materializing, and a longer window
     // coalesces more updates of the same keys.
-    // SCHED_IDLE rather than nice 19: a nice-19 thread still holds a CPU until the scheduler's
-    // next decision when a stream thread wakes, an idle-class one gives it up at once (the
-    // lag with the blob lane running, docs/BENCHMARKS.md). Falls back to nice 19 where the
-    // class is refused.
-    sched_param idle{};
-    if (::sched_setscheduler(0, SCHED_IDLE, &idle) != 0) {
-      ::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 19);
-    }
+    EnterIdleClass();
     std::vector<JournalBatch> batches;
     Seq target = 0;  // once a round is due: materialize at least up to here
     for (;;) {
