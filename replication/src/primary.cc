@@ -66,6 +66,7 @@ class Primary::Impl {
       po.min_bytes_per_second = static_cast<double>(o_.blob_min_bytes_per_second);
       po.max_bytes_per_second = static_cast<double>(o_.blob_max_bytes_per_second);
       pacer_.emplace(po, Clock::now());
+      published_blob_rate_ = pacer_->BytesPerSecond(Clock::now());
     }
   }
 
@@ -243,7 +244,7 @@ class Primary::Impl {
     const auto pace = [&](std::size_t bytes) {
       for (;;) {
         const auto now = Clock::now();
-        const double rate = BlobRate(now);
+        const double rate = PublishedBlobRate();
         if (std::isinf(rate)) break;
         bucket.Refill(now, rate);
         const auto wait = bucket.Wait(bytes, rate);
@@ -253,7 +254,7 @@ class Primary::Impl {
         if (blob_jobs_cv_.wait_for(lock, wait, [&] { return blob_jobs_stop_; })) break;
       }
       bucket.tokens -= static_cast<double>(bytes);
-      BlobMoved(bytes);
+      if (pacer_) stored_blob_bytes_.fetch_add(bytes, std::memory_order_relaxed);
     };
     for (;;) {
       BlobJob* job = nullptr;
@@ -269,20 +270,27 @@ class Primary::Impl {
     }
   }
 
-  // The blob lane's rate now, in bytes per second (infinite: not limited).
-  double BlobRate(Clock::time_point now) {
-    if (!pacer_) {
-      return o_.blob_max_bytes_per_second == 0 ? std::numeric_limits<double>::infinity()
-                                               : static_cast<double>(o_.blob_max_bytes_per_second);
-    }
-    std::lock_guard lock(pacer_mu_);
-    return pacer_->BytesPerSecond(now);
+  // The pacer is the I/O thread's alone. ss-blob-store, in the idle class, reads the rate the I/O
+  // thread last published and hands in what it stored through an atomic: a lock shared with it
+  // could be held by it while preempted, for as long as normal-class threads keep the cores busy,
+  // and the I/O thread would wait as long.
+  double UnpacedRate() const {
+    return o_.blob_max_bytes_per_second == 0 ? std::numeric_limits<double>::infinity()
+                                             : static_cast<double>(o_.blob_max_bytes_per_second);
   }
 
-  void BlobMoved(std::size_t bytes) {
-    if (!pacer_) return;
-    std::lock_guard lock(pacer_mu_);
-    pacer_->OnMoved(bytes);
+  // The blob lane's rate now, in bytes per second (infinite: not limited). The I/O thread's.
+  double BlobRate(Clock::time_point now) {
+    if (!pacer_) return UnpacedRate();
+    pacer_->OnMoved(stored_blob_bytes_.exchange(0, std::memory_order_relaxed));
+    const double rate = pacer_->BytesPerSecond(now);
+    published_blob_rate_.store(rate, std::memory_order_relaxed);
+    return rate;
+  }
+
+  // The rate as the I/O thread last published it (every pass of its loop), for ss-blob-store.
+  double PublishedBlobRate() const {
+    return pacer_ ? published_blob_rate_.load(std::memory_order_relaxed) : UnpacedRate();
   }
 
   struct Peer {
@@ -389,18 +397,24 @@ class Primary::Impl {
   }
 
   // How long the I/O thread may sleep: 5 ms, or until the open batch is due (rounded up to
-  // ZeroMQ's milliseconds, at least one: a batch past due that cannot be closed yet must not
-  // make the thread spin). io_wakes_at_ is stored before open_due_ is read, and Pump stores
-  // open_due_ before it reads io_wakes_at_: one of the two sees the other's write.
+  // ZeroMQ's milliseconds, at least one: a batch past due whose lock is busy must not make the
+  // thread spin). A due batch that found the outbox full waits for TakeOutbox instead.
+  // io_wakes_at_ is stored before open_due_ is read, and Pump stores open_due_ before it reads
+  // io_wakes_at_: one of the two sees the other's write. The thread wakes no later than any value
+  // it stores there, so Pump, which signals only for a batch due before the value it reads,
+  // never leaves a batch waiting past its deadline.
   milliseconds PollTimeout() {
     const auto now = Clock::now();
-    auto wake = now + milliseconds(5);
-    io_wakes_at_.store(wake.time_since_epoch().count());
-    if (const std::int64_t due = open_due_.load(); due != 0) {
-      wake = std::min(wake, Clock::time_point(Clock::duration(due)));
-    }
-    const auto ms = std::chrono::ceil<milliseconds>(wake - now);
-    return std::max(ms, milliseconds(1));
+    constexpr milliseconds kLongest{5};
+    io_wakes_at_.store((now + kLongest).time_since_epoch().count());
+    const std::int64_t due = open_due_.load();
+    if (due == 0 || close_blocked_) return kLongest;
+    const auto wait =
+        std::clamp(std::chrono::ceil<milliseconds>(Clock::time_point(Clock::duration(due)) - now),
+                   milliseconds(1), kLongest);
+    // The wake-up really asked for, so that Pump signals only for a batch due before it.
+    io_wakes_at_.store((now + wait).time_since_epoch().count());
+    return wait;
   }
 
   // Closes the open batch once it is due, when the table's owner has not: deltas Pump took leave
@@ -414,6 +428,14 @@ class Primary::Impl {
     std::unique_lock lock(builder_mu_, std::try_to_lock);
     if (!lock.owns_lock() || builder_.empty()) return;
     if (Clock::now() - opened_ < o_.batch_deadline) return;
+    {
+      // Only CloseBatch adds to the outbox, under builder_mu_: full now means full below.
+      std::lock_guard olock(outbox_mu_);
+      if (outbox_bytes_ >= o_.outbox_max_bytes) {
+        close_blocked_ = true;
+        return;
+      }
+    }
     CloseBatch(false);
   }
 
@@ -461,6 +483,7 @@ class Primary::Impl {
       }
       outbox_bytes_ -= released;
     }
+    if (released > 0) close_blocked_ = false;
     outbox_cv_.notify_all();
   }
 
@@ -633,7 +656,6 @@ class Primary::Impl {
       closed_at_.pop_front();
     }
     const auto now = Clock::now();
-    std::lock_guard lock(pacer_mu_);
     pacer_->OnDeltaDelay(now, std::chrono::duration_cast<std::chrono::microseconds>(now - closed));
   }
 
@@ -866,7 +888,7 @@ class Primary::Impl {
     if (!Send(p, Encode(header_, m), false)) return false;  // blob chunks have their own credit
     ++p.blob_sent;
     if (paced) p.blob_tokens.tokens -= static_cast<double>(data.size());
-    BlobMoved(data.size());
+    if (pacer_) pacer_->OnMoved(data.size());
     {
       std::lock_guard lock(stats_mu_);
       ++stats_.blob_chunks_sent;
@@ -986,8 +1008,9 @@ class Primary::Impl {
   std::deque<BlobJob*> blob_jobs_;  // each waited for by its PutBlob caller
   bool blob_jobs_stop_ = false;
   std::thread blob_store_thread_;
-  std::mutex pacer_mu_;
-  std::optional<detail::BlobPacer> pacer_;  // none when blob_yield_delay is zero
+  std::optional<detail::BlobPacer> pacer_;  // none when blob_yield_delay is zero; the I/O thread's
+  std::atomic<double> published_blob_rate_{0};
+  std::atomic<std::uint64_t> stored_blob_bytes_{0};  // by ss-blob-store, not yet told the pacer
 
   // The open batch: filled by Pump on the table owner's thread, closed there or, once due, by
   // the I/O thread (CloseDueBatch).
@@ -996,6 +1019,7 @@ class Primary::Impl {
   Clock::time_point opened_;
   std::atomic<Clock::rep> open_due_{0};     // when the open batch is due (0: none is open)
   std::atomic<Clock::rep> io_wakes_at_{0};  // when the I/O thread's poll returns at the latest
+  bool close_blocked_ = false;              // the I/O thread's: a due batch found the outbox full
 
   mutable std::mutex outbox_mu_;
   std::condition_variable outbox_cv_;

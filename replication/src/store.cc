@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -379,6 +380,44 @@ Status DecodeJournalFrame(std::string_view frame, FrameDeltas* out) {
   if (out->batch == nullptr) return Status::Corruption("a journal frame holds no DeltaBatch");
   return Status::Ok();
 }
+
+// The blob cursor as the last writer left it, readable by any thread without waiting for that
+// writer: the blob lane's threads move it from the idle scheduling class, and a lock they held
+// while preempted would hold the stream's acks up behind every normal-class thread of the
+// machine. Two slots and a version: a writer fills the slot the current version does not name,
+// then publishes it; a reader retries only when a writer published during its read, never
+// because one is stalled half-way. One writer at a time (the store's blob_mu_).
+class BlobCursorCell {
+ public:
+  BlobCursor Load() const {
+    for (;;) {
+      const std::uint64_t version = version_.load(std::memory_order_acquire);
+      const Slot& slot = slots_[version & 1];
+      const BlobCursor cursor{slot.seq.load(std::memory_order_relaxed),
+                              slot.offset.load(std::memory_order_relaxed)};
+      std::atomic_thread_fence(std::memory_order_acquire);
+      if (version_.load(std::memory_order_relaxed) == version) return cursor;
+    }
+  }
+  void Store(BlobCursor cursor) {
+    const std::uint64_t version = version_.load(std::memory_order_relaxed) + 1;
+    // The previous publication before this slot's new contents: a reader that sees any of them
+    // then sees the version move.
+    std::atomic_thread_fence(std::memory_order_release);
+    Slot& slot = slots_[version & 1];
+    slot.seq.store(cursor.seq, std::memory_order_relaxed);
+    slot.offset.store(cursor.offset, std::memory_order_relaxed);
+    version_.store(version, std::memory_order_release);
+  }
+
+ private:
+  struct Slot {
+    std::atomic<std::uint64_t> seq{BlobCursor{}.seq};
+    std::atomic<std::uint64_t> offset{BlobCursor{}.offset};
+  };
+  std::array<Slot, 2> slots_;
+  std::atomic<std::uint64_t> version_{0};
+};
 
 class SnapshotImpl;
 
@@ -1060,10 +1099,7 @@ class Store::Impl {
     return info;
   }
 
-  BlobCursor blob_cursor() const {
-    std::lock_guard lock(state_mu_);
-    return blob_cursor_;
-  }
+  BlobCursor blob_cursor() const { return blob_cursor_.Load(); }
 
   Status ReadBlob(std::uint64_t seq, std::uint64_t offset, std::size_t max_bytes, BlobInfo* info,
                   std::string* data) const {
@@ -1302,7 +1338,7 @@ class Store::Impl {
     if (db_->Get(rocksdb::ReadOptions(), meta_, kBlobCursorKey, &raw).ok()) {
       auto c = DecodePosition(raw);
       if (!c.ok()) return c.status();
-      blob_cursor_ = {c->epoch, c->seq};
+      blob_cursor_.Store({c->epoch, c->seq});
     }
     return Status::Ok();
   }
@@ -1477,8 +1513,7 @@ class Store::Impl {
     rocksdb::Status s =
         db_->Put(write_options_, meta_, kBlobCursorKey, EncodePosition({next.seq, next.offset}));
     if (!s.ok()) return FromRocks(s, what);
-    std::lock_guard lock(state_mu_);
-    blob_cursor_ = next;
+    blob_cursor_.Store(next);
     return Status::Ok();
   }
 
@@ -1493,8 +1528,7 @@ class Store::Impl {
     if (s.ok()) s = batch.Put(meta_, kBlobCursorKey, EncodePosition({next.seq, next.offset}));
     if (s.ok()) s = db_->Write(write_options_, &batch);
     if (!s.ok()) return FromRocks(s, "cannot record blob " + info.blob_id);
-    std::lock_guard lock(state_mu_);
-    blob_cursor_ = next;
+    blob_cursor_.Store(next);
     return Status::Ok();
   }
 
@@ -1733,7 +1767,7 @@ class Store::Impl {
   std::uint64_t unmaterialized_bytes_ = 0;
   std::chrono::steady_clock::time_point last_append_;
   mutable Seq materialize_wanted_ = 0;  // asked for by WaitMaterialized and Trim
-  BlobCursor blob_cursor_;
+  BlobCursorCell blob_cursor_;          // written under blob_mu_, read by anyone without a lock
   bool stop_ = false;
   std::thread materializer_;
   std::uint64_t ingest_files_ = 0;  // names the round files; REQUIRES materialize_mu_

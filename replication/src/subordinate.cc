@@ -192,6 +192,7 @@ class Subordinate::Impl {
       }
       if (credit_withheld_ && !MustWithholdCredit()) ack_due_ = true;
       if (blob_progress_.exchange(false)) ack_due_ = true;
+      HandOverBlobChunks();
       // An ack at least every 250 ms, also while credit is withheld: it tells the primary that
       // this node is alive (it drops subordinates it has not heard from for its peer timeout).
       if (state_ != SyncState::kConnecting && Clock::now() - last_ack_ > milliseconds(250)) {
@@ -239,7 +240,8 @@ class Subordinate::Impl {
     received_ = 0;
     {
       // Chunks of the previous session are sent again from the cursor if still needed.
-      std::lock_guard lock(blob_queue_mu_);
+      blob_handover_.clear();
+      std::lock_guard lock(blob_queue_mu_);  // waits, but only when a session starts
       blob_queue_.clear();
       blob_received_ = 0;
     }
@@ -699,10 +701,22 @@ class Subordinate::Impl {
       return;
     }
     // Stored by the blob thread, so that voice data never holds a delta batch back.
+    blob_handover_.push_back({m.info, m.offset, std::string(m.data)});
+    HandOverBlobChunks();
+  }
+
+  // Moves received chunks to the blob thread's queue if its lock is free; else they wait for the
+  // loop's next pass. The blob thread runs in the idle class: preempted while holding the lock,
+  // it could hold it for as long as normal-class threads keep the cores busy, and this thread
+  // must not wait that long.
+  void HandOverBlobChunks() {
+    if (blob_handover_.empty()) return;
     {
-      std::lock_guard lock(blob_queue_mu_);
-      blob_queue_.push_back({m.info, m.offset, std::string(m.data)});
+      std::unique_lock lock(blob_queue_mu_, std::try_to_lock);
+      if (!lock.owns_lock()) return;
+      for (auto& c : blob_handover_) blob_queue_.push_back(std::move(c));
     }
+    blob_handover_.clear();
     blob_queue_cv_.notify_all();
   }
 
@@ -820,6 +834,7 @@ class Subordinate::Impl {
   mutable std::mutex blob_queue_mu_;
   std::condition_variable blob_queue_cv_;
   std::deque<PendingBlobChunk> blob_queue_;
+  std::deque<PendingBlobChunk> blob_handover_;  // the I/O thread's: received, not yet queued
   bool blob_stop_ = false;
   std::atomic<bool> blob_progress_{false};
   std::thread blob_thread_;
