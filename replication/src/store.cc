@@ -393,20 +393,19 @@ class BlobCursorCell {
     for (;;) {
       const std::uint64_t version = version_.load(std::memory_order_acquire);
       const Slot& slot = slots_[version & 1];
-      const BlobCursor cursor{slot.seq.load(std::memory_order_relaxed),
-                              slot.offset.load(std::memory_order_relaxed)};
-      std::atomic_thread_fence(std::memory_order_acquire);
+      // Acquire: the version is read again only after the slot.
+      const BlobCursor cursor{slot.seq.load(std::memory_order_acquire),
+                              slot.offset.load(std::memory_order_acquire)};
       if (version_.load(std::memory_order_relaxed) == version) return cursor;
     }
   }
   void Store(BlobCursor cursor) {
     const std::uint64_t version = version_.load(std::memory_order_relaxed) + 1;
-    // The previous publication before this slot's new contents: a reader that sees any of them
-    // then sees the version move.
-    std::atomic_thread_fence(std::memory_order_release);
+    // Release: the previous publication comes before this slot's new contents, so a reader that
+    // sees any of them then sees the version move.
     Slot& slot = slots_[version & 1];
-    slot.seq.store(cursor.seq, std::memory_order_relaxed);
-    slot.offset.store(cursor.offset, std::memory_order_relaxed);
+    slot.seq.store(cursor.seq, std::memory_order_release);
+    slot.offset.store(cursor.offset, std::memory_order_release);
     version_.store(version, std::memory_order_release);
   }
 

@@ -10,11 +10,14 @@
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <xxhash.h>
 
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <map>
 #include <random>
+#include <thread>
 
 #include "statesync/replication/messages.h"
 #include "statesync/schemas/codec.h"
@@ -619,6 +622,52 @@ TEST(StoreCrash, AnOlderJournalStillIsRefusedAndLeftAsItWas) {
   EXPECT_NE(raw.cf("backlog_index"), nullptr);
   EXPECT_TRUE(raw.has("meta", "history"));
   EXPECT_TRUE(raw.has("meta", "applied"));
+}
+
+// The blob cursor is read without a lock by the stream's acks while the blob lane moves it: a
+// reader never sees a value the cursor did not hold (a torn read of a blob's seq with another
+// blob's offset would show as the cursor moving back).
+TEST(StoreTest, TheBlobCursorIsReadWhileBlobsAreStoredAndNeverMovesBack) {
+  TempDir dir;
+  auto store = OpenOrDie(dir.path());
+  ASSERT_TRUE(store);
+  constexpr std::uint64_t kBlobs = 300;
+  constexpr std::size_t kSize = 16 << 10, kChunk = 1 << 10;
+  std::atomic<bool> done{false};
+  std::atomic<std::uint64_t> reads{0};
+  std::string problem;
+  std::thread reader([&] {
+    BlobCursor last = store->blob_cursor();
+    while (!done.load()) {
+      const BlobCursor now = store->blob_cursor();
+      if (now < last || now.offset > kSize) {
+        problem = "(" + std::to_string(now.seq) + ", " + std::to_string(now.offset) + ") after (" +
+                  std::to_string(last.seq) + ", " + std::to_string(last.offset) + ")";
+        return;
+      }
+      last = now;
+      reads.fetch_add(1);
+    }
+  });
+  std::string data(kSize, 'v');
+  for (std::uint64_t b = 0; b < kBlobs; ++b) {
+    data[0] = static_cast<char>(b);
+    BlobInfo info;
+    info.seq = store->blob_cursor().seq;
+    info.blob_id = "rec/" + std::to_string(b);
+    info.kind = 2;
+    info.name = "rec.wav";
+    info.size = kSize;
+    info.xxh64 = XXH3_64bits(data.data(), data.size());
+    for (std::size_t off = 0; off < kSize; off += kChunk) {
+      ASSERT_TRUE(store->AddBlobChunk(info, off, std::string_view(data).substr(off, kChunk)).ok());
+    }
+  }
+  done = true;
+  reader.join();
+  EXPECT_EQ(problem, "");
+  EXPECT_GT(reads.load(), 0u);
+  EXPECT_EQ(store->blob_cursor(), (BlobCursor{kBlobs + 1, 0}));
 }
 
 TEST(StoreTest, AStoreWhoseJournalIndexWasRemovedDoesNotOpen) {
