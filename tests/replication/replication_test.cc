@@ -435,24 +435,38 @@ TEST(Replication, ABlobCutInTheMiddleResumesFromItsOffset) {
   EXPECT_EQ((*sub)->status().input.blob_corrupt, 0u);
 }
 
-TEST(Replication, SyncWritesCompleteOnlyWhenPersistedAndBlockOrFailAsConfigured) {
-  TempDir pdir, sdir;
-  PrimaryNode p;
+// Options of a primary whose firewall table is sync, with one ack asked for.
+replication::PrimaryOptions SyncFirewallOptions(std::chrono::milliseconds sync_timeout,
+                                                replication::SyncFailure on_sync_timeout) {
   replication::PrimaryOptions po;
   po.durability[TableId::kFwSessions] = replication::Durability::kSync;
   po.min_acks = 1;
-  po.sync_timeout = 300ms;
-  po.on_sync_timeout = replication::SyncFailure::kFail;
+  po.sync_timeout = sync_timeout;
+  po.on_sync_timeout = on_sync_timeout;
+  return po;
+}
+
+// Starts subordinate s1 of `p` on `store` and waits until it is in sync.
+Result<std::unique_ptr<Subordinate>> StartInSync(const PrimaryNode& p, Store& store) {
+  auto sub = Subordinate::Start(SubOptions("s1", p.primary->endpoint()), store, LoadTable(store));
+  if (sub.ok()) {
+    EXPECT_TRUE(WaitFor([&] { return (*sub)->status().state == SyncState::kInSync; }));
+  }
+  return sub;
+}
+
+TEST(Replication, SyncWritesCompleteOnlyWhenPersistedAndBlockOrFailAsConfigured) {
+  TempDir pdir, sdir;
+  PrimaryNode p;
+  replication::PrimaryOptions po = SyncFirewallOptions(300ms, replication::SyncFailure::kFail);
   std::atomic<int> alerts{0};
   po.events = [&](const replication::ReplicationEvent& e) {
     if (e.kind == replication::ReplicationEvent::Kind::kSyncTimeout) ++alerts;
   };
   p.Start(pdir.path(), 1, po);
   auto sstore = OpenStore(sdir.path());
-  auto sub =
-      Subordinate::Start(SubOptions("s1", p.primary->endpoint()), *sstore, LoadTable(*sstore));
+  auto sub = StartInSync(p, *sstore);
   ASSERT_TRUE(sub.ok());
-  ASSERT_TRUE(WaitFor([&] { return (*sub)->status().state == SyncState::kInSync; }));
   // Each write is reported durable only once the subordinate's store holds it.
   for (std::uint64_t i = 0; i < 2000; ++i) {
     auto m = p.table->UpsertFirewall(workload::Ipv4Session(i, p.table->now()));
@@ -539,18 +553,12 @@ TEST(Replication, SyncWritesCompleteOnlyWhenPersistedAndBlockOrFailAsConfigured)
 TEST(Replication, ABatchLeftOpenLeavesAtItsDeadlineWithoutAnotherPump) {
   TempDir pdir, sdir;
   PrimaryNode p;
-  replication::PrimaryOptions po;
-  po.durability[TableId::kFwSessions] = replication::Durability::kSync;
-  po.min_acks = 1;
-  po.sync_timeout = 60s;
-  po.on_sync_timeout = replication::SyncFailure::kBlock;
+  replication::PrimaryOptions po = SyncFirewallOptions(60s, replication::SyncFailure::kBlock);
   po.batch_deadline = 500ms;
   p.Start(pdir.path(), 1, po);
   auto sstore = OpenStore(sdir.path());
-  auto sub =
-      Subordinate::Start(SubOptions("s1", p.primary->endpoint()), *sstore, LoadTable(*sstore));
+  auto sub = StartInSync(p, *sstore);
   ASSERT_TRUE(sub.ok());
-  ASSERT_TRUE(WaitFor([&] { return (*sub)->status().state == SyncState::kInSync; }));
   const auto batches_before = p.primary->stats().batches;
   Position last;
   for (std::uint64_t i = 0; i < 10; ++i) {
