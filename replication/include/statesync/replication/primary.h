@@ -89,6 +89,9 @@ struct PrimaryOptions {
   // blob_yield_delay above its recent floor, the rate is halved, down to
   // blob_min_bytes_per_second; below it, the rate grows again. Zero blob_yield_delay turns the
   // adaptation off: the lane then goes as fast as it can, up to blob_max_bytes_per_second.
+  // The lane's threads (storing on the primary, on each subordinate) run in the idle scheduling
+  // class: while normal-class threads keep every core busy, blobs move slower than any of these
+  // rates, the floor included.
   std::chrono::microseconds blob_yield_delay{2000};
   std::uint64_t blob_min_bytes_per_second = 1 << 20;
   // A ceiling on the lane's rate (0: none), for links shared with other traffic.
