@@ -123,7 +123,7 @@ class Primary::Impl {
       if (!builder_.empty()) {
         const bool full =
             builder_.deltas() >= o_.batch_max_deltas || builder_.bytes() >= o_.batch_max_bytes;
-        const bool due = now - opened_ >= o_.batch_deadline;
+        const bool due = Due(now);
         const bool last = table.pending() == 0;
         if (full || due || (flush && last)) {
           if (!CloseBatch(flush)) break;
@@ -330,10 +330,15 @@ class Primary::Impl {
   // REQUIRES: builder_mu_ held and the batch empty. Tells the I/O thread when the batch is due,
   // waking it when it sleeps past that.
   void Open(Clock::time_point now) {
-    opened_ = now;
-    const auto due = now + o_.batch_deadline;
-    open_due_.store(due.time_since_epoch().count());
-    if (due.time_since_epoch().count() < io_wakes_at_.load()) waker_.Signal();
+    const auto due = (now + o_.batch_deadline).time_since_epoch().count();
+    open_due_.store(due);
+    if (due < io_wakes_at_.load()) waker_.Signal();
+  }
+
+  // Whether a batch is open and due at `now`.
+  bool Due(Clock::time_point now) const {
+    const Clock::rep due = open_due_.load();
+    return due != 0 && now.time_since_epoch().count() >= due;
   }
 
   // REQUIRES: builder_mu_ held. False if the outbox is full (the batch stays open).
@@ -423,20 +428,11 @@ class Primary::Impl {
   // holding it is pumping and closes a due batch itself, and a realtime I/O thread must not wait
   // behind a preempted normal one.
   void CloseDueBatch() {
-    const std::int64_t due = open_due_.load();
-    if (due == 0 || Clock::now().time_since_epoch().count() < due) return;
+    if (!Due(Clock::now())) return;
     std::unique_lock lock(builder_mu_, std::try_to_lock);
-    if (!lock.owns_lock() || builder_.empty()) return;
-    if (Clock::now() - opened_ < o_.batch_deadline) return;
-    {
-      // Only CloseBatch adds to the outbox, under builder_mu_: full now means full below.
-      std::lock_guard olock(outbox_mu_);
-      if (outbox_bytes_ >= o_.outbox_max_bytes) {
-        close_blocked_ = true;
-        return;
-      }
-    }
-    CloseBatch(false);
+    // Due again under the lock: the owner may have closed that batch and opened another.
+    if (!lock.owns_lock() || !Due(Clock::now())) return;
+    if (!CloseBatch(false)) close_blocked_ = true;
   }
 
   void TakeOutbox() {
@@ -1016,7 +1012,6 @@ class Primary::Impl {
   // the I/O thread (CloseDueBatch).
   std::mutex builder_mu_;
   DeltaBatchBuilder builder_;
-  Clock::time_point opened_;
   std::atomic<Clock::rep> open_due_{0};     // when the open batch is due (0: none is open)
   std::atomic<Clock::rep> io_wakes_at_{0};  // when the I/O thread's poll returns at the latest
   bool close_blocked_ = false;              // the I/O thread's: a due batch found the outbox full
