@@ -91,7 +91,7 @@ class Primary::Impl {
     journaled_ = store_.applied();
     auto realtime = detail::SetUpRealtime(ctx_, o_.io_realtime_priority, o_.node_id);
     if (!realtime.ok()) return realtime.status();
-    realtime_ = *realtime;
+    realtime_priority_ = *realtime;
     try {
       router_ = zmq::socket_t(ctx_, zmq::socket_type::router);
       router_.set(zmq::sockopt::router_mandatory, 1);
@@ -341,31 +341,40 @@ class Primary::Impl {
     return due != 0 && now.time_since_epoch().count() >= due;
   }
 
-  // REQUIRES: builder_mu_ held. False if the outbox is full (the batch stays open).
+  // REQUIRES: builder_mu_ held. False if the outbox is full (the batch stays open). The frame is
+  // finished outside outbox_mu_, which the I/O thread takes on every pass: finishing is a copy
+  // and a checksum of up to batch_max_bytes on the owner's thread, and an owner preempted inside
+  // it held the I/O thread for as long (docs/BENCHMARKS.md).
   bool CloseBatch(bool wait) {
-    std::unique_lock lock(outbox_mu_);
-    if (outbox_bytes_ >= o_.outbox_max_bytes) {
-      if (!wait) {
-        std::lock_guard slock(stats_mu_);
-        ++stats_.outbox_full;
-        return false;
+    {
+      std::unique_lock lock(outbox_mu_);
+      if (outbox_bytes_ >= o_.outbox_max_bytes) {
+        if (!wait) {
+          std::lock_guard slock(stats_mu_);
+          ++stats_.outbox_full;
+          return false;
+        }
+        outbox_cv_.wait(lock, [&] { return outbox_bytes_ < o_.outbox_max_bytes || stop_; });
+        if (stop_) return false;
       }
-      outbox_cv_.wait(lock, [&] { return outbox_bytes_ < o_.outbox_max_bytes || stop_; });
-      if (stop_) return false;
     }
+    // Until the push below only TakeOutbox touches the outbox (builder_mu_ keeps other closers
+    // out), and it only takes from it: the room found above is still there.
     Outgoing out{builder_.first(), builder_.last(), {}, Clock::now()};
     const std::size_t n = builder_.deltas();
     out.frame = builder_.Finish(header_, rid_);
     open_due_.store(0);
-    outbox_bytes_ += out.frame.size();
     {
       std::lock_guard slock(stats_mu_);
       ++stats_.batches;
       stats_.deltas += n;
       stats_.bytes += out.frame.size();
     }
-    outbox_.push_back(std::move(out));
-    lock.unlock();
+    {
+      std::lock_guard lock(outbox_mu_);
+      outbox_bytes_ += out.frame.size();
+      outbox_.push_back(std::move(out));
+    }
     waker_.Signal();
     return true;
   }
@@ -373,7 +382,7 @@ class Primary::Impl {
   // ---- the I/O thread ----
   void Run() {
     pthread_setname_np(pthread_self(), "ss-primary-io");
-    if (realtime_) detail::EnterRealtime(o_.io_realtime_priority);
+    if (realtime_priority_ > 0) detail::EnterRealtime(realtime_priority_);
     zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0},
                                {nullptr, waker_.fd(), ZMQ_POLLIN, 0}};
     auto last_trim = Clock::now();
@@ -1031,7 +1040,7 @@ class Primary::Impl {
   std::vector<PeerStatus> peer_status_;
 
   // The I/O thread's.
-  bool realtime_ = false;  // io_realtime_priority asked for and permitted
+  int realtime_priority_ = 0;  // the I/O thread's SCHED_FIFO priority; 0: the normal class
   zmq::context_t ctx_{1};
   zmq::socket_t router_;
   Position journaled_;

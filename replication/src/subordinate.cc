@@ -111,7 +111,7 @@ class Subordinate::Impl {
     }
     auto realtime = detail::SetUpRealtime(ctx_, o_.io_realtime_priority, o_.node_id);
     if (!realtime.ok()) return realtime.status();
-    realtime_ = *realtime;
+    realtime_priority_ = *realtime;
     std::random_device rd;
     session_ = (static_cast<std::uint64_t>(rd()) << 32) | rd();
     first_session_ = session_ + 1;  // SendHello counts the first one
@@ -161,7 +161,7 @@ class Subordinate::Impl {
  private:
   void Run() {
     pthread_setname_np(pthread_self(), "ss-follow-io");
-    if (realtime_) detail::EnterRealtime(o_.io_realtime_priority);
+    if (realtime_priority_ > 0) detail::EnterRealtime(realtime_priority_);
     header_ = {o_.cluster_id, o_.node_id, newest_epoch_};
     SendHello();
     while (!stop_) {
@@ -856,7 +856,7 @@ class Subordinate::Impl {
   bool credit_withheld_ = false;
   bool announced_in_sync_ = false;  // logged once per session
   bool snapshot_open_ = false;
-  bool realtime_ = false;  // io_realtime_priority asked for and permitted
+  int realtime_priority_ = 0;  // the I/O thread's SCHED_FIFO priority; 0: the normal class
   std::uint64_t snapshot_records_ = 0;
   std::uint64_t snapshot_total_ = 0;
   std::uint64_t snapshot_bytes_ = 0;

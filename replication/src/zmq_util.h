@@ -21,6 +21,7 @@
 
 #include "statesync/common/status.h"
 #include "statesync/replication/events.h"
+#include "statesync/replication/io_scheduling.h"
 #include "statesync/sessiontable/types.h"
 
 namespace statesync::replication::detail {
@@ -39,22 +40,28 @@ inline bool MayUseRealtime(int priority) {
   probe.join();
   return ok;
 }
-// Checks `priority` (0: off, else 1-99) and, when it is asked for and permitted, puts ZeroMQ's
-// I/O threads of `ctx` in SCHED_FIFO at it (call before its first socket). Returns whether the
-// adapter's own I/O thread should enter the class too (EnterRealtime); refused: a warning and
-// false.
-inline Result<bool> SetUpRealtime(zmq::context_t& ctx, int priority, const std::string& node_id) {
-  if (priority < 0 || priority > 99) {
-    return Status::InvalidArgument("io_realtime_priority is " + std::to_string(priority) +
-                                   ": it must be 0 (off) or a SCHED_FIFO priority from 1 to 99");
+// Resolves `asked` (io_realtime_priority: kIoRealtimeWhenPermitted, 0 or 1-99) and, when it comes
+// to a priority this process may use, puts ZeroMQ's I/O threads of `ctx` in SCHED_FIFO at it
+// (call before its first socket). Returns the priority the adapter's own I/O thread should enter
+// (EnterRealtime), or 0 for the normal class: a priority asked for and refused is a warning, the
+// default refused only an info line (most unprivileged processes are refused).
+inline Result<int> SetUpRealtime(zmq::context_t& ctx, int asked, const std::string& node_id) {
+  if (asked != kIoRealtimeWhenPermitted && (asked < 0 || asked > 99)) {
+    return Status::InvalidArgument(
+        "io_realtime_priority is " + std::to_string(asked) +
+        ": it must be -1 (realtime where permitted, the default), 0 (the normal class) or a "
+        "SCHED_FIFO priority from 1 to 99");
   }
-  if (priority == 0) return false;
+  const bool by_default = asked == kIoRealtimeWhenPermitted;
+  const int priority = by_default ? kDefaultIoRealtimePriority : asked;
+  if (priority == kIoNormalClass) return 0;
   if (!MayUseRealtime(priority)) {
-    spdlog::warn(
-        "{}: io_realtime_priority {} refused (needs CAP_SYS_NICE or RLIMIT_RTPRIO): the I/O "
-        "threads keep the normal scheduling class",
-        node_id, priority);
-    return false;
+    spdlog::log(by_default ? spdlog::level::info : spdlog::level::warn,
+                "{}: the stream's I/O threads keep the normal scheduling class: SCHED_FIFO at {} "
+                "is refused (it needs CAP_SYS_NICE or RLIMIT_RTPRIO){}",
+                node_id, priority,
+                by_default ? "; set io_realtime_priority to 0 to choose the normal class" : "");
+    return 0;
   }
   try {
     ctx.set(zmq::ctxopt::thread_sched_policy, SCHED_FIFO);
@@ -62,7 +69,7 @@ inline Result<bool> SetUpRealtime(zmq::context_t& ctx, int priority, const std::
   } catch (const zmq::error_t& e) {
     return Status::Unavailable(std::string("cannot set ZeroMQ's thread scheduling: ") + e.what());
   }
-  return true;
+  return priority;
 }
 // Puts the calling thread in SCHED_FIFO at `priority`.
 inline bool EnterRealtime(int priority) {

@@ -184,16 +184,31 @@ TEST(Replication, StreamsAMillionMixedDeltasToTwoSubordinatesAndTheDigestsAgree)
   EXPECT_EQ(reloaded->last_position(), head);
 }
 
-// The scheduling class of this process's threads named `name` (-1: none such).
-std::vector<int> PoliciesOf(const std::string& name) {
-  std::vector<int> out;
+// The scheduling class and realtime priority of this process's threads named `name`.
+std::vector<std::pair<int, int>> SchedulingOf(const std::string& name) {
+  std::vector<std::pair<int, int>> out;
   for (const auto& e : fs::directory_iterator("/proc/self/task")) {
     std::ifstream comm(e.path() / "comm");
     std::string c;
     std::getline(comm, c);
-    if (c == name) out.push_back(::sched_getscheduler(std::stoi(e.path().filename().string())));
+    if (c != name) continue;
+    const pid_t tid = std::stoi(e.path().filename().string());
+    sched_param param{};
+    ::sched_getparam(tid, &param);
+    out.emplace_back(::sched_getscheduler(tid), param.sched_priority);
   }
   return out;
+}
+
+// Whether this process may put a thread in SCHED_FIFO at `priority`.
+bool MayUseRealtime(int priority) {
+  bool permitted = false;
+  std::thread([&] {
+    sched_param param{};
+    param.sched_priority = priority;
+    permitted = pthread_setschedparam(pthread_self(), SCHED_FIFO, &param) == 0;
+  }).join();
+  return permitted;
 }
 
 // io_realtime_priority: with it, the stream's I/O threads (the adapters' and ZeroMQ's) run in
@@ -217,12 +232,7 @@ TEST(Replication, TheIoThreadsRunInTheRealtimeClassWhenAskedAndPermitted) {
     EXPECT_NE(refused.status().message().find("io_realtime_priority is 100"), std::string::npos)
         << refused.status().ToString();
   }
-  bool permitted = false;
-  std::thread([&] {
-    sched_param param{};
-    param.sched_priority = 5;
-    permitted = pthread_setschedparam(pthread_self(), SCHED_FIFO, &param) == 0;
-  }).join();
+  const bool permitted = MayUseRealtime(5);
   replication::PrimaryOptions po;
   po.io_realtime_priority = 5;
   PrimaryNode p;
@@ -237,15 +247,47 @@ TEST(Replication, TheIoThreadsRunInTheRealtimeClassWhenAskedAndPermitted) {
   const Position head = p.table->last_position();
   ASSERT_TRUE(WaitFor([&] { return (*sub)->status().applied == head; }, 60s));
   (*sub)->Read([&](const SessionTable& t) { ExpectSameData(*p.table, t); });
-  const int want = permitted ? SCHED_FIFO : SCHED_OTHER;
+  const std::pair<int, int> want = permitted ? std::pair{SCHED_FIFO, 5} : std::pair{SCHED_OTHER, 0};
+  using Classes = std::vector<std::pair<int, int>>;
   for (const char* name : {"ss-primary-io", "ss-follow-io"}) {
-    EXPECT_EQ(PoliciesOf(name), std::vector<int>{want})
-        << name << (permitted ? "" : " (not permitted)");
+    EXPECT_EQ(SchedulingOf(name), Classes{want}) << name << (permitted ? "" : " (not permitted)");
   }
   // Two ZeroMQ I/O threads (the primary's context and the subordinate's), both in the class.
-  EXPECT_EQ(PoliciesOf("ZMQbg/IO/0"), (std::vector<int>{want, want}));
+  EXPECT_EQ(SchedulingOf("ZMQbg/IO/0"), (Classes{want, want}));
   // The others keep theirs: the applier is not on the path to the acknowledgement.
-  EXPECT_EQ(PoliciesOf("ss-apply"), std::vector<int>{SCHED_OTHER});
+  EXPECT_EQ(SchedulingOf("ss-apply"), (Classes{{SCHED_OTHER, 0}}));
+}
+
+// By default the stream's I/O threads are in SCHED_FIFO at kDefaultIoRealtimePriority where the
+// process may use it (and in the normal class elsewhere); io_realtime_priority 0 keeps a side in
+// the normal class.
+TEST(Replication, TheIoThreadsAreRealtimeByDefaultWherePermittedAndNormalWhenAsked) {
+  TempDir pdir, sdir;
+  const bool permitted = MayUseRealtime(replication::kDefaultIoRealtimePriority);
+  PrimaryNode p;
+  p.Start(pdir.path(), 1);  // the default options
+  auto sstore = OpenStore(sdir.path());
+  auto so = SubOptions("s1", p.primary->endpoint());
+  so.io_realtime_priority = replication::kIoNormalClass;
+  auto sub = Subordinate::Start(so, *sstore, LoadTable(*sstore));
+  ASSERT_TRUE(sub.ok()) << sub.status().ToString();
+  Mix mix(3, 5'000);
+  mix.Run(p, 10'000);
+  const Position head = p.table->last_position();
+  ASSERT_TRUE(WaitFor([&] { return (*sub)->status().applied == head; }, 60s));
+  using Classes = std::vector<std::pair<int, int>>;
+  const std::pair<int, int> normal{SCHED_OTHER, 0};
+  const std::pair<int, int> by_default =
+      permitted ? std::pair{SCHED_FIFO, replication::kDefaultIoRealtimePriority} : normal;
+  EXPECT_EQ(SchedulingOf("ss-primary-io"), Classes{by_default})
+      << (permitted ? "" : "(SCHED_FIFO not permitted)");
+  EXPECT_EQ(SchedulingOf("ss-follow-io"), Classes{normal});
+  // One ZeroMQ I/O thread per context: the primary's in the default's class, the other not.
+  Classes zmq = SchedulingOf("ZMQbg/IO/0");
+  std::sort(zmq.begin(), zmq.end());
+  Classes want{by_default, normal};
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(zmq, want);
 }
 
 TEST(Replication, ASubordinateKilledMidStreamContinuesWithoutGapOrDuplicate) {

@@ -39,6 +39,7 @@
 
 #include "statesync/common/status.h"
 #include "statesync/replication/events.h"
+#include "statesync/replication/io_scheduling.h"
 #include "statesync/replication/store.h"
 #include "statesync/sessiontable/session_table.h"
 
@@ -96,12 +97,14 @@ struct PrimaryOptions {
   std::uint64_t blob_min_bytes_per_second = 1 << 20;
   // A ceiling on the lane's rate (0: none), for links shared with other traffic.
   std::uint64_t blob_max_bytes_per_second = 0;
-  // 1-99: the I/O thread and ZeroMQ's thread run in SCHED_FIFO at this priority, so that the
-  // table's writer and other busy threads of the machine do not delay the stream (as
-  // conntrackd's `Scheduler` setting). On 2 cores it took the lag p99 at half of case (a)'s rate
-  // from 10-17 ms to 6.3-6.8 ms (docs/BENCHMARKS.md). Needs CAP_SYS_NICE or RLIMIT_RTPRIO; where
-  // it is refused, Start logs a warning and the threads keep the normal class. 0: off.
-  int io_realtime_priority = 0;
+  // The scheduling of the stream's threads (the I/O thread and ZeroMQ's), so that the table's
+  // writer and other busy threads of the machine do not delay the stream (as conntrackd's
+  // `Scheduler` setting). kIoRealtimeWhenPermitted (-1, the default): SCHED_FIFO at
+  // kDefaultIoRealtimePriority (10) where the process may use it, else the normal class and an
+  // info line. 1-99: SCHED_FIFO at that priority, else the normal class and a warning. 0
+  // (kIoNormalClass): the normal class. On 2 cores the lag's p99 at half of case (a)'s rate was
+  // 1.7-3.5 ms in SCHED_FIFO and 4-15 ms in the normal class (docs/BENCHMARKS.md).
+  int io_realtime_priority = kIoRealtimeWhenPermitted;
   // Liveness: a heartbeat to each subordinate every keepalive; one not heard from for
   // peer_timeout is dropped until it says HELLO again.
   std::chrono::milliseconds keepalive{100};

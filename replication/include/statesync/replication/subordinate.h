@@ -31,6 +31,7 @@
 
 #include "statesync/common/status.h"
 #include "statesync/replication/events.h"
+#include "statesync/replication/io_scheduling.h"
 #include "statesync/replication/store.h"
 #include "statesync/sessiontable/session_table.h"
 
@@ -53,9 +54,9 @@ struct SubordinateOptions {
   // (they continue from it); what the tables do not hold yet is kept whatever the limits.
   JournalLimits journal;
   std::chrono::milliseconds trim_interval{1000};
-  // 1-99: the I/O thread and ZeroMQ's thread run in SCHED_FIFO at this priority
-  // (PrimaryOptions::io_realtime_priority says why and what it needs). 0: off.
-  int io_realtime_priority = 0;
+  // The scheduling of the I/O thread and ZeroMQ's: SCHED_FIFO where permitted by default, as
+  // PrimaryOptions::io_realtime_priority says (why, the values, what it needs).
+  int io_realtime_priority = kIoRealtimeWhenPermitted;
   // Options of the table built when a snapshot replaces the data.
   SessionTableOptions table_options{.writable = false};
   EventSink events;
