@@ -205,8 +205,14 @@ class Primary::Impl {
   }
 
   std::vector<PeerStatus> peers() const {
-    std::lock_guard lock(stats_mu_);
-    return peer_status_;
+    std::shared_ptr<const std::vector<PeerStatus>> published;
+    {
+      // Only the pointer under the lock, which the I/O thread also takes: a caller preempted
+      // while copying strings must not hold it there.
+      std::lock_guard lock(stats_mu_);
+      published = peer_status_;
+    }
+    return published ? *published : std::vector<PeerStatus>{};
   }
 
   void Stop() {
@@ -344,7 +350,7 @@ class Primary::Impl {
   // REQUIRES: builder_mu_ held. False if the outbox is full (the batch stays open). The frame is
   // finished outside outbox_mu_, which the I/O thread takes on every pass: finishing is a copy
   // and a checksum of up to batch_max_bytes on the owner's thread, and an owner preempted inside
-  // it held the I/O thread for as long (docs/BENCHMARKS.md).
+  // it would hold the I/O thread for as long.
   bool CloseBatch(bool wait) {
     {
       std::unique_lock lock(outbox_mu_);
@@ -359,7 +365,9 @@ class Primary::Impl {
       }
     }
     // Until the push below only TakeOutbox touches the outbox (builder_mu_ keeps other closers
-    // out), and it only takes from it: the room found above is still there.
+    // out): it takes batches and puts back, in front, those it could not journal, whose bytes
+    // outbox_bytes_ never stopped counting. The room found above is still there, and a batch
+    // put back stays ahead of this one.
     Outgoing out{builder_.first(), builder_.last(), {}, Clock::now()};
     const std::size_t n = builder_.deltas();
     out.frame = builder_.Finish(header_, rid_);
@@ -988,11 +996,14 @@ class Primary::Impl {
       out.push_back(std::move(s));
     }
     const double blob_rate = BlobRate(now);
-    std::lock_guard lock(stats_mu_);
-    peer_status_ = std::move(out);
-    stats_.journaled = journaled_;
-    stats_.recent_bytes = recent_bytes_;
-    stats_.blob_bytes_per_second = std::isinf(blob_rate) ? 0 : blob_rate;
+    auto published = std::make_shared<const std::vector<PeerStatus>>(std::move(out));
+    {
+      std::lock_guard lock(stats_mu_);
+      peer_status_.swap(published);  // the previous one is freed outside the lock
+      stats_.journaled = journaled_;
+      stats_.recent_bytes = recent_bytes_;
+      stats_.blob_bytes_per_second = std::isinf(blob_rate) ? 0 : blob_rate;
+    }
   }
 
   void Emit(ReplicationEvent::Kind kind, const std::string& peer, const std::string& text) {
@@ -1037,7 +1048,7 @@ class Primary::Impl {
 
   mutable std::mutex stats_mu_;
   PrimaryStats stats_;
-  std::vector<PeerStatus> peer_status_;
+  std::shared_ptr<const std::vector<PeerStatus>> peer_status_;  // replaced, never changed
 
   // The I/O thread's.
   int realtime_priority_ = 0;  // the I/O thread's SCHED_FIFO priority; 0: the normal class

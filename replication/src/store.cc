@@ -32,6 +32,7 @@
 #include "frame_ring.h"
 #include "journal_files.h"
 #include "statesync/common/idle_class.h"
+#include "statesync/common/pi_mutex.h"
 #include "statesync/schemas/codec.h"
 
 namespace statesync {
@@ -1749,8 +1750,10 @@ class Store::Impl {
   // sync_writes says.
   rocksdb::WriteOptions synced_write_options_;
 
-  mutable std::mutex state_mu_;
-  mutable std::condition_variable state_cv_;
+  // Priority inheritance: the stream's I/O threads (realtime by default) take it on every
+  // append and ack, and the materializer (idle class) takes it to read frames.
+  mutable PriorityInheritanceMutex state_mu_;
+  mutable std::condition_variable_any state_cv_;
   Position applied_;
   Position materialized_;
   std::string replication_id_;

@@ -7,9 +7,10 @@
 namespace statesync::replication {
 
 // The default: SCHED_FIFO at kDefaultIoRealtimePriority where the process may use it (root,
-// CAP_SYS_NICE or RLIMIT_RTPRIO), the normal class elsewhere. An HA engine's stream competes with
-// the writer it replicates on the same cores; on 2 cores the lag's p99 at half the maximum rate
-// was 2-3 ms with it and 4-15 ms without (docs/BENCHMARKS.md).
+// CAP_SYS_NICE or RLIMIT_RTPRIO, and no RLIMIT_RTTIME), the normal class elsewhere. The stream
+// then runs ahead of the table's writer and the applier on the same cores, and the writer gets
+// what the stream leaves. Figures and the cases it does not cover: docs/BENCHMARKS.md and
+// docs/architecture.md ("Scheduling").
 inline constexpr int kIoRealtimeWhenPermitted = -1;
 // The normal scheduling class, for embedders that keep SCHED_FIFO for threads of their own.
 inline constexpr int kIoNormalClass = 0;

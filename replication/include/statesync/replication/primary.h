@@ -100,10 +100,11 @@ struct PrimaryOptions {
   // The scheduling of the stream's threads (the I/O thread and ZeroMQ's), so that the table's
   // writer and other busy threads of the machine do not delay the stream (as conntrackd's
   // `Scheduler` setting). kIoRealtimeWhenPermitted (-1, the default): SCHED_FIFO at
-  // kDefaultIoRealtimePriority (10) where the process may use it, else the normal class and an
-  // info line. 1-99: SCHED_FIFO at that priority, else the normal class and a warning. 0
-  // (kIoNormalClass): the normal class. On 2 cores the lag's p99 at half of case (a)'s rate was
-  // 1.7-3.5 ms in SCHED_FIFO and 4-15 ms in the normal class (docs/BENCHMARKS.md).
+  // kDefaultIoRealtimePriority (10) where the process may use it and RLIMIT_RTTIME is not set,
+  // else the normal class and an info line. 1-99: SCHED_FIFO at that priority, else the normal
+  // class and a warning. 0 (kIoNormalClass): the normal class. On 2 cores the lag's p99 at half
+  // of case (a)'s rate was about 2-3.5 ms in SCHED_FIFO and 3-15 ms in the normal class, more
+  // with blobs (docs/BENCHMARKS.md).
   int io_realtime_priority = kIoRealtimeWhenPermitted;
   // Liveness: a heartbeat to each subordinate every keepalive; one not heard from for
   // peer_timeout is dropped until it says HELLO again.
