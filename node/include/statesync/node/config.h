@@ -1,0 +1,87 @@
+// NodeConfig: a node's configuration, read from TOML (statesyncd --config FILE). Parsing checks
+// every key: an unknown key, a value of the wrong type or out of range, and a cluster the
+// failover core would refuse are errors that name the key, its line and the reason, all of them
+// at once (statesyncd --check-config). DefaultConfigText() is the commented file
+// `statesyncd --print-config` prints: every key with its default.
+//
+// Thread-safety: plain values and pure functions.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "statesync/common/status.h"
+#include "statesync/failover/types.h"
+
+namespace statesync::node {
+
+enum class SyncMode : std::uint8_t { kAsync, kSync };
+enum class OnSyncTimeout : std::uint8_t { kBlock, kFail };
+
+struct MemberConfig {
+  std::string id;
+  failover::ConfiguredRole role = failover::ConfiguredRole::kSecondary;
+  std::uint16_t priority = 100;
+  std::string serial;  // the ranking's last tie-breaker; empty: the id
+  // Where the member's primary side listens for its subordinates (a data node's; a witness has
+  // none), and one heartbeat endpoint per heartbeat link, in the order of `links`.
+  std::string replication;
+  std::vector<std::string> heartbeat;
+};
+
+struct NodeConfig {
+  // [node]
+  std::string id;
+  std::filesystem::path data_dir = "/var/lib/statesync";
+  std::filesystem::path control_socket;  // empty: <data_dir>/control.sock
+  // [cluster]
+  std::string cluster = "statesync";  // messages of another cluster are refused
+  std::chrono::milliseconds heartbeat_interval{100};
+  int lost_threshold = 3;
+  failover::OnFailure on_failure = failover::OnFailure::kBecomeSecondary;
+  bool override_enabled = false;
+  std::chrono::seconds holdoff_max{300};
+  std::chrono::seconds preempt_delay{30};
+  std::chrono::seconds uptime_margin{300};
+  std::vector<std::string> links{"ha1"};
+  // [[member]], self included, in the same order on every node.
+  std::vector<MemberConfig> members;
+  // [replication]
+  SyncMode sync_mode = SyncMode::kAsync;
+  int min_acks = 1;
+  std::chrono::milliseconds sync_timeout{1000};
+  OnSyncTimeout on_sync_timeout = OnSyncTimeout::kBlock;
+  int io_realtime_priority = -1;  // -1: SCHED_FIFO 10 where permitted; 0: normal class; 1-99
+  std::uint64_t backlog_max_bytes = 4ull << 30;
+  std::chrono::seconds backlog_max_age{3600};
+  // [ingest]
+  std::string ingest_endpoint;  // empty: ipc://<data_dir>/ingest.sock
+  // [hooks]
+  std::string takeover_hook;  // empty: none
+  std::chrono::seconds hook_timeout{10};
+
+  const MemberConfig& self() const;  // REQUIRES: a config ParseConfig accepted
+  std::filesystem::path ControlSocket() const;
+  std::string IngestEndpoint() const;
+  // The cluster's id on the wire: a hash of `cluster`.
+  std::uint64_t ClusterId() const;
+  // The failover core's view: members, links, timers and policies.
+  failover::ClusterConfig ToClusterConfig() const;
+};
+
+// Parses and checks a configuration. `source` names it in messages ("node.toml"). The error's
+// message lists every problem, one a line, as "source:LINE: [section] key: reason".
+Result<NodeConfig> ParseConfig(std::string_view text, std::string_view source);
+Result<NodeConfig> LoadConfig(const std::filesystem::path& file);
+
+// The commented defaults (a two-node cluster as the example members); ParseConfig accepts it.
+std::string DefaultConfigText();
+
+std::string_view SyncModeName(SyncMode mode);            // "async", "sync"
+std::string_view OnSyncTimeoutName(OnSyncTimeout what);  // "block", "fail"
+
+}  // namespace statesync::node

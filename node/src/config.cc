@@ -1,0 +1,502 @@
+#include "statesync/node/config.h"
+
+#include <xxhash.h>
+
+#include <toml++/toml.h>
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+namespace statesync::node {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+
+// Every problem found, as "source:LINE: [section] key: reason", so that one run of
+// --check-config shows them all.
+class Problems {
+ public:
+  explicit Problems(std::string_view source) : source_(source) {}
+  void Add(const toml::source_region& where, std::string_view section, std::string_view key,
+           const std::string& why) {
+    std::string line = source_;
+    if (where.begin.line > 0) line += ":" + std::to_string(where.begin.line);
+    line += ": ";
+    if (!section.empty()) line += "[" + std::string(section) + "] ";
+    if (!key.empty()) line += std::string(key) + ": ";
+    lines_.push_back(line + why);
+  }
+  void Add(std::string_view section, std::string_view key, const std::string& why) {
+    Add(toml::source_region{}, section, key, why);
+  }
+  bool empty() const { return lines_.empty(); }
+  std::string Text() const {
+    std::string out;
+    for (const std::string& l : lines_) out += (out.empty() ? "" : "\n") + l;
+    return out;
+  }
+
+ private:
+  std::string source_;
+  std::vector<std::string> lines_;
+};
+
+// The keys of one table: each read once, checked for type and range; Finish() reports the keys
+// nobody read (a typo must not silently leave a default in place).
+class Section {
+ public:
+  Section(const toml::table* table, std::string name, Problems* problems)
+      : table_(table), name_(std::move(name)), problems_(problems) {}
+
+  void String(std::string_view key, std::string* out) {
+    if (const toml::node* n = Find(key)) {
+      if (auto v = n->value<std::string>()) {
+        *out = *v;
+      } else {
+        Wrong(*n, key, "a string");
+      }
+    }
+  }
+  void Bool(std::string_view key, bool* out) {
+    if (const toml::node* n = Find(key)) {
+      // is_boolean first: value<bool>() also converts an integer.
+      if (n->is_boolean()) {
+        *out = *n->value<bool>();
+      } else {
+        Wrong(*n, key, "true or false");
+      }
+    }
+  }
+  template <typename Int>
+  void Integer(std::string_view key, std::int64_t lowest, std::int64_t highest, Int* out) {
+    if (const toml::node* n = Find(key)) {
+      const auto v = n->is_integer() ? n->value<std::int64_t>() : std::nullopt;
+      if (!v) {
+        Wrong(*n, key, "an integer");
+      } else if (*v < lowest || *v > highest) {
+        problems_->Add(n->source(), name_, key,
+                       std::to_string(*v) + " is out of range: it must lie between " +
+                           std::to_string(lowest) + " and " + std::to_string(highest));
+      } else {
+        *out = static_cast<Int>(*v);
+      }
+    }
+  }
+  template <typename Duration>
+  void Time(std::string_view key, std::int64_t lowest, std::int64_t highest, Duration* out) {
+    std::int64_t count = out->count();
+    Integer(key, lowest, highest, &count);
+    *out = Duration(count);
+  }
+  void Strings(std::string_view key, std::vector<std::string>* out) {
+    const toml::node* n = Find(key);
+    if (n == nullptr) return;
+    const toml::array* a = n->as_array();
+    std::vector<std::string> values;
+    if (a != nullptr) {
+      for (const toml::node& e : *a) {
+        auto v = e.value<std::string>();
+        if (!v) {
+          a = nullptr;
+          break;
+        }
+        values.push_back(*v);
+      }
+    }
+    if (a == nullptr) {
+      Wrong(*n, key, "an array of strings");
+      return;
+    }
+    *out = std::move(values);
+  }
+  // A word from a fixed set, turned into a value by `parse`.
+  template <typename T, typename Parse>
+  void Word(std::string_view key, Parse parse, T* out) {
+    if (const toml::node* n = Find(key)) {
+      auto v = n->value<std::string>();
+      if (!v) {
+        Wrong(*n, key, "a string");
+        return;
+      }
+      Result<T> parsed = parse(*v);
+      if (!parsed.ok()) {
+        problems_->Add(n->source(), name_, key, parsed.status().message());
+      } else {
+        *out = *parsed;
+      }
+    }
+  }
+  void Finish() {
+    if (table_ == nullptr) return;
+    for (const auto& [key, value] : *table_) {
+      if (read_.count(std::string(key.str())) != 0) continue;
+      problems_->Add(value.source(), name_, key.str(),
+                     "unknown key (the keys of [" + name_ + "] are " + Known() + ")");
+    }
+  }
+  // The keys this section knows, for the message about an unknown one; they are the ones read.
+  std::string Known() const {
+    std::string out;
+    for (const std::string& k : order_) out += (out.empty() ? "" : ", ") + k;
+    return out;
+  }
+
+ private:
+  const toml::node* Find(std::string_view key) {
+    if (read_.insert(std::string(key)).second) order_.emplace_back(key);
+    return table_ != nullptr ? table_->get(key) : nullptr;
+  }
+  void Wrong(const toml::node& n, std::string_view key, std::string_view want) {
+    problems_->Add(n.source(), name_, key,
+                   "must be " + std::string(want) + ", not " + std::string(TypeName(n)));
+  }
+  static std::string_view TypeName(const toml::node& n) {
+    switch (n.type()) {
+      case toml::node_type::string:
+        return "a string";
+      case toml::node_type::integer:
+        return "an integer";
+      case toml::node_type::floating_point:
+        return "a floating-point number";
+      case toml::node_type::boolean:
+        return "a boolean";
+      case toml::node_type::array:
+        return "an array";
+      case toml::node_type::table:
+        return "a table";
+      default:
+        return "a date or time";
+    }
+  }
+
+  const toml::table* table_;
+  std::string name_;
+  Problems* problems_;
+  std::set<std::string> read_;
+  std::vector<std::string> order_;
+};
+
+Result<SyncMode> ParseSyncMode(std::string_view text) {
+  if (text == "async") return SyncMode::kAsync;
+  if (text == "sync") return SyncMode::kSync;
+  return Status::InvalidArgument("'" + std::string(text) + "' is not a mode: async or sync");
+}
+Result<OnSyncTimeout> ParseOnSyncTimeout(std::string_view text) {
+  if (text == "block") return OnSyncTimeout::kBlock;
+  if (text == "fail") return OnSyncTimeout::kFail;
+  return Status::InvalidArgument("'" + std::string(text) + "' is not a behaviour: block or fail");
+}
+
+// "tcp://HOST:PORT" (a port from 1 to 65535) or "ipc://PATH"; empty when it is one.
+std::string CheckEndpoint(const std::string& endpoint) {
+  if (endpoint.rfind("ipc://", 0) == 0) {
+    return endpoint.size() > 6 ? "" : "an ipc:// endpoint needs a path";
+  }
+  if (endpoint.rfind("tcp://", 0) != 0) {
+    return "'" + endpoint + "' is not an endpoint: tcp://HOST:PORT or ipc://PATH";
+  }
+  const std::size_t colon = endpoint.rfind(':');
+  if (colon <= 6 || colon + 1 >= endpoint.size()) {
+    return "'" + endpoint + "' has no port: tcp://HOST:PORT";
+  }
+  const std::string port = endpoint.substr(colon + 1);
+  if (port.find_first_not_of("0123456789") != std::string::npos || port.size() > 5 ||
+      std::stoi(port) < 1 || std::stoi(port) > 65535) {
+    return "'" + endpoint + "': the port must be a number from 1 to 65535";
+  }
+  return "";
+}
+
+}  // namespace
+
+std::string_view SyncModeName(SyncMode mode) {
+  return mode == SyncMode::kSync ? "sync" : "async";
+}
+std::string_view OnSyncTimeoutName(OnSyncTimeout what) {
+  return what == OnSyncTimeout::kFail ? "fail" : "block";
+}
+
+const MemberConfig& NodeConfig::self() const {
+  for (const MemberConfig& m : members) {
+    if (m.id == id) return m;
+  }
+  STATESYNC_CHECK(false, "NodeConfig::self() on a config without this node among its members");
+  return members.front();
+}
+
+std::filesystem::path NodeConfig::ControlSocket() const {
+  return control_socket.empty() ? data_dir / "control.sock" : control_socket;
+}
+
+std::string NodeConfig::IngestEndpoint() const {
+  return ingest_endpoint.empty() ? "ipc://" + (data_dir / "ingest.sock").string() : ingest_endpoint;
+}
+
+std::uint64_t NodeConfig::ClusterId() const {
+  return XXH3_64bits(cluster.data(), cluster.size());
+}
+
+failover::ClusterConfig NodeConfig::ToClusterConfig() const {
+  failover::ClusterConfig c;
+  c.self = id;
+  for (const MemberConfig& m : members) {
+    c.members.push_back({m.id, m.role, m.priority, m.serial.empty() ? m.id : m.serial});
+  }
+  c.links = links;
+  c.heartbeat_interval = heartbeat_interval;
+  c.lost_threshold = lost_threshold;
+  c.override_enabled = override_enabled;
+  c.on_failure = on_failure;
+  c.holdoff_max = holdoff_max;
+  c.uptime_margin = uptime_margin;
+  c.preempt_delay = preempt_delay;
+  // Twice the interval: a tick late by one interval is not a jump; below LostAfter() as the core
+  // requires (lost_threshold 3 or more; with 1 or 2 there is no room and Validate says so).
+  c.max_tick_gap = heartbeat_interval * 2;
+  return c;
+}
+
+Result<NodeConfig> ParseConfig(std::string_view text, std::string_view source) {
+  toml::table root;
+  try {
+    root = toml::parse(text, source);
+  } catch (const toml::parse_error& e) {
+    return Status::InvalidArgument(std::string(source) + ":" +
+                                   std::to_string(e.source().begin.line) +
+                                   ": not valid TOML: " + std::string(e.description()));
+  }
+  Problems problems(source);
+  NodeConfig c;
+  auto table = [&](std::string_view name) -> const toml::table* {
+    const toml::node* n = root.get(name);
+    if (n == nullptr) return nullptr;
+    if (!n->is_table()) {
+      problems.Add(n->source(), "", name, "must be a table ([" + std::string(name) + "])");
+      return nullptr;
+    }
+    return n->as_table();
+  };
+  for (const auto& [key, value] : root) {
+    static const std::set<std::string_view> kTables = {"node",        "cluster", "member",
+                                                       "replication", "ingest",  "hooks"};
+    if (kTables.count(key.str()) == 0) {
+      problems.Add(value.source(), "", key.str(),
+                   "unknown table or key (the file has [node], [cluster], [[member]], "
+                   "[replication], [ingest] and [hooks])");
+    }
+  }
+
+  Section node(table("node"), "node", &problems);
+  node.String("id", &c.id);
+  std::string path = c.data_dir.string();
+  node.String("data_dir", &path);
+  c.data_dir = path;
+  path.clear();
+  node.String("control_socket", &path);
+  c.control_socket = path;
+  node.Finish();
+
+  Section cluster(table("cluster"), "cluster", &problems);
+  cluster.String("name", &c.cluster);
+  cluster.Strings("links", &c.links);
+  cluster.Time("heartbeat_interval_ms", 10, 60'000, &c.heartbeat_interval);
+  cluster.Integer("lost_threshold", 3, 100, &c.lost_threshold);
+  cluster.Word("on_failure", failover::ParseOnFailure, &c.on_failure);
+  cluster.Bool("override", &c.override_enabled);
+  cluster.Time("holdoff_max_s", 1, 86'400, &c.holdoff_max);
+  cluster.Time("preempt_delay_s", 0, 86'400, &c.preempt_delay);
+  cluster.Time("uptime_margin_s", 0, 86'400, &c.uptime_margin);
+  cluster.Finish();
+
+  const toml::node* members = root.get("member");
+  if (members != nullptr && !members->is_array_of_tables()) {
+    problems.Add(members->source(), "", "member", "must be an array of tables ([[member]])");
+  } else if (members != nullptr) {
+    for (const toml::node& m : *members->as_array()) {
+      MemberConfig mc;
+      Section s(m.as_table(), "member", &problems);
+      s.String("id", &mc.id);
+      s.Word("role", failover::ParseConfiguredRole, &mc.role);
+      s.Integer("priority", 0, 65535, &mc.priority);
+      s.String("serial", &mc.serial);
+      s.String("replication", &mc.replication);
+      s.Strings("heartbeat", &mc.heartbeat);
+      s.Finish();
+      const std::string who = mc.id.empty() ? "a member" : "member '" + mc.id + "'";
+      if (mc.id.empty()) problems.Add(m.source(), "member", "id", "required");
+      if (mc.role != failover::ConfiguredRole::kWitness) {
+        if (mc.replication.empty()) {
+          problems.Add(m.source(), "member", "replication",
+                       who + " is a data node and needs the endpoint its primary side listens on");
+        } else if (std::string why = CheckEndpoint(mc.replication); !why.empty()) {
+          problems.Add(m.source(), "member", "replication", why);
+        }
+      }
+      if (mc.heartbeat.size() != c.links.size()) {
+        problems.Add(m.source(), "member", "heartbeat",
+                     who + " has " + std::to_string(mc.heartbeat.size()) +
+                         " heartbeat endpoints for " + std::to_string(c.links.size()) +
+                         " links ([cluster] links): one per link, in the same order");
+      }
+      for (const std::string& e : mc.heartbeat) {
+        if (std::string why = CheckEndpoint(e); !why.empty()) {
+          problems.Add(m.source(), "member", "heartbeat", why);
+        }
+      }
+      c.members.push_back(std::move(mc));
+    }
+  }
+
+  Section replication(table("replication"), "replication", &problems);
+  replication.Word("sync_mode", ParseSyncMode, &c.sync_mode);
+  replication.Integer("min_acks", 1, 63, &c.min_acks);
+  replication.Time("sync_timeout_ms", 1, 3'600'000, &c.sync_timeout);
+  replication.Word("on_sync_timeout", ParseOnSyncTimeout, &c.on_sync_timeout);
+  replication.Integer("io_realtime_priority", -1, 99, &c.io_realtime_priority);
+  replication.Integer("backlog_max_bytes", 1 << 20, std::int64_t{1} << 50, &c.backlog_max_bytes);
+  replication.Time("backlog_max_age_s", 1, std::int64_t{30} * 86'400, &c.backlog_max_age);
+  replication.Finish();
+
+  Section ingest(table("ingest"), "ingest", &problems);
+  ingest.String("endpoint", &c.ingest_endpoint);
+  ingest.Finish();
+  if (!c.ingest_endpoint.empty()) {
+    if (std::string why = CheckEndpoint(c.ingest_endpoint); !why.empty()) {
+      problems.Add("ingest", "endpoint", why);
+    }
+  }
+
+  Section hooks(table("hooks"), "hooks", &problems);
+  hooks.String("takeover", &c.takeover_hook);
+  hooks.Time("timeout_s", 1, 3600, &c.hook_timeout);
+  hooks.Finish();
+
+  // The whole: what no single key can say.
+  if (c.id.empty()) problems.Add("node", "id", "required: this node's id, one of the members'");
+  if (c.data_dir.empty()) problems.Add("node", "data_dir", "must not be empty");
+  if (members == nullptr) {
+    problems.Add("member", "", "no [[member]]: list every node of the cluster, this one included");
+  } else if (!c.id.empty() && std::none_of(c.members.begin(), c.members.end(),
+                                           [&](const MemberConfig& m) { return m.id == c.id; })) {
+    std::string ids;
+    for (const MemberConfig& m : c.members) ids += (ids.empty() ? "" : ", ") + m.id;
+    problems.Add("node", "id", "'" + c.id + "' is not among the [[member]] ids (" + ids + ")");
+  } else if (problems.empty()) {
+    if (Status st = c.ToClusterConfig().Validate(); !st.ok()) {
+      problems.Add("cluster", "", st.message());
+    }
+  }
+  if (c.sync_mode == SyncMode::kSync) {
+    int others = 0;
+    for (const MemberConfig& m : c.members) {
+      others += m.role != failover::ConfiguredRole::kWitness && m.id != c.id ? 1 : 0;
+    }
+    if (c.min_acks > others) {
+      problems.Add("replication", "min_acks",
+                   std::to_string(c.min_acks) + " acknowledgements asked in sync mode, but only " +
+                       std::to_string(others) + " other data node(s) could give them");
+    }
+  }
+  if (!problems.empty()) return Status::InvalidArgument(problems.Text());
+  return c;
+}
+
+Result<NodeConfig> LoadConfig(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  if (!in) return Status::NotFound("cannot read the config file " + file.string());
+  std::stringstream text;
+  text << in.rdbuf();
+  return ParseConfig(text.str(), file.string());
+}
+
+std::string DefaultConfigText() {
+  return R"(# statesyncd's configuration (TOML). Every key is shown with its default; a key left out
+# keeps it. A key statesyncd does not know is an error: `statesyncd --check-config FILE` lists
+# every problem with its line.
+
+[node]
+# This node's id: one of the [[member]] ids below. Required.
+id = "a"
+# The store, the HA state and the event log. A lock file keeps a second daemon out.
+data_dir = "/var/lib/statesync"
+# The control socket statesyncctl talks to (mode 0600). Empty: <data_dir>/control.sock.
+control_socket = ""
+
+[cluster]
+# Every message carries a hash of this name; messages of another cluster are refused.
+name = "statesync"
+# The heartbeat links, by name. Each member lists one heartbeat endpoint per link, in this
+# order; a peer is lost only when it is silent on every link.
+links = ["ha1"]
+# A heartbeat on every link every interval; a peer missing lost_threshold of them in a row on
+# every link is lost (100 ms x 3: lost after 300 ms of silence).
+heartbeat_interval_ms = 100
+lost_threshold = 3
+# What a primary that failed does when it comes back: switch_off (waits for an operator),
+# restore_role (catches up as secondary, then takes the primary role back) or
+# become_secondary.
+on_failure = "become_secondary"
+# Priority outranks replication freshness and uptime in elections, and a higher-priority
+# former primary takes the role back after preempt_delay_s.
+override = false
+# A planned restart (SIGTERM on the primary) asks the peers to hold off for at most this long.
+holdoff_max_s = 300
+preempt_delay_s = 30
+# Uptimes closer than this count as equal in elections.
+uptime_margin_s = 300
+
+# Every node of the cluster, this one included, in the same order on every node (a node's index
+# is its slot). role: primary, secondary or witness (a witness holds no data and only votes;
+# with three or more members a promotion needs a majority).
+[[member]]
+id = "a"
+role = "primary"
+priority = 100
+# The last tie-breaker of elections (the higher wins). Empty: the id.
+serial = ""
+# Where this member's primary side listens for its subordinates (not for a witness).
+replication = "tcp://127.0.0.1:7400"
+# One endpoint per heartbeat link, in the order of [cluster] links.
+heartbeat = ["tcp://127.0.0.1:7401"]
+
+[[member]]
+id = "b"
+role = "secondary"
+priority = 100
+serial = ""
+replication = "tcp://127.0.0.1:7410"
+heartbeat = ["tcp://127.0.0.1:7411"]
+
+[replication]
+# async: a write is done when it is in the primary's table; sync: when min_acks subordinates
+# have persisted it.
+sync_mode = "async"
+min_acks = 1
+# In sync mode, when min_acks cannot be met in time: block (keep waiting) or fail (the write
+# completes with an error). Either way an alert is raised; sync never turns into async.
+sync_timeout_ms = 1000
+on_sync_timeout = "block"
+# The stream's I/O threads: -1 runs them in SCHED_FIFO at 10 where the process may (root or
+# CAP_SYS_NICE), 0 in the normal class, 1-99 in SCHED_FIFO at that priority.
+io_realtime_priority = -1
+# The journal kept for subordinates that catch up incrementally (CONTINUE), by size and age.
+backlog_max_bytes = 4294967296
+backlog_max_age_s = 3600
+
+[ingest]
+# Where applications send FlatBuffers batches of records. Empty: ipc://<data_dir>/ingest.sock.
+endpoint = ""
+
+[hooks]
+# A command run on promotion (after the state is ready) and on demotion, one at a time, with
+# the arguments `promote EPOCH` or `demote EPOCH`: where a virtual address is moved or state
+# committed into a kernel. Empty: none.
+takeover = ""
+timeout_s = 10
+)";
+}
+
+}  // namespace statesync::node
