@@ -1,0 +1,142 @@
+#include "statesync/node/data_dir.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+#include "temp_dir.h"
+
+namespace statesync::node {
+namespace {
+
+namespace fs = std::filesystem;
+using failover::DurableState;
+using failover::EffectiveRole;
+using testing::TempDir;
+
+TEST(DataDir, ASecondNodeOnTheSameDirectoryIsRefusedWithTheHoldersPid) {
+  TempDir tmp;
+  const fs::path dir = tmp.path() / "node";  // created by Open
+  {
+    auto first = DataDir::Open(dir);
+    ASSERT_TRUE(first.ok()) << first.status().ToString();
+    auto second = DataDir::Open(dir);
+    ASSERT_FALSE(second.ok());
+    EXPECT_EQ(second.status().code(), Status::Code::kFailedPrecondition);
+    EXPECT_NE(second.status().message().find("in use by another statesyncd (pid " +
+                                             std::to_string(::getpid()) + ")"),
+              std::string::npos)
+        << second.status().message();
+  }
+  // Released with the first: the directory can be taken again.
+  EXPECT_TRUE(DataDir::Open(dir).ok());
+}
+
+TEST(DataDir, AnotherProcessHoldingTheLockIsNamedAndItsDeathReleasesIt) {
+  TempDir tmp;
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    auto d = DataDir::Open(tmp.path());
+    const char ok = d.ok() ? 'y' : 'n';
+    [[maybe_unused]] ssize_t n = ::write(ready[1], &ok, 1);
+    ::pause();  // until killed, holding the lock
+    ::_exit(0);
+  }
+  char ok = 0;
+  ASSERT_EQ(::read(ready[0], &ok, 1), 1);
+  ASSERT_EQ(ok, 'y');
+  auto refused = DataDir::Open(tmp.path());
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("(pid " + std::to_string(child) + ")"),
+            std::string::npos)
+      << refused.status().message();
+  // SIGKILL: the kernel drops the lock with the process, no stale lock file to clean up.
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  EXPECT_TRUE(DataDir::Open(tmp.path()).ok());
+  ::close(ready[0]);
+  ::close(ready[1]);
+}
+
+TEST(DataDir, TheDurableStateRoundTripsAndAFirstStartIsAllZero) {
+  TempDir tmp;
+  auto d = DataDir::Open(tmp.path());
+  ASSERT_TRUE(d.ok());
+  auto fresh = (*d)->LoadState();
+  ASSERT_TRUE(fresh.ok()) << fresh.status().ToString();
+  EXPECT_EQ(*fresh, DurableState{});
+  const DurableState s{.epoch = 197,
+                       .role = EffectiveRole::kPrimary,
+                       .planned_stop = true,
+                       .voted_round = 3,
+                       .voted_for = "node-b",
+                       .boots = 12};
+  ASSERT_TRUE((*d)->SaveState(s).ok());
+  auto back = (*d)->LoadState();
+  ASSERT_TRUE(back.ok()) << back.status().ToString();
+  EXPECT_EQ(*back, s);
+  // Replaced whole, and no temporary file left behind.
+  DurableState next = s;
+  next.epoch = 261;
+  next.role = EffectiveRole::kSecondary;
+  ASSERT_TRUE((*d)->SaveState(next).ok());
+  EXPECT_EQ(*(*d)->LoadState(), next);
+  EXPECT_FALSE(fs::exists(tmp.path() / "ha-state.new"));
+}
+
+// A damaged state file stops the node with the file named: starting from epoch 0 would let it
+// take an epoch it already used.
+TEST(DataDir, ADamagedStateIsRefusedNotTakenForAFirstStart) {
+  TempDir tmp;
+  auto d = DataDir::Open(tmp.path());
+  ASSERT_TRUE(d.ok());
+  for (const std::string bad :
+       {"{\"epoch\": 5, \"role\": \"PRI", "{\"epoch\": \"five\"}", "[1,2]",
+        "{\"epoch\":5,\"role\":\"CAPTAIN\",\"planned_stop\":false,\"voted_round\":0,"
+        "\"voted_for\":\"\",\"boots\":1}"}) {
+    std::ofstream(tmp.path() / "ha-state", std::ios::trunc) << bad;
+    auto s = (*d)->LoadState();
+    ASSERT_FALSE(s.ok()) << bad;
+    EXPECT_EQ(s.status().code(), Status::Code::kCorruption) << bad;
+    EXPECT_NE(s.status().message().find((tmp.path() / "ha-state").string()), std::string::npos);
+  }
+  // A temporary file left by a crash during SaveState is not read: the state is the last whole one.
+  const DurableState s{.epoch = 7, .role = EffectiveRole::kSecondary, .boots = 2};
+  ASSERT_TRUE((*d)->SaveState(s).ok());
+  std::ofstream(tmp.path() / "ha-state.new", std::ios::trunc) << "{\"epo";
+  EXPECT_EQ(*(*d)->LoadState(), s);
+}
+
+TEST(DataDir, TheEventLogKeepsTheNewestAcrossARotation) {
+  TempDir tmp;
+  auto d = DataDir::Open(tmp.path(), /*max_event_log_bytes=*/150);
+  ASSERT_TRUE(d.ok());
+  for (int i = 0; i < 40; ++i) {
+    ASSERT_TRUE((*d)->AppendEvent("{\"n\":" + std::to_string(i) + "}").ok());
+  }
+  EXPECT_TRUE(fs::exists(tmp.path() / "events.log.1"));
+  EXPECT_LE(fs::file_size(tmp.path() / "events.log"), 150u);
+  auto last = (*d)->RecentEvents(5);
+  ASSERT_TRUE(last.ok());
+  EXPECT_EQ(*last, (std::vector<std::string>{"{\"n\":35}", "{\"n\":36}", "{\"n\":37}", "{\"n\":38}",
+                                             "{\"n\":39}"}));
+  // Across the two files, oldest first, in order.
+  auto more = (*d)->RecentEvents(30);
+  ASSERT_TRUE(more.ok());
+  ASSERT_GT(more->size(), 5u);
+  for (std::size_t i = 1; i < more->size(); ++i) {
+    EXPECT_LT(std::stoi((*more)[i - 1].substr(5)), std::stoi((*more)[i].substr(5)));
+  }
+  EXPECT_EQ(more->back(), "{\"n\":39}");
+}
+
+}  // namespace
+}  // namespace statesync::node
