@@ -61,7 +61,8 @@ std::vector<std::string> EveryMessage() {
   }));
   out.push_back(Envelope(fbs::Body::Heartbeat, [](auto& b) {
     return fbs::CreateHeartbeatDirect(b, "node-a", 7, 1234, fbs::Role::Primary, fbs::Role::Primary,
-                                      200, true, 2, 3, 86'400'000, "FGT-0001", 1, 42)
+                                      200, true, 2, 3, 86'400'000, "FGT-0001", 1, 42,
+                                      (3ull << 32) + 17, 2, 6, true, "node-a")
         .Union();
   }));
   out.push_back(Envelope(fbs::Body::Hello, [](auto& b) {
@@ -91,9 +92,21 @@ std::vector<std::string> EveryMessage() {
         .Union();
   }));
   out.push_back(Envelope(fbs::Body::Control, [](auto& b) {
-    return fbs::CreateControlDirect(b, fbs::ControlCommand::HoldOff, 300'000, fbs::Role::Secondary,
-                                    "planned restart")
+    const fbs::Position final_position(7, 5000);
+    return fbs::CreateControlDirect(b, fbs::ControlCommand::TakeOver, 0, fbs::Role::Primary,
+                                    "handed over", 7, &final_position)
         .Union();
+  }));
+  out.push_back(Envelope(fbs::Body::Fork, [](auto& b) {
+    const fbs::Position common(6, 90);
+    return fbs::CreateForkDirect(b, "rid-1", &common, 5).Union();
+  }));
+  out.push_back(Envelope(fbs::Body::VoteRequest, [](auto& b) {
+    const fbs::Position applied(7, 5000);
+    return fbs::CreateVoteRequest(b, 130, &applied).Union();
+  }));
+  out.push_back(Envelope(fbs::Body::Vote, [](auto& b) {
+    return fbs::CreateVoteDirect(b, 130, false, "already voted in round 2").Union();
   }));
   return out;
 }
@@ -138,7 +151,9 @@ std::uint64_t Touch(const fbs::Envelope* e) {
       auto* m = e->body_as_Heartbeat();
       str(m->node_id());
       str(m->serial());
-      sum += m->epoch() + m->applied_seq() + m->uptime_ms() + m->links_up();
+      str(m->following());
+      sum += m->epoch() + m->applied_seq() + m->uptime_ms() + m->links_up() + m->sequence() +
+             m->slot() + m->applied_epoch() + m->ready();
       break;
     }
     case fbs::Body::Hello: {
@@ -185,7 +200,26 @@ std::uint64_t Touch(const fbs::Envelope* e) {
     case fbs::Body::Control: {
       auto* m = e->body_as_Control();
       str(m->reason());
-      sum += m->holdoff_ms();
+      pos(m->final_position());
+      sum += m->holdoff_ms() + m->epoch();
+      break;
+    }
+    case fbs::Body::Fork: {
+      auto* m = e->body_as_Fork();
+      str(m->replication_id());
+      pos(m->common());
+      break;
+    }
+    case fbs::Body::VoteRequest: {
+      auto* m = e->body_as_VoteRequest();
+      pos(m->applied());
+      sum += m->epoch();
+      break;
+    }
+    case fbs::Body::Vote: {
+      auto* m = e->body_as_Vote();
+      str(m->why_not());
+      sum += m->epoch() + m->granted();
       break;
     }
     default:
@@ -201,7 +235,7 @@ wire::Decoded DecodeString(const std::string& frame, std::uint64_t cluster = kCl
 
 TEST(Codec, EveryMessageRoundTrips) {
   const auto messages = EveryMessage();
-  ASSERT_EQ(messages.size(), 9u);
+  ASSERT_EQ(messages.size(), 12u);
   std::set<fbs::Body> seen;
   for (const auto& frame : messages) {
     auto d = DecodeString(frame);
@@ -210,7 +244,24 @@ TEST(Codec, EveryMessageRoundTrips) {
     EXPECT_EQ(d.envelope->sender()->str(), "node-a");
     Touch(d.envelope);
   }
-  EXPECT_EQ(seen.size(), 9u);
+  EXPECT_EQ(seen.size(), 12u);
+  // The failover core's fields (issue 5) come back as written.
+  auto heartbeat = DecodeString(messages[1]).envelope->body_as_Heartbeat();
+  EXPECT_EQ(heartbeat->sequence(), (3ull << 32) + 17);
+  EXPECT_EQ(heartbeat->slot(), 2u);
+  EXPECT_EQ(heartbeat->applied_epoch(), 6u);
+  EXPECT_TRUE(heartbeat->ready());
+  EXPECT_EQ(heartbeat->following()->str(), "node-a");
+  auto control = DecodeString(messages[8]).envelope->body_as_Control();
+  EXPECT_EQ(control->command(), fbs::ControlCommand::TakeOver);
+  EXPECT_EQ(control->epoch(), 7u);
+  EXPECT_EQ(control->final_position()->seq(), 5000u);
+  auto request = DecodeString(messages[10]).envelope->body_as_VoteRequest();
+  EXPECT_EQ(request->epoch(), 130u);
+  EXPECT_EQ(request->applied()->seq(), 5000u);
+  auto vote = DecodeString(messages[11]).envelope->body_as_Vote();
+  EXPECT_FALSE(vote->granted());
+  EXPECT_EQ(vote->why_not()->str(), "already voted in round 2");
   auto batch = DecodeString(messages[0]).envelope->body_as_DeltaBatch();
   ASSERT_EQ(batch->deltas()->size(), 3u);
   EXPECT_EQ(batch->deltas()->Get(2)->position()->seq(), 102u);
@@ -220,9 +271,7 @@ TEST(Codec, EveryMessageRoundTrips) {
   auto hb = DecodeString(messages[1]).envelope->body_as_Heartbeat();
   EXPECT_EQ(hb->serial()->str(), "FGT-0001");
   EXPECT_EQ(hb->effective_role(), fbs::Role::Primary);
-  auto ctl = DecodeString(messages[8]).envelope->body_as_Control();
-  EXPECT_EQ(ctl->command(), fbs::ControlCommand::HoldOff);
-  EXPECT_EQ(ctl->holdoff_ms(), 300'000u);
+  EXPECT_EQ(control->reason()->str(), "handed over");
 }
 
 TEST(Codec, EveryRecordRoundTrips) {
