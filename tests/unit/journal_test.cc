@@ -2,19 +2,23 @@
 // fork arithmetic, on a real RocksDB in temporary directories.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iterator>
 #include <map>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "blob_files.h"
+#include "statesync/common/idle_class.h"
 #include "statesync/replication/messages.h"
 #include "statesync/replication/store.h"
 #include "statesync/workload/workload.h"
@@ -836,5 +840,51 @@ TEST(Journal, AFrameLostOrDamagedOnTheDiskIsNeverServed) {
   ASSERT_EQ(batches.size(), 2u);
   EXPECT_EQ(batches[0].frame, frame);
 }
+// A round someone waits for runs in the normal class (where permitted), the others in the idle
+// class: in the idle class, a machine kept busy by other processes would keep the waiter waiting
+// for as long (one such wait ran out its 60 s in a fresh-debian ASan run beside other builds).
+TEST(Journal, AWaitedRoundLeavesTheIdleClassAndComesBack) {
+  bool permitted = false;
+  std::thread([&] {
+    EnterIdleClass();
+    permitted = LeaveIdleClass();
+  }).join();
+  if (!permitted) GTEST_SKIP() << "leaving SCHED_IDLE needs CAP_SYS_NICE here";
+  auto materializer_policy = [] {
+    for (const auto& e : fs::directory_iterator("/proc/self/task")) {
+      std::ifstream comm(e.path() / "comm");
+      std::string name;
+      std::getline(comm, name);
+      if (name == "ss-materialize") {
+        return ::sched_getscheduler(std::stoi(e.path().filename().string()));
+      }
+    }
+    return -1;
+  };
+  TempDir dir;
+  Source src;
+  auto store = OpenOrDie(dir.path());
+  src.Write(*store, 100000);
+  EXPECT_EQ(materializer_policy(), SCHED_IDLE);  // waiting for work, in the idle class
+  std::atomic<bool> done{false};
+  std::set<int> seen;
+  std::thread sampler([&] {
+    while (!done) {
+      seen.insert(materializer_policy());
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  });
+  const bool materialized = store->WaitMaterialized(store->applied(), std::chrono::seconds(120));
+  done = true;
+  sampler.join();
+  EXPECT_TRUE(materialized);
+  EXPECT_EQ(seen.count(SCHED_OTHER), 1u) << "the waited round never ran in the normal class";
+  // And back after it (the thread returns to the class just after it publishes the position).
+  for (int i = 0; i < 1000 && materializer_policy() != SCHED_IDLE; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(materializer_policy(), SCHED_IDLE);
+}
+
 }  // namespace
 }  // namespace statesync

@@ -21,4 +21,13 @@ inline void EnterIdleClass() {
   }
 }
 
+// Moves the calling thread from the idle class back to the normal one, for work someone waits
+// for: an idle-class thread makes no progress at all while normal ones keep every core busy.
+// Needs CAP_SYS_NICE (or RLIMIT_NICE allowing nice 0); returns false, changing nothing, where
+// refused.
+inline bool LeaveIdleClass() {
+  sched_param normal{};
+  return ::sched_setscheduler(0, SCHED_OTHER, &normal) == 0;
+}
+
 }  // namespace statesync

@@ -1,0 +1,132 @@
+#include "statesync/node/takeover_hook.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <chrono>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "temp_dir.h"
+
+namespace statesync::node {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::TempDir;
+
+// Collects the hook's reports.
+struct Reports {
+  std::mutex mu;
+  std::vector<HookResult> results;
+  TakeoverHook::Report sink() {
+    return [this](const HookResult& r) {
+      std::lock_guard lock(mu);
+      results.push_back(r);
+    };
+  }
+  // Waits (up to 60 s) for `n` reports.
+  std::vector<HookResult> Wait(std::size_t n) {
+    for (int i = 0; i < 6000; ++i) {
+      {
+        std::lock_guard lock(mu);
+        if (results.size() >= n) return results;
+      }
+      std::this_thread::sleep_for(10ms);
+    }
+    std::lock_guard lock(mu);
+    return results;
+  }
+};
+
+std::string Read(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Whether `pid` still runs: a zombie waiting for whoever inherited it to reap it does not.
+bool Alive(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return false;
+  const std::size_t close = line.rfind(')');
+  return close != std::string::npos && close + 2 < line.size() && line[close + 2] != 'Z';
+}
+
+TEST(TakeoverHook, RunsOneAtATimeInOrderWithItsArgumentsAndEnvironment) {
+  TempDir tmp;
+  const auto log = tmp.path() / "calls";
+  Reports reports;
+  {
+    // The hook's own argument ("--verbose") comes before the ones statesync adds.
+    TakeoverHook hook(
+        "f() { echo \"start $*\" >> " + log.string() + "; sleep 0.2; echo \"end $*\" >> " +
+            log.string() +
+            "; echo \"event=$STATESYNC_EVENT epoch=$STATESYNC_EPOCH\"; }; f --verbose",
+        10s, reports.sink());
+    hook.Run("promote", 5);
+    hook.Run("demote", 6);
+    const auto got = reports.Wait(2);
+    ASSERT_EQ(got.size(), 2u);
+    EXPECT_TRUE(got[0].ok()) << got[0].error << got[0].output;
+    EXPECT_EQ(got[0].event, "promote");
+    EXPECT_EQ(got[0].epoch, 5u);
+    EXPECT_EQ(got[0].output, "event=promote epoch=5\n");
+    EXPECT_EQ(got[1].output, "event=demote epoch=6\n");
+  }
+  EXPECT_EQ(Read(log),
+            "start --verbose promote 5\nend --verbose promote 5\n"
+            "start --verbose demote 6\nend --verbose demote 6\n");
+}
+
+TEST(TakeoverHook, AFailingHookReportsItsExitCodeAndOutput) {
+  Reports reports;
+  TakeoverHook hook("echo 'cannot move 10.0.0.1/24' >&2; exit 3", 10s, reports.sink());
+  hook.Run("promote", 9);
+  const auto got = reports.Wait(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_FALSE(got[0].ok());
+  EXPECT_EQ(got[0].exit_code, 3);
+  EXPECT_FALSE(got[0].timed_out);
+  EXPECT_EQ(got[0].output, "cannot move 10.0.0.1/24\n");
+}
+
+// At the limit the hook's whole process group is stopped: what it started in the background too,
+// and with SIGKILL when it ignores SIGTERM.
+TEST(TakeoverHook, AHookPastItsLimitIsStoppedWithWhatItStarted) {
+  TempDir tmp;
+  for (const std::string trap : {"", "trap '' TERM; "}) {
+    const auto pidfile = tmp.path() / "child.pid";
+    Reports reports;
+    TakeoverHook hook(trap + "sleep 30 & echo $! > " + pidfile.string() + "; wait", 300ms,
+                      reports.sink());
+    hook.Run("promote", 1);
+    const auto got = reports.Wait(1);
+    ASSERT_EQ(got.size(), 1u) << trap;
+    EXPECT_TRUE(got[0].timed_out) << trap;
+    EXPECT_EQ(got[0].exit_code, -1) << trap;
+    EXPECT_FALSE(got[0].ok());
+    const pid_t child = std::stoi(Read(pidfile));
+    // Reaped by nobody here (its parent, the shell, is gone): it must at least not run on.
+    for (int i = 0; i < 300 && Alive(child); ++i) std::this_thread::sleep_for(10ms);
+    EXPECT_FALSE(Alive(child)) << trap << "pid " << child;
+  }
+}
+
+TEST(TakeoverHook, NoCommandRunsNothing) {
+  Reports reports;
+  {
+    TakeoverHook hook("", 1s, reports.sink());
+    hook.Run("promote", 1);
+  }
+  std::lock_guard lock(reports.mu);
+  EXPECT_TRUE(reports.results.empty());
+}
+
+}  // namespace
+}  // namespace statesync::node
