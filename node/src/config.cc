@@ -190,8 +190,9 @@ Result<OnSyncTimeout> ParseOnSyncTimeout(std::string_view text) {
   return Status::InvalidArgument("'" + std::string(text) + "' is not a behaviour: block or fail");
 }
 
-// "tcp://HOST:PORT" (a port from 1 to 65535) or "ipc://PATH"; empty when it is one.
-std::string CheckEndpoint(const std::string& endpoint) {
+// "tcp://HOST:PORT" (a port from 1 to 65535) or "ipc://PATH"; empty when it is one. Peers
+// connect to a member's endpoints, so those need a host they can reach: not "*" nor empty.
+std::string CheckEndpoint(const std::string& endpoint, bool peers_connect = false) {
   if (endpoint.rfind("ipc://", 0) == 0) {
     return endpoint.size() > 6 ? "" : "an ipc:// endpoint needs a path";
   }
@@ -200,7 +201,14 @@ std::string CheckEndpoint(const std::string& endpoint) {
   }
   const std::size_t colon = endpoint.rfind(':');
   if (colon <= 6 || colon + 1 >= endpoint.size()) {
-    return "'" + endpoint + "' has no port: tcp://HOST:PORT";
+    return "'" + endpoint + "' needs a host and a port: tcp://HOST:PORT";
+  }
+  const std::string host = endpoint.substr(6, colon - 6);
+  if (peers_connect && (host == "*" || host == "0.0.0.0" || host == "[::]")) {
+    return "'" + endpoint +
+           "': the other nodes connect to it, so it needs this node's address, "
+           "not " +
+           host;
   }
   const std::string port = endpoint.substr(colon + 1);
   if (port.find_first_not_of("0123456789") != std::string::npos || port.size() > 5 ||
@@ -326,24 +334,39 @@ Result<NodeConfig> ParseConfig(std::string_view text, std::string_view source) {
       s.Strings("heartbeat", &mc.heartbeat);
       s.Finish();
       const std::string who = mc.id.empty() ? "a member" : "member '" + mc.id + "'";
+      // Where a key of this member is, for its messages (the [[member]] line when absent).
+      auto at = [&](std::string_view key) {
+        const toml::node* n = m.as_table() ? m.as_table()->get(key) : nullptr;
+        return n != nullptr ? n->source() : m.source();
+      };
       if (mc.id.empty()) problems.Add(m.source(), "member", "id", "required");
+      if (mc.id.size() > 255 || (!mc.id.empty() && mc.id[0] == '\0')) {
+        problems.Add(at("id"), "member", "id",
+                     "at most 255 bytes, not starting with a NUL byte (it names the node's "
+                     "connections)");
+      }
+      for (const MemberConfig& earlier : c.members) {
+        if (!mc.id.empty() && earlier.id == mc.id) {
+          problems.Add(at("id"), "member", "id", "'" + mc.id + "' appears twice");
+        }
+      }
       if (mc.role != failover::ConfiguredRole::kWitness) {
         if (mc.replication.empty()) {
           problems.Add(m.source(), "member", "replication",
                        who + " is a data node and needs the endpoint its primary side listens on");
-        } else if (std::string why = CheckEndpoint(mc.replication); !why.empty()) {
-          problems.Add(m.source(), "member", "replication", why);
+        } else if (std::string why = CheckEndpoint(mc.replication, true); !why.empty()) {
+          problems.Add(at("replication"), "member", "replication", why);
         }
       }
       if (mc.heartbeat.size() != c.links.size()) {
-        problems.Add(m.source(), "member", "heartbeat",
+        problems.Add(at("heartbeat"), "member", "heartbeat",
                      who + " has " + std::to_string(mc.heartbeat.size()) +
                          " heartbeat endpoints for " + std::to_string(c.links.size()) +
                          " links ([cluster] links): one per link, in the same order");
       }
       for (const std::string& e : mc.heartbeat) {
-        if (std::string why = CheckEndpoint(e); !why.empty()) {
-          problems.Add(m.source(), "member", "heartbeat", why);
+        if (std::string why = CheckEndpoint(e, true); !why.empty()) {
+          problems.Add(at("heartbeat"), "member", "heartbeat", why);
         }
       }
       c.members.push_back(std::move(mc));
@@ -491,9 +514,10 @@ backlog_max_age_s = 3600
 endpoint = ""
 
 [hooks]
-# A command run on promotion (after the state is ready) and on demotion, one at a time, with
-# the arguments `promote EPOCH` or `demote EPOCH`: where a virtual address is moved or state
-# committed into a kernel. Empty: none.
+# A command run on promotion (after the state is ready) and on demotion, one at a time: where a
+# virtual address is moved or state committed into a kernel. A program's path alone gets the
+# arguments `promote EPOCH` or `demote EPOCH`; a longer command finds them in "$1" and "$2"
+# (and in STATESYNC_EVENT, STATESYNC_EPOCH). Stopped at timeout_s. Empty: none.
 takeover = ""
 timeout_s = 10
 )";

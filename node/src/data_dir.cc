@@ -58,6 +58,7 @@ std::vector<std::string> ReadLines(const fs::path& file) {
   std::vector<std::string> lines;
   std::ifstream in(file);
   for (std::string line; std::getline(in, line);) {
+    if (in.eof()) break;  // no newline after it: cut by a crash mid-write
     if (!line.empty()) lines.push_back(std::move(line));
   }
   return lines;
@@ -76,10 +77,15 @@ DataDir::~DataDir() {
 Result<std::unique_ptr<DataDir>> DataDir::Open(const fs::path& dir,
                                                std::uint64_t max_event_log_bytes) {
   std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec)
+  const bool created = fs::create_directories(dir, ec);
+  if (ec) {
     return Status::IOError("cannot create the data directory " + dir.string() + ": " +
                            ec.message());
+  }
+  // A directory made here is on the disk before anything in it is relied on (ha-state).
+  if (created) {
+    if (Status st = SyncDirectory(fs::absolute(dir).parent_path()); !st.ok()) return st;
+  }
   const fs::path lock = dir / kLockFile;
   const int fd = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) return Status::IOError(Errno("cannot open " + lock.string()));
@@ -172,10 +178,15 @@ Status DataDir::AppendEvent(const std::string& json_object) {
     fs::rename(file, dir_ / (std::string(kEventLog) + ".1"), ec);
     if (ec) return Status::IOError("cannot rotate " + file.string() + ": " + ec.message());
   }
-  const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  const int fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) return Status::IOError(Errno("cannot open " + file.string()));
+  // After a line cut by a crash, start on a line of its own.
+  std::string line = json_object + "\n";
+  const off_t end = ::lseek(fd, 0, SEEK_END);
+  char last = '\n';
+  if (end > 0 && ::pread(fd, &last, 1, end - 1) == 1 && last != '\n') line.insert(0, "\n");
   // One write per line: a reader never sees half of one (O_APPEND).
-  Status st = WriteAll(fd, json_object + "\n", file);
+  Status st = WriteAll(fd, line, file);
   ::close(fd);
   return st;
 }

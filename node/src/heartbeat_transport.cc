@@ -19,6 +19,12 @@ class HeartbeatTransport::Impl {
         zmq::socket_t in(ctx_, zmq::socket_type::router);
         in.set(zmq::sockopt::linger, 0);
         in.set(zmq::sockopt::rcvhwm, kQueueMessages);
+        // A peer that comes back after a crash reconnects under the same id while our side of
+        // its old connection may still look open: the new connection takes the id over.
+        in.set(zmq::sockopt::router_handover, 1);
+        // Nothing larger than a heartbeat is read into memory at all.
+        in.set(zmq::sockopt::maxmsgsize, kMaxMessageBytes);
+        SetConnectionHeartbeat(in);
         in.bind(config_.self().heartbeat[link]);
         inbound_.push_back(std::move(in));
         for (const MemberConfig& m : config_.members) {
@@ -32,6 +38,7 @@ class HeartbeatTransport::Impl {
           out.set(zmq::sockopt::sndhwm, kQueueMessages);
           out.set(zmq::sockopt::reconnect_ivl, 100);
           out.set(zmq::sockopt::reconnect_ivl_max, 1000);
+          SetConnectionHeartbeat(out);
           out.connect(m.heartbeat[link]);
           outbound_[{m.id, static_cast<failover::LinkIndex>(link)}] = std::move(out);
         }
@@ -102,6 +109,15 @@ class HeartbeatTransport::Impl {
 
  private:
   static constexpr int kQueueMessages = 16;
+  static constexpr std::int64_t kMaxMessageBytes = 64 << 10;
+
+  // ZeroMQ's own pings on every connection, so that one whose peer vanished (power lost, a cut
+  // link) is closed after the cluster's loss time rather than kept half-open for ever.
+  void SetConnectionHeartbeat(zmq::socket_t& s) const {
+    s.set(zmq::sockopt::heartbeat_ivl, static_cast<int>(config_.heartbeat_interval.count()));
+    s.set(zmq::sockopt::heartbeat_timeout,
+          static_cast<int>(config_.heartbeat_interval.count() * config_.lost_threshold));
+  }
 
   void Accept(failover::LinkIndex link, const std::string& routing_id, const zmq::message_t& body,
               std::vector<ReceivedPeerMessage>* out) {

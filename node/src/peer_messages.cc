@@ -1,5 +1,7 @@
 #include "statesync/node/peer_messages.h"
 
+#include <algorithm>
+
 #include "statesync/schemas/codec.h"
 
 namespace statesync::node {
@@ -109,6 +111,12 @@ Result<ControlKind> KindFromWire(fb::ControlCommand c) {
 std::string_view Str(const flatbuffers::String* s) {
   return s ? s->string_view() : "";
 }
+// An unsigned count of milliseconds from the wire, at most a century: a huge value must not turn
+// into a negative duration (or overflow the ranking's arithmetic).
+failover::Millis ClampedMillis(std::uint64_t ms) {
+  constexpr std::uint64_t kCentury = 100ull * 365 * 24 * 3600 * 1000;
+  return failover::Millis(static_cast<std::int64_t>(std::min(ms, kCentury)));
+}
 Position FromWire(const fb::Position* p) {
   return p ? Position{p->epoch(), p->seq()} : Position{};
 }
@@ -194,7 +202,7 @@ Result<PeerMessage> DecodePeerMessage(std::span<const std::uint8_t> frame,
       hb.applied = {m.applied_epoch(), m.applied_seq()};
       hb.monitors_up = m.monitors_up();
       hb.priority = m.priority();
-      hb.uptime = failover::Millis(static_cast<std::int64_t>(m.uptime_ms()));
+      hb.uptime = ClampedMillis(m.uptime_ms());
       hb.serial = std::string(Str(m.serial()));
       hb.ready = m.ready();
       hb.following = std::string(Str(m.following()));
@@ -209,7 +217,7 @@ Result<PeerMessage> DecodePeerMessage(std::span<const std::uint8_t> frame,
       failover::Control c;
       c.kind = *kind;
       c.epoch = m.epoch();
-      c.holdoff = failover::Millis(static_cast<std::int64_t>(m.holdoff_ms()));
+      c.holdoff = ClampedMillis(m.holdoff_ms());
       c.reason = std::string(Str(m.reason()));
       c.final_position = FromWire(m.final_position());
       out.message = std::move(c);

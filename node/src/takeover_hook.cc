@@ -79,12 +79,29 @@ HookResult TakeoverHook::Execute(const std::string& event, std::uint64_t epoch) 
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   // Its own process group, so that the limit reaches whatever the command started.
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+  // And the signals as a fresh process has them: the daemon blocks or ignores some of its own
+  // (SIGTERM is its planned restart), and a hook that inherited that would not stop at its limit.
+  sigset_t none, defaults;
+  sigemptyset(&none);
+  sigemptyset(&defaults);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGQUIT}) sigaddset(&defaults, sig);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   posix_spawnattr_setpgroup(&attr, 0);
-  const std::string script = command_ + " \"$@\"";
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &defaults);
+  // A single word (a program's path) gets the event and the epoch as its arguments; a longer
+  // command finds them in $1 and $2.
+  const bool single_word =
+      command_.find_first_of(" \t\n;&|<>()$`\\\"'*?[]#~=%{}") == std::string::npos;
+  const std::string script = single_word ? command_ + " \"$@\"" : command_;
   const std::string epoch_text = std::to_string(epoch);
   std::vector<std::string> env_strings;
-  for (char** e = environ; *e != nullptr; ++e) env_strings.emplace_back(*e);
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string_view v(*e);
+    if (v.rfind("STATESYNC_EVENT=", 0) == 0 || v.rfind("STATESYNC_EPOCH=", 0) == 0) continue;
+    env_strings.emplace_back(v);
+  }
   env_strings.push_back("STATESYNC_EVENT=" + event);
   env_strings.push_back("STATESYNC_EPOCH=" + epoch_text);
   std::vector<char*> env;
@@ -108,42 +125,25 @@ HookResult TakeoverHook::Execute(const std::string& event, std::uint64_t epoch) 
     r.error = std::string("cannot start /bin/sh: ") + std::strerror(rc);
     return r;
   }
-  // Read its output until it closes, up to the limit; then stop it.
+  // Until the shell exits (or the limit stops it), keep what it prints. A command may leave a
+  // process of its own running (a daemon it starts) that still holds the output: the hook is
+  // over when the shell is, not when the output closes.
   bool term_sent = false;
+  bool pipe_open = true;
   std::chrono::steady_clock::time_point kill_at{};
-  char buffer[4096];
-  for (bool open = true; open;) {
-    const auto now = std::chrono::steady_clock::now();
-    if (!term_sent && now - start >= timeout_) {
-      ::kill(-pid, SIGTERM);
-      term_sent = true;
-      r.timed_out = true;
-      kill_at = now + kKillGrace;
-    } else if (term_sent && now >= kill_at) {
-      ::kill(-pid, SIGKILL);
-      break;
-    }
-    const auto until = term_sent ? kill_at : start + timeout_;
-    const auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(until - now).count();
-    pollfd p{out[0], POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(std::max<long>(1, wait))) <= 0) continue;
-    const ssize_t n = ::read(out[0], buffer, sizeof(buffer));
-    if (n <= 0) {
-      open = false;
-    } else {
-      r.output.append(buffer, static_cast<std::size_t>(n));
-      if (r.output.size() > kKeptOutputBytes) {
-        r.output.erase(0, r.output.size() - kKeptOutputBytes);
-      }
-    }
-  }
-  ::close(out[0]);
   int status = 0;
-  // Its output closed (or it was killed): wait for the shell itself, within the limit too.
+  char buffer[4096];
+  auto keep = [&](ssize_t n) {
+    r.output.append(buffer, static_cast<std::size_t>(n));
+    if (r.output.size() > kKeptOutputBytes) {
+      r.output.erase(0, r.output.size() - kKeptOutputBytes);
+    }
+  };
   for (;;) {
-    const pid_t w = ::waitpid(pid, &status, WNOHANG);
-    if (w == pid) break;
+    if (::waitpid(pid, &status, WNOHANG) == pid) break;
     const auto now = std::chrono::steady_clock::now();
+    // Signals go to the group only while the shell is not reaped: its pid (the group's id)
+    // cannot have been reused before that.
     if (!term_sent && now - start >= timeout_) {
       ::kill(-pid, SIGTERM);
       term_sent = true;
@@ -154,8 +154,23 @@ HookResult TakeoverHook::Execute(const std::string& event, std::uint64_t epoch) 
       ::waitpid(pid, &status, 0);
       break;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (!pipe_open) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      continue;
+    }
+    pollfd p{out[0], POLLIN, 0};
+    if (::poll(&p, 1, 10) <= 0) continue;
+    const ssize_t n = ::read(out[0], buffer, sizeof(buffer));
+    if (n <= 0) {
+      pipe_open = false;
+    } else {
+      keep(n);
+    }
   }
+  // What it printed before it exited, without waiting for what it left running.
+  ::fcntl(out[0], F_SETFL, O_NONBLOCK);
+  for (ssize_t n; pipe_open && (n = ::read(out[0], buffer, sizeof(buffer))) > 0;) keep(n);
+  ::close(out[0]);
   r.exit_code = WIFEXITED(status) && !r.timed_out ? WEXITSTATUS(status) : -1;
   r.duration = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::steady_clock::now() - start);

@@ -50,6 +50,15 @@ TEST(DataDir, AnotherProcessHoldingTheLockIsNamedAndItsDeathReleasesIt) {
     ::pause();  // until killed, holding the lock
     ::_exit(0);
   }
+  // Whatever happens below, the child goes with the test (it would hold ctest's output open).
+  struct Reaper {
+    pid_t pid;
+    ~Reaper() {
+      if (pid <= 0) return;
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  } reaper{child};
   char ok = 0;
   ASSERT_EQ(::read(ready[0], &ok, 1), 1);
   ASSERT_EQ(ok, 'y');
@@ -61,6 +70,7 @@ TEST(DataDir, AnotherProcessHoldingTheLockIsNamedAndItsDeathReleasesIt) {
   // SIGKILL: the kernel drops the lock with the process, no stale lock file to clean up.
   ::kill(child, SIGKILL);
   ::waitpid(child, nullptr, 0);
+  reaper.pid = -1;  // reaped
   EXPECT_TRUE(DataDir::Open(tmp.path()).ok());
   ::close(ready[0]);
   ::close(ready[1]);
@@ -136,6 +146,12 @@ TEST(DataDir, TheEventLogKeepsTheNewestAcrossARotation) {
     EXPECT_LT(std::stoi((*more)[i - 1].substr(5)), std::stoi((*more)[i].substr(5)));
   }
   EXPECT_EQ(more->back(), "{\"n\":39}");
+  // A line cut by a crash mid-write is not an event.
+  std::ofstream(tmp.path() / "events.log", std::ios::app) << "{\"n\":4";
+  EXPECT_EQ((*d)->RecentEvents(1)->back(), "{\"n\":39}");
+  // And the next event starts a line of its own.
+  ASSERT_TRUE((*d)->AppendEvent("{\"n\":40}").ok());
+  EXPECT_EQ(*(*d)->RecentEvents(2), (std::vector<std::string>{"{\"n\":4", "{\"n\":40}"}));
 }
 
 }  // namespace

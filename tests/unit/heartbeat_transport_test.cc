@@ -186,6 +186,41 @@ TEST(HeartbeatTransport, StrangersAndDamagedFramesAreRefusedAndCounted) {
   EXPECT_EQ((*b)->counters().received, 1u);
 }
 
+// A peer that comes back after a crash reconnects under its id while its old connection may
+// still look open here: the new one is heard. And nothing larger than a heartbeat is read.
+TEST(HeartbeatTransport, ARestartedPeerIsHeardAndAnOversizedMessageIsNot) {
+  Pair p;
+  auto b = HeartbeatTransport::Start(p.b);
+  ASSERT_TRUE(b.ok());
+  zmq::context_t ctx;
+  auto connect_as_a = [&] {
+    zmq::socket_t s(ctx, zmq::socket_type::dealer);
+    s.set(zmq::sockopt::routing_id, "a");
+    s.set(zmq::sockopt::linger, 0);
+    s.connect(p.b.members[1].heartbeat[0]);
+    return s;
+  };
+  const std::string hello = EncodePeerMessage(p.a.ClusterId(), "a", 0, SomeHeartbeat());
+  zmq::socket_t old_a = connect_as_a();
+  old_a.send(zmq::buffer(hello));
+  ASSERT_EQ(ReceiveAtLeast(**b, 1).size(), 1u);
+  zmq::socket_t new_a = connect_as_a();  // the old one stays open, as after a power loss
+  std::vector<ReceivedPeerMessage> got;
+  const auto until = std::chrono::steady_clock::now() + 5s;
+  while (got.empty() && std::chrono::steady_clock::now() < until) {
+    new_a.send(zmq::buffer(hello), zmq::send_flags::dontwait);
+    got = (*b)->Receive(50ms);
+  }
+  EXPECT_FALSE(got.empty()) << "the reconnected peer was not heard";
+
+  zmq::socket_t big = connect_as_a();
+  big.send(zmq::buffer(std::string(1 << 20, 'x')));
+  const auto received = (*b)->counters().received;
+  (void)(*b)->Receive(300ms);
+  EXPECT_EQ((*b)->counters().received, received);
+  EXPECT_EQ((*b)->counters().refused, 0u);  // dropped by ZeroMQ unread, with its connection
+}
+
 TEST(HeartbeatTransport, AnEndpointInUseIsRefusedAtStart) {
   Pair p;
   auto first = HeartbeatTransport::Start(p.a);

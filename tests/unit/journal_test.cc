@@ -863,7 +863,9 @@ TEST(Journal, AWaitedRoundLeavesTheIdleClassAndComesBack) {
   };
   TempDir dir;
   Source src;
-  auto store = OpenOrDie(dir.path());
+  // No round of its own accord (an idle journal, enough bytes): only the one waited for.
+  auto store = OpenOrDie(dir.path(), true,
+                         [](StoreOptions& o) { o.materialize_when_idle = std::chrono::hours(1); });
   src.Write(*store, 100000);
   EXPECT_EQ(materializer_policy(), SCHED_IDLE);  // waiting for work, in the idle class
   std::atomic<bool> done{false};

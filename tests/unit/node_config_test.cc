@@ -149,13 +149,26 @@ TEST(NodeConfig, TheClusterMustHoldThisNodeAndOneEndpointPerLink) {
 
   m = Refusal("[node]\nid = \"a\"\n");
   EXPECT_NE(m.find("no [[member]]"), std::string::npos) << m;
+
+  text = kMinimal;
+  text.replace(text.rfind("id = \"b\""), 8, "id = \"a\"");  // the second member
+  m = Refusal(text);
+  EXPECT_NE(m.find("[member] id: 'a' appears twice"), std::string::npos) << m;
 }
 
 TEST(NodeConfig, EndpointsAreCheckedBeforeAnythingBindsThem) {
   std::string text = kMinimal;
   text.replace(text.find("tcp://127.0.0.1:7400"), 20, "tcp://127.0.0.1");
   std::string m = Refusal(text);
-  EXPECT_NE(m.find("[member] replication: 'tcp://127.0.0.1' has no port"), std::string::npos) << m;
+  EXPECT_NE(m.find("[member] replication: 'tcp://127.0.0.1' needs a host and a port"),
+            std::string::npos)
+      << m;
+  // The key's own line, not its [[member]]'s: "replication" of the first member is on line 8.
+  EXPECT_NE(m.find("node.toml:8: [member] replication"), std::string::npos) << m;
+  text = kMinimal;
+  text.replace(text.find("tcp://127.0.0.1:7400"), 20, "tcp://*:7400");
+  m = Refusal(text);
+  EXPECT_NE(m.find("the other nodes connect to it"), std::string::npos) << m;
   text = kMinimal;
   text.replace(text.find("tcp://127.0.0.1:7411"), 20, "udp://127.0.0.1:7411");
   m = Refusal(text);

@@ -67,7 +67,7 @@ TEST(TakeoverHook, RunsOneAtATimeInOrderWithItsArgumentsAndEnvironment) {
     TakeoverHook hook(
         "f() { echo \"start $*\" >> " + log.string() + "; sleep 0.2; echo \"end $*\" >> " +
             log.string() +
-            "; echo \"event=$STATESYNC_EVENT epoch=$STATESYNC_EPOCH\"; }; f --verbose",
+            "; echo \"event=$STATESYNC_EVENT epoch=$STATESYNC_EPOCH\"; }; f --verbose \"$@\"",
         10s, reports.sink());
     hook.Run("promote", 5);
     hook.Run("demote", 6);
@@ -82,6 +82,21 @@ TEST(TakeoverHook, RunsOneAtATimeInOrderWithItsArgumentsAndEnvironment) {
   EXPECT_EQ(Read(log),
             "start --verbose promote 5\nend --verbose promote 5\n"
             "start --verbose demote 6\nend --verbose demote 6\n");
+}
+
+// A program's path alone gets the event and the epoch as its arguments.
+TEST(TakeoverHook, AProgramGetsTheEventAndEpochAsArguments) {
+  TempDir tmp;
+  const auto program = tmp.path() / "move-vip";
+  std::ofstream(program) << "#!/bin/sh\necho \"args: $*\"\n";
+  std::filesystem::permissions(program, std::filesystem::perms::owner_all);
+  Reports reports;
+  TakeoverHook hook(program.string(), 10s, reports.sink());
+  hook.Run("demote", 12);
+  const auto got = reports.Wait(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_TRUE(got[0].ok()) << got[0].output;
+  EXPECT_EQ(got[0].output, "args: demote 12\n");
 }
 
 TEST(TakeoverHook, AFailingHookReportsItsExitCodeAndOutput) {
@@ -116,6 +131,44 @@ TEST(TakeoverHook, AHookPastItsLimitIsStoppedWithWhatItStarted) {
     for (int i = 0; i < 300 && Alive(child); ++i) std::this_thread::sleep_for(10ms);
     EXPECT_FALSE(Alive(child)) << trap << "pid " << child;
   }
+}
+
+// A command that starts a process of its own and exits is done when it exits: not timed out,
+// and what it started keeps running.
+TEST(TakeoverHook, AHookThatLeavesADaemonRunningIsDoneWhenItExits) {
+  TempDir tmp;
+  const auto pidfile = tmp.path() / "daemon.pid";
+  Reports reports;
+  TakeoverHook hook("sleep 30 & echo $! > " + pidfile.string() + "; echo started", 20s,
+                    reports.sink());
+  hook.Run("promote", 2);
+  const auto got = reports.Wait(1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_TRUE(got[0].ok()) << got[0].exit_code << " timed out " << got[0].timed_out;
+  EXPECT_EQ(got[0].output, "started\n");
+  const pid_t daemon = std::stoi(Read(pidfile));
+  EXPECT_TRUE(Alive(daemon));
+  ::kill(daemon, SIGKILL);
+}
+
+// The daemon blocks SIGTERM in its threads (it is its planned restart): a hook still gets it at
+// its limit and may clean up.
+TEST(TakeoverHook, AHookGetsSigtermAtItsLimitEvenWhenTheDaemonBlocksIt) {
+  sigset_t term, old;
+  sigemptyset(&term);
+  sigaddset(&term, SIGTERM);
+  ASSERT_EQ(::pthread_sigmask(SIG_BLOCK, &term, &old), 0);  // inherited by the hook's thread
+  Reports reports;
+  {
+    TakeoverHook hook("trap 'echo cleaned up; exit 0' TERM; sleep 30 & wait", 300ms,
+                      reports.sink());
+    hook.Run("demote", 3);
+    const auto got = reports.Wait(1);
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_TRUE(got[0].timed_out);
+    EXPECT_EQ(got[0].output, "cleaned up\n");
+  }
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
 TEST(TakeoverHook, NoCommandRunsNothing) {

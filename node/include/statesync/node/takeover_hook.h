@@ -3,9 +3,12 @@
 // (SIGTERM at the limit, SIGKILL 2 s later), with its exit status, duration and output (the last
 // 4 KiB of stdout and stderr together) reported when it ends.
 //
-// The command runs as `/bin/sh -c "<command> \"$@\"" statesync-hook promote|demote EPOCH`, so
-// that it may hold arguments of its own; its environment gains STATESYNC_EVENT and
-// STATESYNC_EPOCH.
+// The command runs as `/bin/sh -c COMMAND statesync-hook promote|demote EPOCH`: a single word
+// (a program's path) is given the event and the epoch as its arguments, a longer command finds
+// them in "$1" and "$2" (`move-vip --dev eth0 "$@"`). Its environment gains STATESYNC_EVENT and
+// STATESYNC_EPOCH, and its signals are a fresh process's.
+// The run is over when the shell exits: a process the command leaves running (a daemon it
+// starts) keeps running, and only what was printed until then is reported.
 //
 // Thread-safety: Run and the destructor from one thread (the node's event loop); reports come
 // on the hook's own thread and must not block.
