@@ -22,6 +22,22 @@ PeerMessage RoundTrip(const failover::Message& m, failover::LinkIndex link = 0) 
   return back.ok() ? *back : PeerMessage{};
 }
 
+// A frame built by hand, as a hostile or foreign sender could: `body` makes the message.
+template <typename Body>
+std::string HandMadeFrame(fb::Body type, Body&& body) {
+  flatbuffers::FlatBufferBuilder b;
+  auto sender = b.CreateString("node-x");
+  auto offset = body(b);
+  fb::EnvelopeBuilder e(b);
+  e.add_schema_version(wire::kSchemaVersion);
+  e.add_cluster_id(kCluster);
+  e.add_sender(sender);
+  e.add_body_type(type);
+  e.add_body(offset);
+  fb::FinishEnvelopeBuffer(b, e.Finish());
+  return wire::Frame(b);
+}
+
 TEST(PeerMessages, AHeartbeatCarriesEverythingTheRankingNeeds) {
   failover::Heartbeat hb;
   hb.sequence = (4ull << 32) + 99;
@@ -93,17 +109,9 @@ TEST(PeerMessages, EveryControlVoteAndVoteRequestRoundTrips) {
 // A frame the codec accepts may still hold an enum value no role has: refused, with the reason.
 TEST(PeerMessages, ARoleOrCommandOutOfRangeIsRefused) {
   auto frame_with = [](fb::Role effective, fb::Role configured) {
-    flatbuffers::FlatBufferBuilder b;
-    auto sender = b.CreateString("node-x");
-    auto body = fb::CreateHeartbeatDirect(b, "node-x", 1, 1, configured, effective).Union();
-    fb::EnvelopeBuilder e(b);
-    e.add_schema_version(wire::kSchemaVersion);
-    e.add_cluster_id(kCluster);
-    e.add_sender(sender);
-    e.add_body_type(fb::Body::Heartbeat);
-    e.add_body(body);
-    fb::FinishEnvelopeBuffer(b, e.Finish());
-    return wire::Frame(b);
+    return HandMadeFrame(fb::Body::Heartbeat, [&](auto& b) {
+      return fb::CreateHeartbeatDirect(b, "node-x", 1, 1, configured, effective).Union();
+    });
   };
   auto bad = DecodePeerMessage(
       wire::AsBytes(frame_with(static_cast<fb::Role>(77), fb::Role::Secondary)), kCluster);
@@ -119,17 +127,13 @@ TEST(PeerMessages, ARoleOrCommandOutOfRangeIsRefused) {
   EXPECT_TRUE(
       DecodePeerMessage(wire::AsBytes(frame_with(fb::Role::Primary, fb::Role::Primary)), kCluster)
           .ok());
-  flatbuffers::FlatBufferBuilder b;
-  auto sender = b.CreateString("node-x");
-  auto body = fb::CreateControlDirect(b, static_cast<fb::ControlCommand>(9)).Union();
-  fb::EnvelopeBuilder e(b);
-  e.add_schema_version(wire::kSchemaVersion);
-  e.add_cluster_id(kCluster);
-  e.add_sender(sender);
-  e.add_body_type(fb::Body::Control);
-  e.add_body(body);
-  fb::FinishEnvelopeBuffer(b, e.Finish());
-  bad = DecodePeerMessage(wire::AsBytes(wire::Frame(b)), kCluster);
+  bad = DecodePeerMessage(
+      wire::AsBytes(HandMadeFrame(
+          fb::Body::Control,
+          [](auto& b) {
+            return fb::CreateControlDirect(b, static_cast<fb::ControlCommand>(9)).Union();
+          })),
+      kCluster);
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("a control command 9 is not one of"), std::string::npos)
       << bad.status().message();
@@ -148,17 +152,10 @@ TEST(PeerMessages, AnotherClusterOrADamagedFrameOrAReplicationMessageIsRefused) 
   EXPECT_NE(bad.status().message().find("checksum_mismatch"), std::string::npos)
       << bad.status().message();
   // A replication message on a heartbeat link.
-  flatbuffers::FlatBufferBuilder b;
-  auto sender = b.CreateString("node-a");
-  auto body = fb::CreateForkDirect(b, "rid").Union();
-  fb::EnvelopeBuilder e(b);
-  e.add_schema_version(wire::kSchemaVersion);
-  e.add_cluster_id(kCluster);
-  e.add_sender(sender);
-  e.add_body_type(fb::Body::Fork);
-  e.add_body(body);
-  fb::FinishEnvelopeBuffer(b, e.Finish());
-  auto fork = DecodePeerMessage(wire::AsBytes(wire::Frame(b)), kCluster);
+  auto fork = DecodePeerMessage(
+      wire::AsBytes(HandMadeFrame(fb::Body::Fork,
+                                  [](auto& b) { return fb::CreateForkDirect(b, "rid").Union(); })),
+      kCluster);
   ASSERT_FALSE(fork.ok());
   EXPECT_NE(fork.status().message().find("a Fork is not a message between failover cores"),
             std::string::npos)
