@@ -1546,6 +1546,7 @@ class Store::Impl {
     Seq target = 0;  // once a round is due: materialize at least up to here
     for (;;) {
       bool drop_segments = false;
+      bool waited_for = false;  // someone waits for this chunk (WaitMaterialized, Trim)
       {
         std::unique_lock lock(state_mu_);
         for (;;) {
@@ -1569,6 +1570,7 @@ class Store::Impl {
           }
           state_cv_.wait_until(lock, idle_at);
         }
+        waited_for = materialize_wanted_ > materialized_.seq;
       }
       if (drop_segments) {
         if (Status st = DropSegments(); !st.ok()) {
@@ -1580,11 +1582,6 @@ class Store::Impl {
       // A round someone waits for (WaitMaterialized: a stop, a snapshot, a test) runs in the
       // normal class where permitted: in the idle class, a machine kept busy by other processes
       // would keep the waiter waiting for as long.
-      bool waited_for;
-      {
-        std::lock_guard lock(state_mu_);
-        waited_for = materialize_wanted_ > materialized_.seq;
-      }
       const bool left_idle = waited_for && LeaveIdleClass();
       Status st = MaterializeOnce(batches);
       if (left_idle) EnterIdleClass();
