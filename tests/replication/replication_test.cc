@@ -211,12 +211,37 @@ bool MayUseRealtime(int priority) {
   return permitted;
 }
 
+// A primary and a subordinate whose I/O threads are scheduled as asked (io_realtime_priority
+// values), once `writes` mixed writes over `keys` keys have reached the subordinate.
+struct ScheduledStream {
+  TempDir pdir, sdir;
+  PrimaryNode p;
+  std::unique_ptr<Store> sstore;
+  std::unique_ptr<Subordinate> sub;
+};
+void StartScheduledStream(ScheduledStream& s, int primary_io, int subordinate_io, int keys,
+                          int writes) {
+  replication::PrimaryOptions po;
+  po.io_realtime_priority = primary_io;
+  s.p.Start(s.pdir.path(), 1, po);
+  s.sstore = OpenStore(s.sdir.path());
+  auto so = SubOptions("s1", s.p.primary->endpoint());
+  so.io_realtime_priority = subordinate_io;
+  auto sub = Subordinate::Start(so, *s.sstore, LoadTable(*s.sstore));
+  ASSERT_TRUE(sub.ok()) << sub.status().ToString();
+  s.sub = std::move(sub).value();
+  Mix mix(3, keys);
+  mix.Run(s.p, writes);
+  const Position head = s.p.table->last_position();
+  ASSERT_TRUE(WaitFor([&] { return s.sub->status().applied == head; }, 60s));
+}
+
 // io_realtime_priority: with it, the stream's I/O threads (the adapters' and ZeroMQ's) run in
 // SCHED_FIFO where the process may use it, and the stream carries on as usual; where it may
 // not, they keep the normal class and the stream still runs. Out of range, Start refuses it and
 // says why.
 TEST(Replication, TheIoThreadsRunInTheRealtimeClassWhenAskedAndPermitted) {
-  TempDir pdir, sdir, bad;
+  TempDir bad;
   {
     PrimaryNode b;
     b.store = OpenStore(bad.path());
@@ -233,20 +258,9 @@ TEST(Replication, TheIoThreadsRunInTheRealtimeClassWhenAskedAndPermitted) {
         << refused.status().ToString();
   }
   const bool permitted = MayUseRealtime(5);
-  replication::PrimaryOptions po;
-  po.io_realtime_priority = 5;
-  PrimaryNode p;
-  p.Start(pdir.path(), 1, po);
-  auto sstore = OpenStore(sdir.path());
-  auto so = SubOptions("s1", p.primary->endpoint());
-  so.io_realtime_priority = 5;
-  auto sub = Subordinate::Start(so, *sstore, LoadTable(*sstore));
-  ASSERT_TRUE(sub.ok()) << sub.status().ToString();
-  Mix mix(3, 20'000);
-  mix.Run(p, 50'000);
-  const Position head = p.table->last_position();
-  ASSERT_TRUE(WaitFor([&] { return (*sub)->status().applied == head; }, 60s));
-  (*sub)->Read([&](const SessionTable& t) { ExpectSameData(*p.table, t); });
+  ScheduledStream s;
+  ASSERT_NO_FATAL_FAILURE(StartScheduledStream(s, 5, 5, 20'000, 50'000));
+  s.sub->Read([&](const SessionTable& t) { ExpectSameData(*s.p.table, t); });
   const std::pair<int, int> want = permitted ? std::pair{SCHED_FIFO, 5} : std::pair{SCHED_OTHER, 0};
   using Classes = std::vector<std::pair<int, int>>;
   for (const char* name : {"ss-primary-io", "ss-follow-io"}) {
@@ -262,19 +276,11 @@ TEST(Replication, TheIoThreadsRunInTheRealtimeClassWhenAskedAndPermitted) {
 // process may use it (and in the normal class elsewhere); io_realtime_priority 0 keeps a side in
 // the normal class.
 TEST(Replication, TheIoThreadsAreRealtimeByDefaultWherePermittedAndNormalWhenAsked) {
-  TempDir pdir, sdir;
   const bool permitted = MayUseRealtime(replication::kDefaultIoRealtimePriority);
-  PrimaryNode p;
-  p.Start(pdir.path(), 1);  // the default options
-  auto sstore = OpenStore(sdir.path());
-  auto so = SubOptions("s1", p.primary->endpoint());
-  so.io_realtime_priority = replication::kIoNormalClass;
-  auto sub = Subordinate::Start(so, *sstore, LoadTable(*sstore));
-  ASSERT_TRUE(sub.ok()) << sub.status().ToString();
-  Mix mix(3, 5'000);
-  mix.Run(p, 10'000);
-  const Position head = p.table->last_position();
-  ASSERT_TRUE(WaitFor([&] { return (*sub)->status().applied == head; }, 60s));
+  ScheduledStream s;
+  ASSERT_NO_FATAL_FAILURE(StartScheduledStream(s,
+                                               replication::PrimaryOptions{}.io_realtime_priority,
+                                               replication::kIoNormalClass, 5'000, 10'000));
   using Classes = std::vector<std::pair<int, int>>;
   const std::pair<int, int> normal{SCHED_OTHER, 0};
   const std::pair<int, int> fifo{SCHED_FIFO, replication::kDefaultIoRealtimePriority};
