@@ -76,6 +76,21 @@ NodeId FailoverCore::primary() const {
   return following_;
 }
 
+std::vector<PeerView> FailoverCore::peers() const {
+  std::vector<PeerView> views;
+  views.reserve(peers_.size());
+  for (const Peer& p : peers_) {
+    PeerView v;
+    v.member = p.member;
+    v.alive = p.alive;
+    v.links_up = p.link_up;
+    if (p.last) v.since_heard = last_now_ - p.last_accepted;
+    v.last = p.last;
+    views.push_back(std::move(v));
+  }
+  return views;
+}
+
 // ---- Entry points ----
 
 Actions FailoverCore::Tick(Instant now) {

@@ -35,6 +35,15 @@
 
 namespace statesync::failover {
 
+// What this node knows of a peer (for status reports; the core decides nothing from it).
+struct PeerView {
+  Member member;
+  bool alive = false;
+  std::vector<bool> links_up;         // one per link: heard within the loss time
+  std::optional<Millis> since_heard;  // since its newest accepted heartbeat; none if never
+  std::optional<Heartbeat> last;      // its newest heartbeat
+};
+
 class FailoverCore {
  public:
   using RandomSource = std::function<std::uint64_t()>;
@@ -72,6 +81,10 @@ class FailoverCore {
   // The primary this node hears and follows (itself when primary), empty if none.
   NodeId primary() const;
   const DurableState& durable() const { return durable_; }
+  // The peers in the members' order, as seen at the last call.
+  std::vector<PeerView> peers() const;
+  // Waiting for the replication side to apply the state (AwaitState sent, StateApplied not).
+  bool awaiting_state() const { return awaiting_state_; }
 
  private:
   struct Peer {

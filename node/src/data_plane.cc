@@ -1,0 +1,556 @@
+#include "data_plane.h"
+
+#include <spdlog/spdlog.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <zmq.hpp>
+
+#include "statesync/common/prefaulted_pages.h"
+#include "statesync/replication/messages.h"
+#include "statesync/schemas/codec.h"
+
+namespace statesync::node {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+TimePoint WallNow() {
+  return std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());
+}
+
+// The tables a sync-mode node acknowledges only once min_acks subordinates persisted them.
+constexpr TableId kSyncTables[] = {TableId::kFwSessions, TableId::kCalls, TableId::kCdrs,
+                                   TableId::kBlobs};
+
+std::string JsonEscape(std::string_view text) {
+  std::string out;
+  out.reserve(text.size() + 2);
+  for (char c : text) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out;
+}
+
+std::string Refusal(std::string_view why) {
+  return R"({"ok":false,"error":")" + JsonEscape(why) + "\"}";
+}
+
+}  // namespace
+
+std::string_view DataPlaneModeName(DataPlaneStatus::Mode mode) {
+  switch (mode) {
+    case DataPlaneStatus::Mode::kIdle:
+      return "idle";
+    case DataPlaneStatus::Mode::kPrimary:
+      return "primary";
+    case DataPlaneStatus::Mode::kSubordinate:
+      return "subordinate";
+    case DataPlaneStatus::Mode::kPromoting:
+      return "promoting";
+  }
+  return "?";
+}
+
+class DataPlane::Impl {
+ public:
+  Impl(const NodeConfig& config, replication::EventSink events)
+      : config_(config), events_(std::move(events)) {}
+
+  Status Open(const std::filesystem::path& store_dir) {
+    StoreOptions so;
+    so.dir = store_dir;
+    auto store = Store::Open(so);
+    if (!store.ok()) return store.status();
+    store_ = std::move(store).value();
+    pages_ = std::make_shared<PrefaultedPages>();
+    table_ =
+        std::make_unique<SessionTable>(SessionTableOptions{.writable = false, .pages = pages_});
+    const auto started = Clock::now();
+    LoadStats stats;
+    if (Status st = store_->LoadInto(*table_, &stats); !st.ok()) return st;
+    spdlog::info(
+        "loaded {} records from {} in {} ms, up to {}", table_->total_size(), store_dir.string(),
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count(),
+        ToString(table_->last_position()));
+    try {
+      ingest_ = zmq::socket_t(ctx_, zmq::socket_type::router);
+      ingest_.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(64 << 20));
+      ingest_.set(zmq::sockopt::linger, 0);
+      ingest_.bind(config_.IngestEndpoint());
+      ingest_endpoint_ = ingest_.get(zmq::sockopt::last_endpoint);
+    } catch (const zmq::error_t& e) {
+      return Status::Unavailable("ingest: cannot bind " + config_.IngestEndpoint() + ": " +
+                                 e.what());
+    }
+    Publish();
+    thread_ = std::thread([this] { Loop(); });
+    return Status::Ok();
+  }
+
+  ~Impl() { Stop(); }
+
+  void Post(std::function<void()> task) {
+    std::lock_guard lock(mu_);
+    tasks_.push_back(std::move(task));
+  }
+
+  void Stop() {
+    if (!thread_.joinable()) return;
+    stop_ = true;
+    thread_.join();
+    if (primary_) {
+      primary_->Flush(*table_);
+      primary_->Stop();
+      primary_.reset();
+    }
+    if (sub_) {
+      table_ = sub_->Stop();
+      sub_.reset();
+    }
+    if (Status st = store_->Flush(); !st.ok()) spdlog::warn("store flush: {}", st.ToString());
+  }
+
+  DataPlaneStatus status() const {
+    std::lock_guard lock(mu_);
+    return status_;
+  }
+
+  const std::string& ingest_endpoint() const { return ingest_endpoint_; }
+
+  // ---- on the data thread ----
+
+  void Follow(const std::string& primary, const std::string& endpoint) {
+    if (promotion_) {
+      promotion_->done(
+          promotion_->epoch, Position{},
+          Status::FailedPrecondition("the promotion was called off: following " + primary));
+      promotion_.reset();
+    }
+    if (sub_ && following_ == primary) return;
+    StepDownPrimary();
+    if (sub_) table_ = sub_->Stop();
+    sub_.reset();
+    replication::SubordinateOptions o;
+    o.node_id = config_.id;
+    o.cluster_id = config_.ClusterId();
+    o.primary_endpoint = endpoint;
+    o.journal = Journal();
+    o.io_realtime_priority = config_.io_realtime_priority;
+    o.table_options = SessionTableOptions{.writable = false, .pages = pages_};
+    o.events = events_;
+    auto sub = replication::Subordinate::Start(o, *store_, std::move(table_));
+    if (!sub.ok()) {
+      // Without its table the node has nothing to serve: a bug or a broken store.
+      spdlog::critical("cannot follow {}: {}", primary, sub.status().ToString());
+      std::abort();
+    }
+    sub_ = std::move(sub).value();
+    following_ = primary;
+    spdlog::info("following {} at {}", primary, endpoint);
+  }
+
+  void Promote(Epoch epoch, Position up_to, std::chrono::milliseconds wait_limit,
+               PromotedCallback done) {
+    if (promotion_) {
+      promotion_->done(
+          promotion_->epoch, Position{},
+          Status::FailedPrecondition("replaced by a promotion in epoch " + std::to_string(epoch)));
+    }
+    promotion_ = Promotion{epoch, up_to, Clock::now() + wait_limit, std::move(done)};
+    StepPromotion();
+  }
+
+  void StepPromotion() {
+    if (!promotion_) return;
+    if (sub_) {
+      const auto st = sub_->status();
+      if (st.persisted < promotion_->up_to && Clock::now() < promotion_->deadline) return;
+      table_ = sub_->Stop();
+      sub_.reset();
+      following_.clear();
+    }
+    Promotion p = std::move(*promotion_);
+    promotion_.reset();
+    StepDownPrimary();
+    Status st = table_->BecomeWritable(p.epoch);
+    if (st.ok()) {
+      replication::PrimaryOptions o;
+      o.node_id = config_.id;
+      o.cluster_id = config_.ClusterId();
+      o.endpoint = config_.self().replication;
+      o.journal = Journal();
+      o.io_realtime_priority = config_.io_realtime_priority;
+      o.min_acks = config_.min_acks;
+      o.sync_timeout = config_.sync_timeout;
+      o.on_sync_timeout = config_.on_sync_timeout == OnSyncTimeout::kFail
+                              ? replication::SyncFailure::kFail
+                              : replication::SyncFailure::kBlock;
+      if (config_.sync_mode == SyncMode::kSync) {
+        for (TableId t : kSyncTables) o.durability[t] = replication::Durability::kSync;
+      }
+      o.events = events_;
+      auto primary = replication::Primary::Start(o, *store_, p.epoch);
+      if (primary.ok()) {
+        primary_ = std::move(primary).value();
+        table_->Tick(WallNow());
+        spdlog::info("serving replication in epoch {} on {}", p.epoch, primary_->endpoint());
+      } else {
+        st = primary.status();
+        table_->BecomeReadOnly();
+      }
+    }
+    head_samples_.clear();
+    p.done(p.epoch, table_->last_position(), st);
+  }
+
+  void Serve(bool on) {
+    serving_ = on && primary_ != nullptr;
+    if (on && !primary_) spdlog::warn("asked to take writes without a primary side");
+  }
+
+  void StepDownPrimary() {
+    serving_ = false;
+    if (!primary_) return;
+    primary_->Flush(*table_);
+    primary_->Stop();
+    primary_.reset();
+    if (Status st = table_->BecomeReadOnly(); !st.ok()) {
+      spdlog::critical("the table cannot become read-only: {}", st.ToString());
+      std::abort();
+    }
+  }
+
+  JournalLimits Journal() const {
+    JournalLimits limits;
+    limits.max_bytes = config_.backlog_max_bytes;
+    limits.max_age = config_.backlog_max_age;
+    return limits;
+  }
+
+  // One ingest request: [identity][request id][frame].
+  void HandleIngest() {
+    for (int n = 0; n < 64; ++n) {
+      std::vector<zmq::message_t> parts;
+      zmq::message_t part;
+      bool more = true;
+      bool got = false;
+      while (more) {
+        if (!ingest_.recv(part, zmq::recv_flags::dontwait)) break;
+        got = true;
+        more = part.more();
+        parts.push_back(std::move(part));
+      }
+      if (!got) return;
+      if (parts.size() != 3) {
+        ++ingest_refused_;
+        if (parts.size() >= 2)
+          Reply(parts[0].to_string(), parts[1].to_string(),
+                Refusal("an ingest request is a request id and one frame"));
+        continue;
+      }
+      HandleBatch(parts[0].to_string(), parts[1].to_string(), parts[2]);
+    }
+  }
+
+  void HandleBatch(const std::string& identity, const std::string& request_id,
+                   const zmq::message_t& frame) {
+    if (!serving_ || !primary_) {
+      ++ingest_refused_;
+      Reply(identity, request_id,
+            Refusal(config_.id + " is not the serving primary; writes go to the primary"));
+      return;
+    }
+    const auto decoded = wire::Decode(
+        {static_cast<const std::uint8_t*>(frame.data()), frame.size()}, config_.ClusterId());
+    if (!decoded.ok()) {
+      ++ingest_refused_;
+      Reply(identity, request_id, Refusal("a damaged batch: " + decoded.reason));
+      return;
+    }
+    const auto* batch = decoded.envelope->body_as_DeltaBatch();
+    if (batch == nullptr || batch->deltas() == nullptr || batch->deltas()->size() == 0) {
+      ++ingest_refused_;
+      Reply(identity, request_id, Refusal("an ingest request holds a DeltaBatch with deltas"));
+      return;
+    }
+    // Every delta is checked before any is applied: a batch goes in whole or not at all.
+    std::uint32_t index = 0;
+    for (const fb::Delta* d : *batch->deltas()) {
+      const DeltaView view = replication::ViewOf(*d);
+      Status st = view.kind == DeltaKind::kUpsert ? replication::ValidateDelta(view)
+                  : view.key.empty() ? Status::InvalidArgument("a delete without a key")
+                                     : Status::Ok();
+      if (!st.ok()) {
+        ++ingest_refused_;
+        Reply(identity, request_id,
+              Refusal("delta " + std::to_string(index) + ": " + st.message()));
+        return;
+      }
+      ++index;
+    }
+    bool sync = false;
+    for (const fb::Delta* d : *batch->deltas()) {
+      const DeltaView view = replication::ViewOf(*d);
+      for (;;) {
+        auto m = view.kind == DeltaKind::kUpsert ? table_->Upsert(view.table, view.key, view.value)
+                                                 : table_->Delete(view.table, view.key);
+        if (m.ok()) break;
+        if (m.status().code() != Status::Code::kResourceExhausted) {
+          // Checked above, so this is the table's refusal of a valid record.
+          spdlog::error("ingest: {} refused: {}", TableName(view.table), m.status().ToString());
+          break;
+        }
+        primary_->Pump(*table_);
+        std::this_thread::sleep_for(100us);
+      }
+      if (config_.sync_mode == SyncMode::kSync && !IsUserTable(view.table)) sync = true;
+    }
+    ++ingest_batches_;
+    ingest_records_ += batch->deltas()->size();
+    const Position last = table_->last_position();
+    primary_->Pump(*table_);
+    const std::string ok_prefix =
+        R"({"ok":true,"records":)" + std::to_string(batch->deltas()->size()) + R"(,"epoch":)" +
+        std::to_string(last.epoch) + R"(,"last_seq":)" + std::to_string(last.seq);
+    if (!sync) {
+      Reply(identity, request_id, ok_prefix + R"(,"acked":true})");
+      return;
+    }
+    primary_->WhenDurable(
+        TableId::kFwSessions, last, [this, identity, request_id, ok_prefix](const Status& st) {
+          std::string answer = st.ok() ? ok_prefix + R"(,"acked":true})"
+                                       : ok_prefix + R"(,"acked":false,"error":")" +
+                                             JsonEscape(st.message()) + "\"}";
+          std::lock_guard lock(acks_mu_);
+          finished_acks_.push_back({identity, request_id, std::move(answer)});
+        });
+  }
+
+  void Reply(const std::string& identity, const std::string& request_id,
+             const std::string& answer) {
+    try {
+      ingest_.send(zmq::buffer(identity), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+      ingest_.send(zmq::buffer(request_id), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+      ingest_.send(zmq::buffer(answer), zmq::send_flags::dontwait);
+    } catch (const zmq::error_t& e) {
+      spdlog::debug("ingest: answer dropped: {}", e.what());
+    }
+  }
+
+  void SendFinishedAcks() {
+    std::vector<FinishedAck> acks;
+    {
+      std::lock_guard lock(acks_mu_);
+      acks.swap(finished_acks_);
+    }
+    for (const auto& a : acks) Reply(a.identity, a.request_id, a.answer);
+  }
+
+  void RunTasks() {
+    std::deque<std::function<void()>> tasks;
+    {
+      std::lock_guard lock(mu_);
+      tasks.swap(tasks_);
+    }
+    for (auto& t : tasks) t();
+  }
+
+  void Publish() {
+    DataPlaneStatus s;
+    const auto now = Clock::now();
+    s.serving = serving_;
+    s.following = following_;
+    s.ingest_batches = ingest_batches_;
+    s.ingest_records = ingest_records_;
+    s.ingest_refused = ingest_refused_;
+    s.persisted = store_->applied();
+    if (promotion_) {
+      s.mode = DataPlaneStatus::Mode::kPromoting;
+    }
+    if (sub_) {
+      if (!promotion_) s.mode = DataPlaneStatus::Mode::kSubordinate;
+      const auto st = sub_->status();
+      s.applied = st.applied;
+      s.persisted = st.persisted;
+      s.sync = st.state;
+      s.in_sync = st.state == replication::SyncState::kInSync;
+      s.progress = st.progress;
+      s.primary_head = st.primary_head;
+      s.snapshots = st.snapshots;
+      s.forks = st.forks;
+      sub_->Read([&](const SessionTable& t) { s.sessions = t.total_size(); });
+    } else {
+      s.applied = table_->last_position();
+      s.sessions = table_->total_size();
+      s.in_sync = primary_ != nullptr;
+      s.sync = replication::SyncState::kInSync;
+      s.progress.fraction = 1;
+    }
+    if (primary_) {
+      s.mode = DataPlaneStatus::Mode::kPrimary;
+      s.peers = primary_->peers();
+      const Seq head = s.applied.seq;
+      if (head_samples_.empty() || head_samples_.back().first != head) {
+        head_samples_.emplace_back(head, now);
+        while (head_samples_.size() > 8192) head_samples_.pop_front();
+      }
+      for (const auto& p : s.peers) {
+        std::chrono::milliseconds lag{0};
+        if (p.persisted.seq < head) {
+          // Age of the oldest write the peer does not hold yet.
+          for (const auto& [seq, at] : head_samples_) {
+            if (seq > p.persisted.seq) {
+              lag = std::chrono::duration_cast<std::chrono::milliseconds>(now - at);
+              break;
+            }
+          }
+        }
+        s.peer_lag[p.node_id] = lag;
+      }
+    }
+    std::lock_guard lock(mu_);
+    status_ = std::move(s);
+  }
+
+  void Loop() {
+    pthread_setname_np(pthread_self(), "ss-data");
+    auto next_publish = Clock::now();
+    auto next_tick = Clock::now();
+    while (!stop_) {
+      RunTasks();
+      StepPromotion();
+      SendFinishedAcks();
+      zmq::pollitem_t item{ingest_.handle(), 0, ZMQ_POLLIN, 0};
+      zmq::poll(&item, 1, 2ms);
+      if (item.revents & ZMQ_POLLIN) HandleIngest();
+      const auto now = Clock::now();
+      if (primary_ && now >= next_tick) {
+        table_->Tick(WallNow());
+        next_tick = now + 100ms;
+      }
+      if (primary_) primary_->Pump(*table_);
+      if (now >= next_publish) {
+        Publish();
+        next_publish = now + 20ms;
+      }
+    }
+  }
+
+  struct Promotion {
+    Epoch epoch = 0;
+    Position up_to;
+    Clock::time_point deadline;
+    PromotedCallback done;
+  };
+  struct FinishedAck {
+    std::string identity;
+    std::string request_id;
+    std::string answer;
+  };
+
+  const NodeConfig config_;
+  const replication::EventSink events_;
+  std::unique_ptr<Store> store_;
+  std::shared_ptr<PrefaultedPages> pages_;
+  std::unique_ptr<SessionTable> table_;  // while idle or primary; the subordinate's otherwise
+  std::unique_ptr<replication::Primary> primary_;
+  std::unique_ptr<replication::Subordinate> sub_;
+  std::string following_;
+  std::optional<Promotion> promotion_;
+  bool serving_ = false;
+  std::deque<std::pair<Seq, Clock::time_point>> head_samples_;
+  std::uint64_t ingest_batches_ = 0;
+  std::uint64_t ingest_records_ = 0;
+  std::uint64_t ingest_refused_ = 0;
+
+  zmq::context_t ctx_{1};
+  zmq::socket_t ingest_;
+  std::string ingest_endpoint_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+
+  mutable std::mutex mu_;
+  std::deque<std::function<void()>> tasks_;
+  DataPlaneStatus status_;
+
+  std::mutex acks_mu_;
+  std::vector<FinishedAck> finished_acks_;
+};
+
+Result<std::unique_ptr<DataPlane>> DataPlane::Start(const NodeConfig& config,
+                                                    const std::filesystem::path& store_dir,
+                                                    replication::EventSink events) {
+  auto impl = std::make_unique<Impl>(config, std::move(events));
+  if (Status st = impl->Open(store_dir); !st.ok()) return st;
+  return std::unique_ptr<DataPlane>(new DataPlane(std::move(impl)));
+}
+
+DataPlane::DataPlane(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+DataPlane::~DataPlane() = default;
+
+void DataPlane::Follow(const std::string& primary, const std::string& endpoint) {
+  impl_->Post([this, primary, endpoint] { impl_->Follow(primary, endpoint); });
+}
+
+void DataPlane::Promote(Epoch epoch, Position up_to, std::chrono::milliseconds wait_limit,
+                        PromotedCallback done) {
+  impl_->Post([this, epoch, up_to, wait_limit, done = std::move(done)]() mutable {
+    impl_->Promote(epoch, up_to, wait_limit, std::move(done));
+  });
+}
+
+void DataPlane::Serve(bool on) {
+  impl_->Post([this, on] { impl_->Serve(on); });
+}
+
+DataPlaneStatus DataPlane::status() const {
+  return impl_->status();
+}
+
+std::future<std::string> DataPlane::Query(std::function<std::string(const SessionTable&)> fn) {
+  auto promise = std::make_shared<std::promise<std::string>>();
+  auto future = promise->get_future();
+  impl_->Post([this, promise, fn = std::move(fn)] {
+    if (impl_->sub_) {
+      impl_->sub_->Read([&](const SessionTable& t) { promise->set_value(fn(t)); });
+    } else {
+      promise->set_value(fn(*impl_->table_));
+    }
+  });
+  return future;
+}
+
+const std::string& DataPlane::ingest_endpoint() const {
+  return impl_->ingest_endpoint();
+}
+
+void DataPlane::Stop() {
+  impl_->Stop();
+}
+
+}  // namespace statesync::node

@@ -1,0 +1,190 @@
+// The failover scenarios that need no network faults (1-4, 7, 9, 11 of tests/scenario/), end to
+// end: real statesyncd processes on 127.0.0.1, driven and observed through statesyncctl only.
+// Each checks the roles through `status --json`, the data through `digest`, and that no
+// acknowledged record is lost (`load --acked-keys`, then `sessions check` on the survivor).
+#include <random>
+
+#include "cluster_harness.h"
+
+namespace statesync::testing {
+namespace {
+
+std::uint64_t Num(const json::object& o, std::string_view key) {
+  return o.at(key).to_number<std::uint64_t>();
+}
+
+// Scenarios 1 and 11: the primary fails (SIGKILL); the secondary takes over with every record
+// and serves writes; the former primary comes back as a secondary (on_failure =
+// become_secondary), catches up what it missed, and holds the same data.
+TEST(LocalScenarios, PrimaryKilledThenRecoversAsSecondary) {
+  LocalCluster c(2, false);
+  ASSERT_TRUE(c.up());
+  ASSERT_EQ(c.WaitForReadyPrimary(), "n1");
+  const fs::path acked = c.dir() / "acked-1.txt";
+  auto load = c.Load("n1", "--sessions 40000 --calls 5000 --cdrs 5000 --wait-acked --acked-keys " +
+                               acked.string());
+  ASSERT_TRUE(load);
+  EXPECT_EQ(Num(*load, "records_acked"), 50000u);
+  ASSERT_TRUE(c.WaitSameDigest("n1", {"n2"}));
+  const std::string before = c.DigestText("n1");
+
+  ASSERT_EQ(c.Kill("n1").exit_code, 0);
+  ASSERT_TRUE(c.WaitUntil([&] { return c.Ready("n2"); }, 10s)) << "n2 did not take over";
+  EXPECT_EQ(c.Role("n2"), "primary");
+  EXPECT_EQ(c.DigestText("n2"), before);
+  const CommandResult check = c.Ctl("n2", "sessions check --json --keys " + acked.string());
+  auto checked = LastJson(check.out);
+  ASSERT_TRUE(checked) << check.out;
+  EXPECT_EQ(Num(*checked, "checked"), 50000u);
+  EXPECT_EQ(Num(*checked, "missing"), 0u) << check.out;
+  // The new primary's epoch is newer, and it is the primary its own status names.
+  auto s2 = c.Status("n2");
+  ASSERT_TRUE(s2);
+  EXPECT_EQ(s2->at("primary").as_string(), "n2");
+  EXPECT_GT(Num(*s2, "epoch"), 64u);
+
+  // Writes go on at the new primary while n1 is down.
+  load = c.Load("n2", "--sessions 30000 --start 100000 --wait-acked");
+  ASSERT_TRUE(load);
+  EXPECT_EQ(Num(*load, "records_acked"), 30000u);
+
+  ASSERT_TRUE(c.Start("n1"));
+  ASSERT_TRUE(c.WaitRole("n1", "secondary")) << c.Role("n1");
+  EXPECT_TRUE(c.WaitSameDigest("n2", {"n1"}));
+  EXPECT_EQ(c.Role("n2"), "primary");
+  auto s1 = c.Status("n1");
+  ASSERT_TRUE(s1);
+  EXPECT_EQ(s1->at("primary").as_string(), "n2");
+  EXPECT_EQ(s1->at("sync").as_object().at("state").as_string(), "in_sync");
+  EXPECT_EQ(Num(*s1, "sessions"), 80000u);
+}
+
+// Scenario 2: a planned restart (SIGTERM) of the primary. The secondary holds off instead of
+// taking over; the primary comes back and is primary again, with its data.
+TEST(LocalScenarios, PlannedRestartOfThePrimaryHoldsTheSecondaryOff) {
+  LocalCluster c(2, false);
+  ASSERT_TRUE(c.up());
+  ASSERT_EQ(c.WaitForReadyPrimary(), "n1");
+  ASSERT_TRUE(c.Load("n1", "--sessions 20000 --wait-acked"));
+  ASSERT_TRUE(c.WaitSameDigest("n1", {"n2"}));
+
+  ASSERT_EQ(c.Kill("n1", "TERM").exit_code, 0);
+  ASSERT_TRUE(c.WaitRole("n2", "hold_off", 10s)) << c.Role("n2");
+  // Well past the loss time (300 ms): still holding off, not primary.
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(c.Role("n2"), "hold_off");
+  EXPECT_EQ(c.Role("n1"), "down");
+
+  ASSERT_TRUE(c.Start("n1"));
+  ASSERT_TRUE(c.WaitUntil([&] { return c.Ready("n1"); }, 15s)) << c.Role("n1");
+  EXPECT_TRUE(c.WaitRole("n2", "secondary", 10s)) << c.Role("n2");
+  EXPECT_TRUE(c.WaitSameDigest("n1", {"n2"}));
+  EXPECT_EQ(Num(*c.Digest("n1"), "records"), 20000u);
+}
+
+// Scenario 3: the secondary fails (SIGKILL) and restarts. The primary keeps serving without a
+// change of role; the secondary catches up what was written meanwhile.
+TEST(LocalScenarios, SecondaryRestartsAndCatchesUp) {
+  LocalCluster c(2, false);
+  ASSERT_TRUE(c.up());
+  ASSERT_EQ(c.WaitForReadyPrimary(), "n1");
+  ASSERT_TRUE(c.Load("n1", "--sessions 20000 --wait-acked"));
+  const auto epoch = Num(*c.Status("n1"), "epoch");
+
+  ASSERT_EQ(c.Kill("n2").exit_code, 0);
+  ASSERT_TRUE(c.WaitUntil([&] {
+    auto p = c.PeerSeen("n1", "n2");
+    return p && p->at("state").as_string() == "lost";
+  }));
+  auto load = c.Load("n1", "--sessions 30000 --start 50000 --wait-acked");
+  ASSERT_TRUE(load);
+  EXPECT_EQ(Num(*load, "records_acked"), 30000u);
+  EXPECT_TRUE(c.Ready("n1"));
+
+  ASSERT_TRUE(c.Start("n2"));
+  ASSERT_TRUE(c.WaitRole("n2", "secondary"));
+  EXPECT_TRUE(c.WaitSameDigest("n1", {"n2"}));
+  EXPECT_EQ(Num(*c.Digest("n2"), "records"), 50000u);
+  EXPECT_EQ(Num(*c.Status("n1"), "epoch"), epoch) << "the primary's epoch changed";
+  EXPECT_TRUE(c.Ready("n1"));
+}
+
+// Scenario 4: the secondary is shut down (SIGINT, no hold-off). The primary reports it lost and
+// goes on alone.
+TEST(LocalScenarios, SecondaryShutdownLeavesThePrimaryServing) {
+  LocalCluster c(2, false);
+  ASSERT_TRUE(c.up());
+  ASSERT_EQ(c.WaitForReadyPrimary(), "n1");
+  ASSERT_EQ(c.Kill("n2", "INT").exit_code, 0);
+  ASSERT_TRUE(c.WaitUntil([&] {
+    auto p = c.PeerSeen("n1", "n2");
+    return p && p->at("state").as_string() == "lost" && p->at("links_up").as_array().empty();
+  }));
+  EXPECT_TRUE(c.Ready("n1"));
+  auto load = c.Load("n1", "--sessions 10000 --wait-acked");
+  ASSERT_TRUE(load);
+  EXPECT_EQ(Num(*load, "records_acked"), 10000u);
+  // The shutdown is in n2's event log, and n1's log names the loss.
+  const CommandResult events = c.Ctl("n1", "events --json --last 100");
+  EXPECT_NE(events.out.find("heartbeat disappeared"), std::string::npos) << events.out;
+}
+
+// Scenario 7: with a witness, a promotion needs a majority. The primary dies; the secondary
+// and the witness make two of three, and the secondary takes over with every record.
+TEST(LocalScenarios, WitnessVotesTheSecondaryIn) {
+  LocalCluster c(2, true);
+  ASSERT_TRUE(c.up());
+  ASSERT_EQ(c.WaitForReadyPrimary(), "n1");
+  EXPECT_EQ(c.Role("w"), "witness");
+  const fs::path acked = c.dir() / "acked.txt";
+  ASSERT_TRUE(c.Load("n1", "--sessions 20000 --wait-acked --acked-keys " + acked.string()));
+  ASSERT_TRUE(c.WaitSameDigest("n1", {"n2"}));
+  ASSERT_EQ(c.Kill("n1").exit_code, 0);
+  ASSERT_TRUE(c.WaitUntil([&] { return c.Ready("n2"); }, 10s));
+  EXPECT_EQ(c.Role("w"), "witness");
+  auto checked = LastJson(c.Ctl("n2", "sessions check --json --keys " + acked.string()).out);
+  ASSERT_TRUE(checked);
+  EXPECT_EQ(Num(*checked, "missing"), 0u);
+
+  // Without the witness as well, a lone node has no majority: it does not promote itself.
+  ASSERT_EQ(c.Kill("w").exit_code, 0);
+  ASSERT_EQ(c.Kill("n2").exit_code, 0);
+  ASSERT_TRUE(c.Start("n1"));
+  std::this_thread::sleep_for(2s);
+  EXPECT_NE(c.Role("n1"), "primary");
+  EXPECT_FALSE(c.Ready("n1"));
+}
+
+// Scenario 9: a device failure with several secondaries. The primary dies; one secondary takes
+// over and the other follows it; both hold every record.
+TEST(LocalScenarios, OneOfSeveralSecondariesTakesOverAndTheOtherFollows) {
+  LocalCluster c(3, false);
+  ASSERT_TRUE(c.up());
+  ASSERT_EQ(c.WaitForReadyPrimary(), "n1");
+  ASSERT_TRUE(c.Load("n1", "--sessions 20000 --calls 2000 --wait-acked"));
+  ASSERT_TRUE(c.WaitSameDigest("n1", {"n2", "n3"}));
+  const std::string before = c.DigestText("n1");
+  ASSERT_EQ(c.Kill("n1").exit_code, 0);
+  std::string primary;
+  ASSERT_TRUE(c.WaitUntil(
+      [&] {
+        primary = c.Ready("n2") ? "n2" : c.Ready("n3") ? "n3" : "";
+        return !primary.empty();
+      },
+      10s));
+  const std::string other = primary == "n2" ? "n3" : "n2";
+  EXPECT_EQ(c.DigestText(primary), before);
+  ASSERT_TRUE(c.WaitUntil([&] {
+    auto s = c.Status(other);
+    return s && s->at("effective_role").as_string() == "secondary" &&
+           s->at("primary").as_string() == primary &&
+           s->at("sync").as_object().at("state").as_string() == "in_sync";
+  })) << c.Role(other);
+  auto load = c.Load(primary, "--sessions 10000 --start 90000 --wait-acked");
+  ASSERT_TRUE(load);
+  EXPECT_TRUE(c.WaitSameDigest(primary, {other}));
+  EXPECT_EQ(Num(*c.Digest(other), "records"), 32000u);
+}
+
+}  // namespace
+}  // namespace statesync::testing

@@ -1,0 +1,327 @@
+// statesyncctl load: synthetic firewall sessions, calls and CDRs through a primary's ingest
+// socket, at a chosen rate, with a progress display; a JSON summary at the end.
+#include <unistd.h>
+
+#include <boost/json.hpp>
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <thread>
+#include <zmq.hpp>
+
+#include "ctl.h"
+#include "statesync/node/control.h"
+#include "statesync/replication/messages.h"
+#include "statesync/workload/workload.h"
+
+namespace statesync::ctl {
+
+namespace json = boost::json;
+namespace po = boost::program_options;
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct LoadOptions {
+  std::uint64_t sessions = 0;
+  std::uint64_t calls = 0;
+  std::uint64_t cdrs = 0;
+  std::uint64_t start = 0;  // the first record index (a later run with another start adds)
+  double rate = 0;          // records/s; 0: as fast as the node acknowledges
+  std::size_t batch = 500;
+  std::size_t window = 32;  // batches awaiting their answer
+  bool wait_acked = false;
+  std::string acked_keys;  // a file: one line per acknowledged record
+  bool quiet = false;
+  double give_up_after_s = 30;  // no answer for this long while some are due: the node is gone
+};
+
+struct Pending {
+  std::size_t records = 0;
+  std::vector<std::string> keys;  // "table key-hex", kept only for --acked-keys
+};
+
+std::string Hex(std::string_view bytes) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (unsigned char c : bytes) {
+    out += kHex[c >> 4];
+    out += kHex[c & 15];
+  }
+  return out;
+}
+
+// The record with overall index `n` of the mix: sessions, calls and CDRs interleaved in
+// proportion, each family numbered from `start`.
+class Generator {
+ public:
+  explicit Generator(const LoadOptions& o) : o_(o), total_(o.sessions + o.calls + o.cdrs) {}
+  std::uint64_t total() const { return total_; }
+  // Fills table, key and value of record `n`.
+  void Make(std::uint64_t n, TableId* table, std::string* key, std::string* value) {
+    // Bresenham-like interleaving: family f is due when its share of n is ahead of its count.
+    const std::uint64_t counts[3] = {o_.sessions, o_.calls, o_.cdrs};
+    int pick = 0;
+    double best = -1;
+    for (int f = 0; f < 3; ++f) {
+      if (done_[f] >= counts[f]) continue;
+      const double behind = static_cast<double>(n + 1) * static_cast<double>(counts[f]) /
+                                static_cast<double>(total_) -
+                            static_cast<double>(done_[f]);
+      if (behind > best) {
+        best = behind;
+        pick = f;
+      }
+    }
+    const std::uint64_t i = o_.start + done_[pick]++;
+    const TimePoint now =
+        std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());
+    if (pick == 0) {
+      const FirewallSession s = workload::Ipv4Session(i, now, std::chrono::hours(24));
+      *table = TableId::kFwSessions;
+      *key = FirewallKey(s.orig, s.zone);
+      *value = EncodeFirewallSession(s);
+    } else if (pick == 1) {
+      const CallSession c = workload::Call(i, now);
+      *table = TableId::kCalls;
+      *key = c.call_id;
+      *value = EncodeCallSession(c);
+    } else {
+      const Cdr c = workload::CallRecord(i, now);
+      *table = TableId::kCdrs;
+      *key = c.id;
+      *value = EncodeCdr(c);
+    }
+  }
+
+ private:
+  const LoadOptions& o_;
+  const std::uint64_t total_;
+  std::uint64_t done_[3] = {0, 0, 0};
+};
+
+std::string Bar(double fraction, int width = 24) {
+  fraction = std::clamp(fraction, 0.0, 1.0);
+  const int full = static_cast<int>(fraction * width + 0.5);
+  return "[" + std::string(full, '#') + std::string(width - full, '.') + "]";
+}
+
+}  // namespace
+
+int Load(const Globals& g, const Args& args) {
+  po::options_description options(
+      "statesyncctl load [--sessions N] [--calls N] [--cdrs N] [--rate R] [--wait-acked]:\n"
+      "synthetic traffic through the primary's ingest socket (--socket names the primary's "
+      "control socket); prints a JSON summary with the highest acknowledged seq");
+  LoadOptions o;
+  options.add_options()("help,h", "this text")("sessions", po::value(&o.sessions)->value_name("N"),
+                                               "firewall sessions")(
+      "calls", po::value(&o.calls)->value_name("N"), "call sessions")(
+      "cdrs", po::value(&o.cdrs)->value_name("N"), "CDRs")(
+      "start", po::value(&o.start)->value_name("I"),
+      "the first record number (default 0; the same numbers update the same records)")(
+      "rate", po::value(&o.rate)->value_name("R"), "records per second (default: unlimited)")(
+      "batch", po::value(&o.batch)->value_name("N"), "records per ingest request (default 500)")(
+      "window", po::value(&o.window)->value_name("N"),
+      "requests awaiting their answer (default 32)")(
+      "wait-acked", po::bool_switch(&o.wait_acked),
+      "wait until every record is acknowledged (in sync mode: persisted by min_acks "
+      "subordinates)")("acked-keys", po::value(&o.acked_keys)->value_name("FILE"),
+                       "write each acknowledged record's table and key (hex) to FILE")(
+      "quiet", po::bool_switch(&o.quiet), "no progress display")(
+      "give-up-after", po::value(&o.give_up_after_s)->value_name("S"),
+      "stop when no answer came for S seconds while some are due (default 30): the primary "
+      "is gone; what it acknowledged is reported");
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(args).options(options).run(), vm);
+    if (vm.count("help")) {
+      std::cout << options;
+      return 0;
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "statesyncctl load: " << e.what() << " (try load --help)\n";
+    return 2;
+  }
+  if (o.batch == 0 || o.batch > 100000 || o.window == 0 || o.rate < 0) {
+    std::cerr << "statesyncctl load: --batch 1..100000, --window at least 1, --rate 0 or more\n";
+    return 2;
+  }
+  if (o.sessions + o.calls + o.cdrs == 0) o.sessions = 10000;
+  Generator gen(o);
+
+  auto answer = node::ControlRequest(g.socket, R"({"command":"status"})");
+  if (!answer.ok()) {
+    std::cerr << "statesyncctl load: " << answer.status().message() << "\n";
+    return 1;
+  }
+  const json::object status = json::parse(answer.value()).as_object();
+  if (!status.at("ready").as_bool()) {
+    std::cerr << "statesyncctl load: node " << status.at("node_id").as_string().c_str()
+              << " is not a ready primary (it is "
+              << status.at("effective_role").as_string().c_str() << "; the primary is '"
+              << status.at("primary").as_string().c_str() << "'): give the primary's --socket\n";
+    return 1;
+  }
+  const std::string endpoint(status.at("ingest").as_string());
+  const std::uint64_t cluster_id = status.at("cluster_id").to_number<std::uint64_t>();
+
+  std::ofstream acked_out;
+  if (!o.acked_keys.empty()) {
+    acked_out.open(o.acked_keys, std::ios::trunc);
+    if (!acked_out) {
+      std::cerr << "statesyncctl load: cannot write " << o.acked_keys << "\n";
+      return 1;
+    }
+  }
+
+  zmq::context_t ctx(1);
+  zmq::socket_t socket(ctx, zmq::socket_type::dealer);
+  socket.set(zmq::sockopt::linger, 0);
+  socket.connect(endpoint);
+
+  std::map<std::uint64_t, Pending> pending;
+  std::uint64_t next_request = 1;
+  std::uint64_t sent = 0;
+  std::uint64_t acked = 0;
+  std::uint64_t refused = 0;
+  std::uint64_t batches = 0;
+  std::uint64_t acked_seq = 0;
+  std::uint64_t epoch = 0;
+  std::string first_error;
+  const auto started = Clock::now();
+  auto next_progress = started;
+  const bool tty = ::isatty(2) != 0;
+
+  auto last_answer = Clock::now();
+  bool gave_up = false;
+  const auto receive = [&](std::chrono::milliseconds timeout) {
+    zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
+    zmq::poll(&item, 1, timeout);
+    if (!pending.empty() &&
+        Clock::now() - last_answer > std::chrono::duration<double>(o.give_up_after_s)) {
+      gave_up = true;
+    }
+    while (true) {
+      zmq::message_t id;
+      zmq::message_t body;
+      if (!socket.recv(id, zmq::recv_flags::dontwait)) break;
+      if (!id.more() || !socket.recv(body, zmq::recv_flags::dontwait)) continue;
+      std::uint64_t request = 0;
+      if (id.size() == sizeof request) std::memcpy(&request, id.data(), sizeof request);
+      auto it = pending.find(request);
+      if (it == pending.end()) continue;
+      last_answer = Clock::now();
+      json::object a;
+      try {
+        a = json::parse(body.to_string()).as_object();
+      } catch (const std::exception&) {
+        a = json::object{{"ok", false}, {"error", "an answer that is not JSON"}};
+      }
+      const bool ok = a.at("ok").as_bool() && a.if_contains("acked") && a.at("acked").as_bool();
+      if (ok) {
+        acked += it->second.records;
+        acked_seq = std::max(acked_seq, a.at("last_seq").to_number<std::uint64_t>());
+        epoch = std::max(epoch, a.at("epoch").to_number<std::uint64_t>());
+        for (const auto& k : it->second.keys) acked_out << k << "\n";
+      } else {
+        refused += it->second.records;
+        if (first_error.empty() && a.if_contains("error")) {
+          first_error = std::string(a.at("error").as_string());
+        }
+      }
+      pending.erase(it);
+    }
+  };
+  const auto progress = [&](bool final) {
+    if (o.quiet || (g.json && !tty)) return;
+    const double secs = std::chrono::duration<double>(Clock::now() - started).count();
+    char line[200];
+    std::snprintf(line, sizeof line,
+                  "load %s %5.1f%%  sent %llu  acked %llu  refused %llu  %.0f records/s",
+                  Bar(static_cast<double>(sent) / gen.total()).c_str(), 100.0 * sent / gen.total(),
+                  static_cast<unsigned long long>(sent), static_cast<unsigned long long>(acked),
+                  static_cast<unsigned long long>(refused), secs > 0 ? acked / secs : 0.0);
+    if (tty) {
+      std::fprintf(stderr, "\r%s%s", line, final ? "\n" : "");
+    } else {
+      std::fprintf(stderr, "%s\n", line);
+    }
+  };
+
+  replication::DeltaBatchBuilder builder;
+  TableId table;
+  std::string key;
+  std::string value;
+  while (sent < gen.total() && !gave_up) {
+    while (pending.size() >= o.window && !gave_up) receive(100ms);
+    if (gave_up) break;
+    if (o.rate > 0) {
+      const auto due = started + std::chrono::duration_cast<Clock::duration>(
+                                     std::chrono::duration<double>(sent / o.rate));
+      if (due > Clock::now()) {
+        receive(std::chrono::duration_cast<std::chrono::milliseconds>(due - Clock::now()));
+        continue;
+      }
+    }
+    Pending p;
+    const std::uint64_t n = std::min<std::uint64_t>(o.batch, gen.total() - sent);
+    for (std::uint64_t k = 0; k < n; ++k) {
+      gen.Make(sent + k, &table, &key, &value);
+      builder.Add(DeltaView{Position{0, sent + k + 1}, table, DeltaKind::kUpsert, key, value});
+      if (acked_out.is_open()) p.keys.push_back(TableName(table) + " " + Hex(key));
+    }
+    p.records = n;
+    const std::string frame = builder.Finish({cluster_id, "statesyncctl", 0}, "");
+    const std::uint64_t request = next_request++;
+    socket.send(zmq::buffer(&request, sizeof request), zmq::send_flags::sndmore);
+    socket.send(zmq::buffer(frame), zmq::send_flags::none);
+    pending.emplace(request, std::move(p));
+    sent += n;
+    ++batches;
+    receive(0ms);
+    if (Clock::now() >= next_progress) {
+      progress(false);
+      next_progress = Clock::now() + (tty ? 250ms : 2s);
+    }
+  }
+  // The answers still due: all of them with --wait-acked, else what comes within a moment.
+  const auto limit = Clock::now() + (o.wait_acked ? 300s : 1s);
+  while (!pending.empty() && Clock::now() < limit && !gave_up) {
+    receive(100ms);
+    if (Clock::now() >= next_progress) {
+      progress(false);
+      next_progress = Clock::now() + (tty ? 250ms : 2s);
+    }
+  }
+  progress(true);
+  const double secs = std::chrono::duration<double>(Clock::now() - started).count();
+  json::object summary{{"records_sent", sent},
+                       {"records_acked", acked},
+                       {"records_refused", refused},
+                       {"records_unanswered", sent - acked - refused},
+                       {"batches", batches},
+                       {"elapsed_s", secs},
+                       {"records_per_second", secs > 0 ? acked / secs : 0.0},
+                       {"epoch", epoch},
+                       {"acked_seq", acked_seq}};
+  if (!first_error.empty()) summary["first_error"] = first_error;
+  if (gave_up) {
+    summary["gave_up"] = true;
+    summary["first_error"] =
+        "no answer for " + std::to_string(o.give_up_after_s) + " s: the primary is gone";
+  }
+  std::cout << json::serialize(summary) << "\n";
+  if (refused > 0 || gave_up || (o.wait_acked && acked != sent)) return 1;
+  return 0;
+}
+
+
+}  // namespace statesync::ctl
