@@ -78,7 +78,8 @@ inline bool WaitUntil(const std::function<bool()>& done, std::chrono::millisecon
 // A base port with `count` free ports above it on 127.0.0.1 (checked by binding each).
 inline int FreePortRange(int count) {
   for (int attempt = 0; attempt < 200; ++attempt) {
-    const int base = 20000 + static_cast<int>((::getpid() * 7919 + attempt * 104729) % 30000);
+    // Below the ephemeral range (32768 and up), where outgoing connections take their ports.
+    const int base = 10000 + static_cast<int>((::getpid() * 7919 + attempt * 104729) % 22000);
     bool free = true;
     for (int p = base; p < base + count && free; ++p) {
       const int fd = ::socket(AF_INET, SOCK_STREAM, 0);

@@ -25,6 +25,7 @@ int RoleCommand(const Globals& g, const std::string& command, const Args& args);
 int Holdoff(const Globals& g, const Args& args);
 int Load(const Globals& g, const Args& args);
 int Cluster(const Globals& g, const Args& args);
+int Demo(const Globals& g, const Args& args);
 
 // The statesyncd next to this executable, else the one on PATH.
 std::filesystem::path StatesyncdPath();

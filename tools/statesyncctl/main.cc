@@ -26,6 +26,7 @@ A local cluster (real statesyncd processes on 127.0.0.1):
   cluster up --nodes N [--witness] --dir DIR [--base-port P] [--sync-mode async|sync]
   cluster status --dir DIR
   cluster down --dir DIR
+  demo                        three nodes, traffic, the primary killed, the takeover in figures
 
 Global options:
   --socket PATH   the node's control socket
@@ -88,6 +89,7 @@ int main(int argc, char** argv) {
   if (command == "holdoff") return Holdoff(g, args);
   if (command == "load") return Load(g, args);
   if (command == "cluster") return Cluster(g, args);
+  if (command == "demo") return Demo(g, args);
   std::cerr << "statesyncctl: unknown command '" << command << "' (try --help)\n";
   return 2;
 }
