@@ -54,6 +54,7 @@ FailoverCore::FailoverCore(ClusterConfig config, DurableState durable, RandomSou
     peer.heard_on_link.resize(config_.links.size());
     peer.link_up.assign(config_.links.size(), false);
     peer.link_lost_reported.assign(config_.links.size(), false);
+    peer.connection_closed_at.resize(config_.links.size());
     peers_.push_back(std::move(peer));
   }
   // A campaign after a restart must go to a round above the last one this node voted in, or it
@@ -163,6 +164,27 @@ Actions FailoverCore::Receive(Instant now, const NodeId& from, LinkIndex link,
   return out;
 }
 
+Actions FailoverCore::ConnectionChanged(Instant now, const NodeId& peer_id, LinkIndex link,
+                                       bool up) {
+  Actions out;
+  Observe(now, out);
+  Peer* peer = FindPeer(peer_id);
+  if (peer == nullptr || link >= config_.links.size()) return out;
+  if (up) {
+    peer->connection_closed_at[link].reset();
+    return out;
+  }
+  peer->connection_closed_at[link] = now;
+  UpdateLiveness(now, out);
+  if (role_ == EffectiveRole::kSecondary && !following_.empty() && AlivePrimary() == nullptr) {
+    // The primary crashed: say so now rather than at the next heartbeat, since a candidate
+    // waits while a peer still claims to follow the primary it lost.
+    SetFollowing("", out);
+    Announce(now, out);
+  }
+  return out;
+}
+
 Actions FailoverCore::MonitorChanged(Instant now, const std::string& name, bool up) {
   Actions out;
   Observe(now, out);
@@ -224,8 +246,15 @@ Actions FailoverCore::RemoteChecks(Instant now, std::span<const ServiceCheck> ch
 Actions FailoverCore::ReplicationProgress(Instant now, Position applied, bool in_sync) {
   Actions out;
   Observe(now, out);
+  const bool moved = applied != applied_;
   applied_ = applied;
   in_sync_ = in_sync;
+  if (moved && role_ == EffectiveRole::kSecondary && election_since_ && !campaign_) {
+    // Candidates rank each other by the positions their heartbeats carry: while an election
+    // is pending, a position that moved is news now, not at the next heartbeat, or two
+    // candidates would each see the other as behind and both campaign.
+    Announce(now, out);
+  }
   return out;
 }
 
@@ -456,14 +485,27 @@ void FailoverCore::Announce(Instant now, Actions& out) {
 
 void FailoverCore::UpdateLiveness(Instant now, Actions& out) {
   const Millis lost_after = config_.LostAfter();
+  // One link is never enough to call a peer dead before its time: its connection may have
+  // closed for a reason of the link's own.
+  const bool closes_count = config_.links.size() >= 2;
   for (Peer& p : peers_) {
     int up = 0;
+    int closed = 0;
     std::vector<bool> link_up(config_.links.size());
     for (std::size_t l = 0; l < config_.links.size(); ++l) {
       link_up[l] = p.heard_on_link[l] && now - *p.heard_on_link[l] <= lost_after;
+      if (closes_count && p.connection_closed_at[l] && link_up[l]) {
+        link_up[l] = false;
+        ++closed;
+      }
       up += link_up[l] ? 1 : 0;
     }
     const bool alive = up > 0;
+    // Lost because every link's connection closed, before the heartbeat timer ran out.
+    const bool crashed =
+        !alive && closed > 0 &&
+        std::all_of(p.connection_closed_at.begin(), p.connection_closed_at.end(),
+                    [](const std::optional<Instant>& c) { return c.has_value(); });
     const std::string role_name = std::string(RoleName(p.last_active_role));
     if (alive && p.alive && config_.links.size() > 1) {
       for (std::size_t l = 0; l < config_.links.size(); ++l) {
@@ -492,13 +534,17 @@ void FailoverCore::UpdateLiveness(Instant now, Actions& out) {
                             " went quiet for its planned restart: holding off"});
         continue;
       }
-      const std::string text = role_name + " heartbeat disappeared: no heartbeat from " +
-                               Quote(p.member.id) + " on " + std::to_string(config_.links.size()) +
-                               (config_.links.size() == 1 ? " link" : " links") + " for " +
-                               Seconds(lost_after);
+      const std::string text =
+          crashed ? role_name + " heartbeat disappeared: the connections to " +
+                        Quote(p.member.id) + " closed on all " +
+                        std::to_string(config_.links.size()) + " links"
+                  : role_name + " heartbeat disappeared: no heartbeat from " +
+                        Quote(p.member.id) + " on " + std::to_string(config_.links.size()) +
+                        (config_.links.size() == 1 ? " link" : " links") + " for " +
+                        Seconds(lost_after);
       out.push_back(Alert{text});
       if (role_ == EffectiveRole::kSecondary && following_ == p.member.id) {
-        StartElectionWait(now, text);
+        StartElectionWait(now, text, crashed);
       }
     } else if (p.was_lost) {
       out.push_back(Alert{role_name + " heartbeat appeared from " + Quote(p.member.id)});
@@ -898,9 +944,14 @@ void FailoverCore::SendTakeOver(const NodeId& to, Epoch epoch, const std::string
   Send(to, Control{ControlKind::kTakeOver, epoch, Millis{0}, reason, applied_}, out);
 }
 
-void FailoverCore::StartElectionWait(Instant now, const std::string& reason) {
+void FailoverCore::StartElectionWait(Instant now, const std::string& reason, bool fast) {
   election_since_ = now;
-  election_jitter_ = Millis(random_() % config_.heartbeat_interval.count());
+  // The fast jitter starts at a twentieth of the interval: a voter that saw the same closes a
+  // moment later must have taken them in before the vote request comes.
+  const Millis::rep interval = config_.heartbeat_interval.count();
+  const Millis::rep floor = fast ? interval / 20 : 0;
+  const Millis::rep range = std::max<Millis::rep>(1, fast ? interval / 20 : interval);
+  election_jitter_ = Millis(floor + static_cast<Millis::rep>(random_() % range));
   election_reason_ = reason;
 }
 
@@ -985,6 +1036,10 @@ void FailoverCore::OnHeartbeat(Instant now, Peer& peer, LinkIndex link, const He
     return;
   }
   peer.heard_on_link[link] = now;  // even an older copy shows that the link works
+  if (const auto& closed = peer.connection_closed_at[link];
+      closed && now - *closed >= config_.heartbeat_interval / 2) {
+    peer.connection_closed_at[link].reset();
+  }
   // An older heartbeat (reordered, or the slower link's copy) is older news.
   if (peer.last && hb.sequence < peer.last->sequence) {
     const bool same_boot = hb.sequence >> 32 == peer.last->sequence >> 32;

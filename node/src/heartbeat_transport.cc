@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <cstring>
 #include <zmq.hpp>
 
 #include "statesync/node/peer_messages.h"
@@ -36,9 +38,15 @@ class HeartbeatTransport::Impl {
           // an old heartbeat is worth less than none.
           out.set(zmq::sockopt::immediate, 1);
           out.set(zmq::sockopt::sndhwm, kQueueMessages);
-          out.set(zmq::sockopt::reconnect_ivl, 100);
-          out.set(zmq::sockopt::reconnect_ivl_max, 1000);
+          // Reconnect at the heartbeat interval, without backing off: a peer that restarts
+          // must hear us within its start-up window (the loss time), or it would find no
+          // primary and take the role itself (found by the secondary-restart scenario, where
+          // ZeroMQ's back-off kept the primary silent for 400-800 ms).
+          out.set(zmq::sockopt::reconnect_ivl,
+                  static_cast<int>(std::min<std::int64_t>(100, config_.heartbeat_interval.count())));
+          out.set(zmq::sockopt::reconnect_ivl_max, 0);
           SetConnectionHeartbeat(out);
+          Monitor(out, m.id, static_cast<failover::LinkIndex>(link));
           out.connect(m.heartbeat[link]);
           outbound_[{m.id, static_cast<failover::LinkIndex>(link)}] = std::move(out);
         }
@@ -73,12 +81,14 @@ class HeartbeatTransport::Impl {
     std::vector<ReceivedPeerMessage> out;
     std::vector<zmq::pollitem_t> items;
     for (auto& s : inbound_) items.push_back({s.handle(), 0, ZMQ_POLLIN, 0});
+    for (auto& m : monitors_) items.push_back({m.socket.handle(), 0, ZMQ_POLLIN, 0});
     try {
       zmq::poll(items.data(), items.size(), timeout);
     } catch (const zmq::error_t& e) {
       if (e.num() != EINTR) spdlog::error("{}: heartbeat poll failed: {}", config_.id, e.what());
       return out;
     }
+    ReadMonitors();
     for (std::size_t link = 0; link < inbound_.size(); ++link) {
       for (int n = 0; n < kQueueMessages; ++n) {
         zmq::message_t routing_id, body;
@@ -107,7 +117,53 @@ class HeartbeatTransport::Impl {
 
   HeartbeatCounters counters() const { return counters_; }
 
+  std::vector<ConnectionEvent> TakeConnectionEvents() {
+    std::vector<ConnectionEvent> events;
+    events.swap(events_);
+    return events;
+  }
+
  private:
+  struct MonitorSocket {
+    failover::NodeId peer;
+    failover::LinkIndex link;
+    zmq::socket_t socket;
+  };
+
+  // Reports the outgoing connection's opens and closes on an inproc PAIR socket.
+  void Monitor(zmq::socket_t& out, const failover::NodeId& peer, failover::LinkIndex link) {
+    const std::string address =
+        "inproc://heartbeat-monitor-" + std::to_string(monitors_.size());
+    if (zmq_socket_monitor(out.handle(), address.c_str(),
+                           ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) != 0) {
+      throw zmq::error_t();
+    }
+    zmq::socket_t pair(ctx_, zmq::socket_type::pair);
+    pair.set(zmq::sockopt::linger, 0);
+    pair.connect(address);
+    monitors_.push_back({peer, link, std::move(pair)});
+  }
+
+  void ReadMonitors() {
+    for (auto& m : monitors_) {
+      for (;;) {
+        zmq::message_t event, endpoint;
+        try {
+          if (!m.socket.recv(event, zmq::recv_flags::dontwait)) break;
+          if (event.more()) (void)m.socket.recv(endpoint, zmq::recv_flags::dontwait);
+        } catch (const zmq::error_t&) {
+          break;
+        }
+        if (event.size() < sizeof(std::uint16_t)) continue;
+        std::uint16_t kind = 0;
+        std::memcpy(&kind, event.data(), sizeof kind);
+        if (kind == ZMQ_EVENT_CONNECTED || kind == ZMQ_EVENT_DISCONNECTED) {
+          events_.push_back({m.peer, m.link, kind == ZMQ_EVENT_CONNECTED});
+        }
+      }
+    }
+  }
+
   static constexpr int kQueueMessages = 16;
   static constexpr std::int64_t kMaxMessageBytes = 64 << 10;
 
@@ -161,6 +217,8 @@ class HeartbeatTransport::Impl {
   std::vector<zmq::socket_t> inbound_;  // one per link
   std::map<std::pair<failover::NodeId, failover::LinkIndex>, zmq::socket_t> outbound_;
   HeartbeatCounters counters_;
+  std::vector<MonitorSocket> monitors_;  // one per outgoing connection
+  std::vector<ConnectionEvent> events_;
 };
 
 HeartbeatTransport::HeartbeatTransport(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -177,6 +235,9 @@ void HeartbeatTransport::Send(const failover::SendMessage& message) {
 }
 std::vector<ReceivedPeerMessage> HeartbeatTransport::Receive(std::chrono::milliseconds timeout) {
   return impl_->Receive(timeout);
+}
+std::vector<ConnectionEvent> HeartbeatTransport::TakeConnectionEvents() {
+  return impl_->TakeConnectionEvents();
 }
 HeartbeatCounters HeartbeatTransport::counters() const {
   return impl_->counters();

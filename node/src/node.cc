@@ -170,6 +170,10 @@ class Node::Impl {
       for (auto& m : transport_->Receive(wait)) {
         Execute(core_->Receive(Now(), m.from, m.link, m.message));
       }
+      for (const auto& e : transport_->TakeConnectionEvents()) {
+        spdlog::debug("connection to {} on link {} {}", e.peer, e.link, e.up ? "open" : "closed");
+        Execute(core_->ConnectionChanged(Now(), e.peer, e.link, e.up));
+      }
       RunPosted();
       if (Clock::now() >= next_tick) {
         ReportProgress();
@@ -193,10 +197,13 @@ class Node::Impl {
 
   void ReportProgress() {
     const DataPlaneStatus s = data_plane_->status();
-    if (s.applied != reported_applied_ || s.in_sync != reported_in_sync_) {
-      reported_applied_ = s.applied;
+    // What the node holds durably ranks it in elections: a promotion applies all of it.
+    const Position held = std::max(s.applied, s.persisted);
+    if (held != reported_applied_ || s.in_sync != reported_in_sync_) {
+      spdlog::debug("replication at {}{}", ToString(held), s.in_sync ? ", in sync" : "");
+      reported_applied_ = held;
       reported_in_sync_ = s.in_sync;
-      Execute(core_->ReplicationProgress(Now(), s.applied, s.in_sync));
+      Execute(core_->ReplicationProgress(Now(), held, s.in_sync));
     }
   }
 
@@ -209,10 +216,37 @@ class Node::Impl {
     }
   }
 
-  void Do(const failover::SendMessage& m) { transport_->Send(m); }
+  void Do(const failover::SendMessage& m) {
+    if (spdlog::should_log(spdlog::level::debug)) {
+      std::visit(
+          [&](const auto& msg) {
+            using M = std::decay_t<decltype(msg)>;
+            if constexpr (std::is_same_v<M, failover::Heartbeat>) {
+              spdlog::debug("send heartbeat to {} link {}: {} epoch {} at {} following '{}'", m.to,
+                            m.link ? std::to_string(*m.link) : "all", RoleWord(msg.role),
+                            msg.epoch, ToString(msg.applied), msg.following);
+            } else if constexpr (std::is_same_v<M, failover::VoteRequest>) {
+              spdlog::debug("send vote request to {}: epoch {} at {}", m.to, msg.epoch,
+                            ToString(msg.applied));
+            } else if constexpr (std::is_same_v<M, failover::Vote>) {
+              spdlog::debug("send vote to {}: epoch {} {} {}", m.to, msg.epoch,
+                            msg.granted ? "granted" : "refused", msg.why_not);
+            } else {
+              spdlog::debug("send control to {}: {}", m.to, msg.reason);
+            }
+          },
+          m.message);
+    }
+    transport_->Send(m);
+  }
 
   void Do(const failover::PersistState& p) {
-    if (Status st = data_dir_->SaveState(p.state); !st.ok()) {
+    const auto started = Clock::now();
+    const Status st = data_dir_->SaveState(p.state);
+    spdlog::debug("HA state saved in {} us",
+                  std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started)
+                      .count());
+    if (!st.ok()) {
       // Going on would let the node act in an epoch it might forget: stop instead.
       spdlog::critical("cannot save the HA state: {}", st.ToString());
       failure_ = st;

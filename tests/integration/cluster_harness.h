@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdio>
 #include <functional>
+#include <iostream>
 #include <optional>
 #include <string>
 #include <thread>
@@ -116,6 +117,14 @@ class LocalCluster {
     if (witness) ids_.push_back("w");
   }
   ~LocalCluster() {
+    if (::testing::Test::HasFailure()) {
+      // What each node said, for the failure's story (the directory goes with the test).
+      for (const auto& id : ids_) {
+        const CommandResult log =
+            RunCommand("tail -n 40 " + (dir_.path() / id / "statesyncd.log").string());
+        std::cerr << "---- " << id << "'s log (last 40 lines)\n" << log.out;
+      }
+    }
     const CommandResult r = RunCommand(CtlPath() + " cluster down --dir " + dir_.path().string());
     EXPECT_EQ(r.exit_code, 0) << r.out;
   }
@@ -160,6 +169,17 @@ class LocalCluster {
         },
         limit);
     return primary;
+  }
+  // Waits for a ready primary; when the start-up election went to another node than `id` (it
+  // needs a majority, and a node that came up first may have won it), `id` takes the role
+  // over with `statesyncctl takeover`. True once `id` is the ready primary.
+  bool MakePrimary(const std::string& id) const {
+    const std::string first = WaitForReadyPrimary();
+    if (first == id) return true;
+    if (first.empty()) return false;
+    const CommandResult r = Ctl(id, "takeover");
+    EXPECT_EQ(r.exit_code, 0) << r.out;
+    return testing::WaitUntil([&] { return Ready(id); }, 30s);
   }
   // The node's (digest, records, applied seq) as `digest --json` reports them.
   std::optional<json::object> Digest(const std::string& id) const {

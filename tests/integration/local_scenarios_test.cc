@@ -19,7 +19,7 @@ std::uint64_t Num(const json::object& o, std::string_view key) {
 TEST(LocalScenarios, PrimaryKilledThenRecoversAsSecondary) {
   LocalCluster c(2, false);
   ASSERT_TRUE(c.up());
-  ASSERT_EQ(c.WaitForReadyPrimary(), "n1");
+  ASSERT_TRUE(c.MakePrimary("n1"));
   const fs::path acked = c.dir() / "acked-1.txt";
   auto load = c.Load("n1", "--sessions 40000 --calls 5000 --cdrs 5000 --wait-acked --acked-keys " +
                                acked.string());
@@ -64,7 +64,7 @@ TEST(LocalScenarios, PrimaryKilledThenRecoversAsSecondary) {
 TEST(LocalScenarios, PlannedRestartOfThePrimaryHoldsTheSecondaryOff) {
   LocalCluster c(2, false);
   ASSERT_TRUE(c.up());
-  ASSERT_EQ(c.WaitForReadyPrimary(), "n1");
+  ASSERT_TRUE(c.MakePrimary("n1"));
   ASSERT_TRUE(c.Load("n1", "--sessions 20000 --wait-acked"));
   ASSERT_TRUE(c.WaitSameDigest("n1", {"n2"}));
 
@@ -87,7 +87,7 @@ TEST(LocalScenarios, PlannedRestartOfThePrimaryHoldsTheSecondaryOff) {
 TEST(LocalScenarios, SecondaryRestartsAndCatchesUp) {
   LocalCluster c(2, false);
   ASSERT_TRUE(c.up());
-  ASSERT_EQ(c.WaitForReadyPrimary(), "n1");
+  ASSERT_TRUE(c.MakePrimary("n1"));
   ASSERT_TRUE(c.Load("n1", "--sessions 20000 --wait-acked"));
   const auto epoch = Num(*c.Status("n1"), "epoch");
 
@@ -114,7 +114,7 @@ TEST(LocalScenarios, SecondaryRestartsAndCatchesUp) {
 TEST(LocalScenarios, SecondaryShutdownLeavesThePrimaryServing) {
   LocalCluster c(2, false);
   ASSERT_TRUE(c.up());
-  ASSERT_EQ(c.WaitForReadyPrimary(), "n1");
+  ASSERT_TRUE(c.MakePrimary("n1"));
   ASSERT_EQ(c.Kill("n2", "INT").exit_code, 0);
   ASSERT_TRUE(c.WaitUntil([&] {
     auto p = c.PeerSeen("n1", "n2");
@@ -134,7 +134,7 @@ TEST(LocalScenarios, SecondaryShutdownLeavesThePrimaryServing) {
 TEST(LocalScenarios, WitnessVotesTheSecondaryIn) {
   LocalCluster c(2, true);
   ASSERT_TRUE(c.up());
-  ASSERT_EQ(c.WaitForReadyPrimary(), "n1");
+  ASSERT_TRUE(c.MakePrimary("n1"));
   EXPECT_EQ(c.Role("w"), "witness");
   const fs::path acked = c.dir() / "acked.txt";
   ASSERT_TRUE(c.Load("n1", "--sessions 20000 --wait-acked --acked-keys " + acked.string()));
@@ -160,7 +160,7 @@ TEST(LocalScenarios, WitnessVotesTheSecondaryIn) {
 TEST(LocalScenarios, OneOfSeveralSecondariesTakesOverAndTheOtherFollows) {
   LocalCluster c(3, false);
   ASSERT_TRUE(c.up());
-  ASSERT_EQ(c.WaitForReadyPrimary(), "n1");
+  ASSERT_TRUE(c.MakePrimary("n1"));
   ASSERT_TRUE(c.Load("n1", "--sessions 20000 --calls 2000 --wait-acked"));
   ASSERT_TRUE(c.WaitSameDigest("n1", {"n2", "n3"}));
   const std::string before = c.DigestText("n1");

@@ -12,7 +12,7 @@ namespace {
 TEST(SyncMode, EveryAcknowledgedRecordSurvivesAPrimaryKilledAtARandomMoment) {
   LocalCluster c(2, false, "sync");
   ASSERT_TRUE(c.up());
-  ASSERT_EQ(c.WaitForReadyPrimary(), "n1");
+  ASSERT_TRUE(c.MakePrimary("n1"));
   const fs::path acked = c.dir() / "acked.txt";
   std::optional<json::object> summary;
   std::thread loader([&] {

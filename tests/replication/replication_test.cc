@@ -759,8 +759,9 @@ TEST(Replication, AStoppedSubordinateDoesNotGrowThePrimarysMemory) {
   // and 4 x 8 MB for the journal in these tests) and allocator slack.
   EXPECT_LT(std::max({peaks[0], peaks[1], peaks[2]}) - before, 200u << 20);
   // Past the bound, memory does not follow the stream: the last third streams as much as the
-  // second and adds (almost) nothing.
-  EXPECT_LT(peaks[2], peaks[1] + (24u << 20));
+  // second (over 150 MB) and adds little. 40 MB of slack: on a loaded machine (ctest -j2 beside
+  // the integration tests' processes) a late materializer round added 27.8 MB once.
+  EXPECT_LT(peaks[2], peaks[1] + (40u << 20));
   EXPECT_GT(streamed_in[2], 150u << 20) << "the stream was not large enough to show it";
   child.Signal(SIGCONT);
   ASSERT_TRUE(WaitFor([&] { return child.status().applied == p.head(); }, 120s));

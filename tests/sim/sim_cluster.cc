@@ -90,6 +90,24 @@ void SimCluster::Crash(const NodeId& id) {
   Find(id).core.reset();
 }
 
+void SimCluster::Kill(const NodeId& id) {
+  Find(id).core.reset();
+  for (auto& node : nodes_) {
+    if (!node->core || node->id == id) continue;
+    for (LinkIndex link = 0; link < link_up_.size(); ++link) {
+      if (!link_up_[link][Index(id)][Index(node->id)]) continue;
+      Execute(*node, node->core->ConnectionChanged(LocalNow(*node), id, link, false));
+    }
+  }
+}
+
+void SimCluster::CloseConnection(LinkIndex link, const NodeId& a, const NodeId& b) {
+  for (const auto& [self, other] : {std::pair{a, b}, std::pair{b, a}}) {
+    Node& node = Find(self);
+    if (node.core) Execute(node, node.core->ConnectionChanged(LocalNow(node), other, link, false));
+  }
+}
+
 void SimCluster::CrashAfterActions(const NodeId& id, int actions) {
   Find(id).crash_after_actions = actions;
 }

@@ -67,6 +67,11 @@ class SimCluster {
 
   void Boot(const NodeId& id);   // start, or start again from what the node persisted
   void Crash(const NodeId& id);  // the process dies at once
+  // The process dies and its kernel closes its connections: every running node that can reach
+  // it on a link sees its connection to it close there (ConnectionChanged), at once.
+  void Kill(const NodeId& id);
+  // The connection between `a` and `b` on `link` closes, seen by both (a reset on one link).
+  void CloseConnection(LinkIndex link, const NodeId& a, const NodeId& b);
   // The process dies after carrying out `actions` more actions: in the middle of a list, so
   // that whatever the core handed out after those is never done ("persist before acting").
   void CrashAfterActions(const NodeId& id, int actions);

@@ -180,6 +180,89 @@ TEST(Flap, VoluntarySwitchesAreDampened) {
   EXPECT_EQ(cluster.View("p1").role, EffectiveRole::kSecondary);
 }
 
+
+ClusterConfig ThreeNodesTwoLinks() {
+  ClusterConfig c;
+  c.members = {{"p1", ConfiguredRole::kPrimary, 100, "A"},
+               {"s2", ConfiguredRole::kSecondary, 100, "B"},
+               {"s3", ConfiguredRole::kSecondary, 100, "C"}};
+  c.links = {"ha1", "ha2"};
+  return c;
+}
+
+// How long after `fault` (run at 1 s) some node other than `victim` is a ready primary.
+std::optional<Millis> TakeoverTime(const ClusterConfig& config, std::uint64_t seed,
+                                   const NodeId& victim,
+                                   const std::function<void(sim::SimCluster&)>& fault) {
+  sim::SimOptions options;
+  options.seed = seed;
+  options.step = Millis{1};
+  sim::SimCluster cluster(config, {}, options);
+  for (const auto& m : config.members) cluster.Boot(m.id);
+  cluster.Run(Millis{1'000} + Millis{static_cast<Millis::rep>(seed % 100)});
+  EXPECT_TRUE(cluster.View(victim).ready);
+  const Millis at = cluster.now();
+  fault(cluster);
+  while (cluster.now() - at < Millis{3'000}) {
+    cluster.Step();
+    for (const auto& v : cluster.Views()) {
+      if (v.id != victim && v.ready) return cluster.now() - at;
+    }
+  }
+  return std::nullopt;
+}
+
+// The kernel closes a dead process's connections at once: seen on every link, that is a crash,
+// and the take-over need not wait for lost_threshold missed heartbeats.
+TEST(CrashFast, ConnectionsClosedOnEveryLinkMakeTheTakeOverQuick) {
+  for (std::uint64_t seed = 1; seed <= 20; ++seed) {
+    const auto killed = TakeoverTime(ThreeNodesTwoLinks(), seed, "p1",
+                                     [](sim::SimCluster& c) { c.Kill("p1"); });
+    const auto silent = TakeoverTime(ThreeNodesTwoLinks(), seed, "p1",
+                                     [](sim::SimCluster& c) { c.Crash("p1"); });
+    ASSERT_TRUE(killed && silent) << "seed " << seed;
+    // Detection at once, a jitter of 5-10 ms, a vote round: well under one heartbeat interval.
+    EXPECT_LE(*killed, Millis{30}) << "seed " << seed;
+    // Silence is only noticed after the loss time.
+    EXPECT_GE(*silent, Millis{300}) << "seed " << seed;
+  }
+}
+
+// A connection closed on one link alone is never enough: the peer is alive on the other.
+TEST(CrashFast, AClosedConnectionOnOneLinkIsNotACrash) {
+  ClusterConfig config = ThreeNodesTwoLinks();
+  sim::SimOptions options;
+  options.step = Millis{1};
+  sim::SimCluster cluster(config, {}, options);
+  for (const auto& m : config.members) cluster.Boot(m.id);
+  cluster.Run(Millis{1'000});
+  ASSERT_TRUE(cluster.View("p1").ready);
+  cluster.CloseConnection(0, "p1", "s2");
+  cluster.CloseConnection(0, "p1", "s3");
+  cluster.Run(Millis{250});
+  // Later the other link's connection closes too, but heartbeats have come over link 0 since
+  // (the peer is alive): the first close is no longer current, so this is one link again.
+  cluster.CloseConnection(1, "p1", "s2");
+  cluster.CloseConnection(1, "p1", "s3");
+  cluster.Run(Millis{2'000});
+  EXPECT_EQ(cluster.View("p1").role, EffectiveRole::kPrimary);
+  EXPECT_TRUE(cluster.View("p1").ready);
+  EXPECT_EQ(cluster.View("s2").following, "p1");
+  EXPECT_EQ(cluster.View("s3").following, "p1");
+}
+
+// With a single heartbeat link, a close is one link's word: the take-over waits for the timer.
+TEST(CrashFast, WithOneLinkAKillWaitsForTheHeartbeatTimer) {
+  ClusterConfig config = ThreeNodesTwoLinks();
+  config.links = {"ha1"};
+  for (std::uint64_t seed = 1; seed <= 5; ++seed) {
+    const auto killed =
+        TakeoverTime(config, seed, "p1", [](sim::SimCluster& c) { c.Kill("p1"); });
+    ASSERT_TRUE(killed);
+    EXPECT_GE(*killed, Millis{200}) << "seed " << seed;
+  }
+}
+
 sim::NodeView View(const char* id, EffectiveRole role, Epoch epoch, bool ready,
                    ConfiguredRole configured = ConfiguredRole::kSecondary) {
   sim::NodeView v;

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <boost/program_options.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <thread>
 
@@ -45,7 +46,10 @@ int main(int argc, char** argv) {
       "check-config", po::value(&check_file)->value_name("FILE"), "check FILE and exit")(
       "print-config", "print the commented defaults and exit")(
       "log-level", po::value(&log_level)->value_name("LEVEL"),
-      "trace, debug, info (default), warn, error");
+      "trace, debug, info (default), warn, error (default: $STATESYNC_LOG_LEVEL, else info)");
+  if (const char* env = std::getenv("STATESYNC_LOG_LEVEL"); env != nullptr && *env != '\0') {
+    log_level = env;
+  }
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, options), vm);

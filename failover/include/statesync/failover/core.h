@@ -61,6 +61,13 @@ class FailoverCore {
   Actions Tick(Instant now);
   // A message from `from` arrived on `link`.
   Actions Receive(Instant now, const NodeId& from, LinkIndex link, const Message& message);
+  // The transport saw its connection to `peer` on `link` close (up = false; the kernel closes a
+  // dead process's connections at once) or open again. A peer whose connections closed on
+  // every link, with two links or more, is lost at once, without waiting for lost_threshold
+  // missed heartbeats; a closed connection on one link alone changes nothing. The connection
+  // opening again clears it, and so does a heartbeat on the link half an interval or more
+  // after the close (one received sooner may have been sent before the peer died).
+  Actions ConnectionChanged(Instant now, const NodeId& peer, LinkIndex link, bool up);
   // A monitored link or service of this node went up or down.
   Actions MonitorChanged(Instant now, const std::string& name, bool up);
   // Remote service monitoring: on a secondary, the primary's services as seen from here; on a
@@ -93,6 +100,9 @@ class FailoverCore {
     std::vector<std::optional<Instant>> heard_on_link;
     std::vector<bool> link_up;
     std::vector<bool> link_lost_reported;
+    // Per link: when the transport saw the connection close (cleared when it opens again, or
+    // by a heartbeat that cannot have been on its way before the close).
+    std::vector<std::optional<Instant>> connection_closed_at;
     bool alive = false;
     bool was_lost = false;  // lost once: its return is news
     bool slot_mismatch_reported = false;
@@ -144,7 +154,9 @@ class FailoverCore {
   // Hands the primary role to `to` (the one node that may then repeat-ask for it).
   void SendTakeOver(const NodeId& to, Epoch epoch, const std::string& reason, Actions& out);
   // A secondary starts looking for a primary: the rank delay counts from now, plus a jitter.
-  void StartElectionWait(Instant now, const std::string& reason);
+  // `fast`: the primary's connections closed on every link (it crashed), which two candidates
+  // see within milliseconds of each other: a shorter jitter keeps the take-over quick.
+  void StartElectionWait(Instant now, const std::string& reason, bool fast = false);
   void PlanRestore(const std::string& reason, bool voluntary);
   const Peer* AlivePrimary() const;  // the alive peer that claims PRIMARY with the newest epoch
   Candidate SelfCandidate(Instant now) const;

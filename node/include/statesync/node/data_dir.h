@@ -1,8 +1,10 @@
 // DataDir: a node's data directory, and what the node keeps there besides the store.
 //   LOCK        an exclusive lock (flock) held while the node runs, with the holder's pid in
 //               it: two daemons cannot share a directory, and the refusal names the other one
-//   ha-state    the failover core's DurableState, replaced whole (a temporary file, fsync,
-//               rename, fsync of the directory): a crash leaves the old state or the new one
+//   ha-state    the failover core's DurableState, in two checksummed slots: a save overwrites
+//               the older one and syncs its data (about a millisecond, with no metadata to
+//               commit), so a crash leaves the old state or the new one; the file itself is
+//               written whole once per run (a temporary file, fsync, rename, fsync of the dir)
 //   events.log  the HA event log, one JSON object a line, rotated to events.log.1 past a size
 //   store/      the replication store (StorePath)
 //
@@ -51,6 +53,8 @@ class DataDir {
   std::filesystem::path dir_;
   int lock_fd_;
   std::uint64_t max_event_log_bytes_;
+  int state_fd_ = -1;  // ha-state, open after the first save of this run
+  mutable std::uint64_t state_generation_ = 0;  // of the newest slot read or written
 };
 
 }  // namespace statesync::node

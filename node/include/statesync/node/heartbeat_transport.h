@@ -27,6 +27,15 @@ struct ReceivedPeerMessage {
   failover::Message message;
 };
 
+// The connection to a peer on a link opened or closed (ZeroMQ's socket monitor): a dead
+// process's connections close at once, which the failover core takes as a crash when it
+// happens on every link.
+struct ConnectionEvent {
+  failover::NodeId peer;
+  failover::LinkIndex link = 0;
+  bool up = false;
+};
+
 struct HeartbeatCounters {
   std::uint64_t sent = 0;
   std::uint64_t dropped = 0;   // not sent: the peer's queue on that link was full or unconnected
@@ -47,6 +56,8 @@ class HeartbeatTransport {
   // Waits up to `timeout` for the first message, then takes whatever else has arrived. Refused
   // input is counted and logged (rate-limited), never returned.
   std::vector<ReceivedPeerMessage> Receive(std::chrono::milliseconds timeout);
+  // The connection events Receive saw (it also wakes for them), oldest first.
+  std::vector<ConnectionEvent> TakeConnectionEvents();
   HeartbeatCounters counters() const;
 
  private:
