@@ -165,7 +165,7 @@ Actions FailoverCore::Receive(Instant now, const NodeId& from, LinkIndex link,
 }
 
 Actions FailoverCore::ConnectionChanged(Instant now, const NodeId& peer_id, LinkIndex link,
-                                       bool up) {
+                                        bool up) {
   Actions out;
   Observe(now, out);
   Peer* peer = FindPeer(peer_id);
@@ -502,10 +502,9 @@ void FailoverCore::UpdateLiveness(Instant now, Actions& out) {
     }
     const bool alive = up > 0;
     // Lost because every link's connection closed, before the heartbeat timer ran out.
-    const bool crashed =
-        !alive && closed > 0 &&
-        std::all_of(p.connection_closed_at.begin(), p.connection_closed_at.end(),
-                    [](const std::optional<Instant>& c) { return c.has_value(); });
+    const bool crashed = !alive && closed > 0 &&
+                         std::all_of(p.connection_closed_at.begin(), p.connection_closed_at.end(),
+                                     [](const std::optional<Instant>& c) { return c.has_value(); });
     const std::string role_name = std::string(RoleName(p.last_active_role));
     if (alive && p.alive && config_.links.size() > 1) {
       for (std::size_t l = 0; l < config_.links.size(); ++l) {
@@ -535,11 +534,10 @@ void FailoverCore::UpdateLiveness(Instant now, Actions& out) {
         continue;
       }
       const std::string text =
-          crashed ? role_name + " heartbeat disappeared: the connections to " +
-                        Quote(p.member.id) + " closed on all " +
-                        std::to_string(config_.links.size()) + " links"
-                  : role_name + " heartbeat disappeared: no heartbeat from " +
-                        Quote(p.member.id) + " on " + std::to_string(config_.links.size()) +
+          crashed ? role_name + " heartbeat disappeared: the connections to " + Quote(p.member.id) +
+                        " closed on all " + std::to_string(config_.links.size()) + " links"
+                  : role_name + " heartbeat disappeared: no heartbeat from " + Quote(p.member.id) +
+                        " on " + std::to_string(config_.links.size()) +
                         (config_.links.size() == 1 ? " link" : " links") + " for " +
                         Seconds(lost_after);
       out.push_back(Alert{text});

@@ -249,8 +249,8 @@ class DataPlane::Impl {
     if (held.seq == stored.seq && table_->pending() == 0) return table_->ResetPosition(stored);
     spdlog::warn("the table is at {} and the store at {}: reading the table from the store",
                  ToString(held), ToString(stored));
-    table_ = std::make_unique<SessionTable>(
-        SessionTableOptions{.writable = false, .pages = pages_});
+    table_ =
+        std::make_unique<SessionTable>(SessionTableOptions{.writable = false, .pages = pages_});
     return store_->LoadInto(*table_);
   }
 

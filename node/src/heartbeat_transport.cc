@@ -42,8 +42,8 @@ class HeartbeatTransport::Impl {
           // must hear us within its start-up window (the loss time), or it would find no
           // primary and take the role itself (found by the secondary-restart scenario, where
           // ZeroMQ's back-off kept the primary silent for 400-800 ms).
-          out.set(zmq::sockopt::reconnect_ivl,
-                  static_cast<int>(std::min<std::int64_t>(100, config_.heartbeat_interval.count())));
+          out.set(zmq::sockopt::reconnect_ivl, static_cast<int>(std::min<std::int64_t>(
+                                                   100, config_.heartbeat_interval.count())));
           out.set(zmq::sockopt::reconnect_ivl_max, 0);
           SetConnectionHeartbeat(out);
           Monitor(out, m.id, static_cast<failover::LinkIndex>(link));
@@ -132,8 +132,7 @@ class HeartbeatTransport::Impl {
 
   // Reports the outgoing connection's opens and closes on an inproc PAIR socket.
   void Monitor(zmq::socket_t& out, const failover::NodeId& peer, failover::LinkIndex link) {
-    const std::string address =
-        "inproc://heartbeat-monitor-" + std::to_string(monitors_.size());
+    const std::string address = "inproc://heartbeat-monitor-" + std::to_string(monitors_.size());
     if (zmq_socket_monitor(out.handle(), address.c_str(),
                            ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) != 0) {
       throw zmq::error_t();

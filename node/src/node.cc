@@ -223,8 +223,8 @@ class Node::Impl {
             using M = std::decay_t<decltype(msg)>;
             if constexpr (std::is_same_v<M, failover::Heartbeat>) {
               spdlog::debug("send heartbeat to {} link {}: {} epoch {} at {} following '{}'", m.to,
-                            m.link ? std::to_string(*m.link) : "all", RoleWord(msg.role),
-                            msg.epoch, ToString(msg.applied), msg.following);
+                            m.link ? std::to_string(*m.link) : "all", RoleWord(msg.role), msg.epoch,
+                            ToString(msg.applied), msg.following);
             } else if constexpr (std::is_same_v<M, failover::VoteRequest>) {
               spdlog::debug("send vote request to {}: epoch {} at {}", m.to, msg.epoch,
                             ToString(msg.applied));
@@ -243,9 +243,9 @@ class Node::Impl {
   void Do(const failover::PersistState& p) {
     const auto started = Clock::now();
     const Status st = data_dir_->SaveState(p.state);
-    spdlog::debug("HA state saved in {} us",
-                  std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started)
-                      .count());
+    spdlog::debug(
+        "HA state saved in {} us",
+        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started).count());
     if (!st.ok()) {
       // Going on would let the node act in an epoch it might forget: stop instead.
       spdlog::critical("cannot save the HA state: {}", st.ToString());

@@ -16,8 +16,10 @@ TEST(SyncMode, EveryAcknowledgedRecordSurvivesAPrimaryKilledAtARandomMoment) {
   const fs::path acked = c.dir() / "acked.txt";
   std::optional<json::object> summary;
   std::thread loader([&] {
-    summary = c.Load("n1", "--sessions 160000 --calls 20000 --cdrs 20000 --rate 100000 --wait-acked "
-                           "--give-up-after 3 --acked-keys " + acked.string());
+    summary = c.Load("n1",
+                     "--sessions 160000 --calls 20000 --cdrs 20000 --rate 100000 --wait-acked "
+                     "--give-up-after 3 --acked-keys " +
+                         acked.string());
   });
   std::random_device seed;
   std::mt19937 rng(seed());

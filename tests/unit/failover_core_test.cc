@@ -180,7 +180,6 @@ TEST(Flap, VoluntarySwitchesAreDampened) {
   EXPECT_EQ(cluster.View("p1").role, EffectiveRole::kSecondary);
 }
 
-
 ClusterConfig ThreeNodesTwoLinks() {
   ClusterConfig c;
   c.members = {{"p1", ConfiguredRole::kPrimary, 100, "A"},
@@ -216,10 +215,10 @@ std::optional<Millis> TakeoverTime(const ClusterConfig& config, std::uint64_t se
 // and the take-over need not wait for lost_threshold missed heartbeats.
 TEST(CrashFast, ConnectionsClosedOnEveryLinkMakeTheTakeOverQuick) {
   for (std::uint64_t seed = 1; seed <= 20; ++seed) {
-    const auto killed = TakeoverTime(ThreeNodesTwoLinks(), seed, "p1",
-                                     [](sim::SimCluster& c) { c.Kill("p1"); });
-    const auto silent = TakeoverTime(ThreeNodesTwoLinks(), seed, "p1",
-                                     [](sim::SimCluster& c) { c.Crash("p1"); });
+    const auto killed =
+        TakeoverTime(ThreeNodesTwoLinks(), seed, "p1", [](sim::SimCluster& c) { c.Kill("p1"); });
+    const auto silent =
+        TakeoverTime(ThreeNodesTwoLinks(), seed, "p1", [](sim::SimCluster& c) { c.Crash("p1"); });
     ASSERT_TRUE(killed && silent) << "seed " << seed;
     // Detection at once, a jitter of 5-10 ms, a vote round: well under one heartbeat interval.
     EXPECT_LE(*killed, Millis{30}) << "seed " << seed;
@@ -256,8 +255,7 @@ TEST(CrashFast, WithOneLinkAKillWaitsForTheHeartbeatTimer) {
   ClusterConfig config = ThreeNodesTwoLinks();
   config.links = {"ha1"};
   for (std::uint64_t seed = 1; seed <= 5; ++seed) {
-    const auto killed =
-        TakeoverTime(config, seed, "p1", [](sim::SimCluster& c) { c.Kill("p1"); });
+    const auto killed = TakeoverTime(config, seed, "p1", [](sim::SimCluster& c) { c.Kill("p1"); });
     ASSERT_TRUE(killed);
     EXPECT_GE(*killed, Millis{200}) << "seed " << seed;
   }

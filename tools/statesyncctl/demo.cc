@@ -80,7 +80,8 @@ std::uint64_t U(const json::object& o, std::string_view key) {
 
 std::string Thousands(std::uint64_t n) {
   std::string s = std::to_string(n);
-  for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3) s.insert(static_cast<std::size_t>(i), ",");
+  for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3)
+    s.insert(static_cast<std::size_t>(i), ",");
   return s;
 }
 
@@ -108,20 +109,19 @@ std::int64_t WallMs() {
 std::optional<std::int64_t> EventTime(const ClusterNode& node, std::int64_t since_ms,
                                       const std::string& type, const std::string& needle) {
   std::optional<std::int64_t> found;
-  node::ControlStream(node.socket, R"({"command":"events","last":200})",
-                      [&](const std::string& line) {
-                        try {
-                          const json::object e = json::parse(line).as_object();
-                          const auto t = ParseUtc(std::string(e.at("time").as_string()));
-                          if (!found && t && *t >= since_ms && e.at("type").as_string() == type &&
-                              std::string(e.at("text").as_string()).find(needle) !=
-                                  std::string::npos) {
-                            found = t;
-                          }
-                        } catch (const std::exception&) {
-                        }
-                        return true;
-                      });
+  node::ControlStream(
+      node.socket, R"({"command":"events","last":200})", [&](const std::string& line) {
+        try {
+          const json::object e = json::parse(line).as_object();
+          const auto t = ParseUtc(std::string(e.at("time").as_string()));
+          if (!found && t && *t >= since_ms && e.at("type").as_string() == type &&
+              std::string(e.at("text").as_string()).find(needle) != std::string::npos) {
+            found = t;
+          }
+        } catch (const std::exception&) {
+        }
+        return true;
+      });
   return found;
 }
 
@@ -150,12 +150,12 @@ int Demo(const Globals&, const Args& args) {
   std::uint64_t sessions = 200000;
   bool keep = false;
   options.add_options()("help,h", "this text")("dir", po::value(&dir_option)->value_name("DIR"),
-                                                "where the nodes keep their data (default: a new "
-                                                "directory under /tmp)")(
+                                               "where the nodes keep their data (default: a new "
+                                               "directory under /tmp)")(
       "base-port", po::value(&base_port)->value_name("P"), "first port (default 7400)")(
       "sessions", po::value(&sessions)->value_name("N"),
       "firewall sessions in the first load (default 200000)")("keep", po::bool_switch(&keep),
-                                                               "keep DIR afterwards");
+                                                              "keep DIR afterwards");
   po::variables_map vm;
   try {
     po::store(po::command_line_parser(args).options(options).run(), vm);
@@ -276,15 +276,15 @@ int Demo(const Globals&, const Args& args) {
               << std::endl;
     Ask(nodes[0].socket, R"({"command":"takeover"})");
     if (!wait_ready(nodes[0], 30s)) {
-      std::cerr << "statesyncctl demo: n1 did not take the primary role over; see "
-                << nodes[0].log << "\n";
+      std::cerr << "statesyncctl demo: n1 did not take the primary role over; see " << nodes[0].log
+                << "\n";
       return finish(1);
     }
   }
-  std::cout << "  n1 is primary and ready after "
-            << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - up_started)
-                   .count()
-            << " ms" << std::endl;
+  std::cout
+      << "  n1 is primary and ready after "
+      << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - up_started).count()
+      << " ms" << std::endl;
 
   Step(2, "firewall and PBX traffic into n1: " + Thousands(sessions) + " sessions, " +
               Thousands(sessions / 8) + " calls, " + Thousands(sessions / 8) + " CDRs");
@@ -298,7 +298,8 @@ int Demo(const Globals&, const Args& args) {
   }
   std::cout << "  " << Thousands(U(*first, "records_acked"))
             << " records acknowledged (each persisted by a secondary first), "
-            << Thousands(static_cast<std::uint64_t>(first->at("records_per_second").to_number<double>()))
+            << Thousands(
+                   static_cast<std::uint64_t>(first->at("records_per_second").to_number<double>()))
             << " records/s\n";
   std::this_thread::sleep_for(100ms);  // the status is published every 20 ms
   if (auto s = AskStatus(nodes[0])) PrintStatus(*s, std::cout);
@@ -307,8 +308,9 @@ int Demo(const Globals&, const Args& args) {
   const fs::path acked = dir / "acked-keys.txt";
   std::optional<json::object> during;
   std::thread loader([&] {
-    during = LastJsonLine(RunSelf(n1 + " load --quiet --sessions 150000 --start 1000000 --rate "
-                                       "60000 --wait-acked --give-up-after 2 --acked-keys " +
+    during = LastJsonLine(RunSelf(n1 +
+                                  " load --quiet --sessions 150000 --start 1000000 --rate "
+                                  "60000 --wait-acked --give-up-after 2 --acked-keys " +
                                   acked.string()));
   });
   std::this_thread::sleep_for(1500ms);
@@ -350,13 +352,15 @@ int Demo(const Globals&, const Args& args) {
   Step(4, "the takeover: " + primary.id + " is the primary");
   const auto lost = EventTime(primary, killed_wall - 1, "alert", "heartbeat disappeared");
   const auto ready = EventTime(primary, killed_wall - 1, "ready", "ready to serve");
-  auto check = Ask(primary.socket, json::serialize(json::object{
-                                       {"command", "sessions"},
-                                       {"action", "check"},
-                                       {"file", fs::absolute(acked).string()}}));
+  auto check = Ask(
+      primary.socket,
+      json::serialize(json::object{
+          {"command", "sessions"}, {"action", "check"}, {"file", fs::absolute(acked).string()}}));
   auto counts = Ask(primary.socket, R"({"command":"sessions","action":"count"})");
   const std::uint64_t acked_during = during ? U(*during, "records_acked") : 0;
-  if (lost) std::cout << "  detection:        " << *lost - killed_wall << " ms (n1 silent on both heartbeat links)\n";
+  if (lost)
+    std::cout << "  detection:        " << *lost - killed_wall
+              << " ms (n1 silent on both heartbeat links)\n";
   if (ready) {
     std::cout << "  time to ready:    " << *ready - killed_wall
               << " ms (from the kill to the new primary's state applied and serving)\n";
@@ -420,8 +424,7 @@ int Demo(const Globals&, const Args& args) {
     return finish(1);
   }
   std::cout << "  n1 caught up in "
-            << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() -
-                                                                     rejoin_started)
+            << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - rejoin_started)
                    .count()
             << " ms after it answered\n";
 
@@ -448,11 +451,10 @@ int Demo(const Globals&, const Args& args) {
   }
   for (const auto& l : lines) std::cout << l << "\n";
   result = equal && missing == 0 ? 0 : 1;
-  std::cout << "\n" << (result == 0 ? "done" : "FAILED") << ": digests "
-            << (equal ? "equal" : "DIFFER") << ", acknowledged records lost " << missing
-            << ", in "
-            << std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - demo_started)
-                   .count()
+  std::cout << "\n"
+            << (result == 0 ? "done" : "FAILED") << ": digests " << (equal ? "equal" : "DIFFER")
+            << ", acknowledged records lost " << missing << ", in "
+            << std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - demo_started).count()
             << " s. Stopping the cluster." << std::endl;
   return finish(result);
 }

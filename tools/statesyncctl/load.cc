@@ -323,5 +323,4 @@ int Load(const Globals& g, const Args& args) {
   return 0;
 }
 
-
 }  // namespace statesync::ctl
