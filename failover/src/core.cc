@@ -786,8 +786,15 @@ void FailoverCore::RunElection(Instant now, Actions& out) {
   // Rank the candidates: this node and every alive secondary data node.
   const Candidate me = SelfCandidate(now);
   std::size_t rank = 0;
+  std::size_t rivals = 0;
   std::string beaten;
   for (const Peer& p : peers_) {
+    // Any data node heard alive that is not primary may campaign too (one still starting
+    // up, OFF, among them).
+    if (p.alive && p.last && p.last->role != EffectiveRole::kPrimary &&
+        p.member.role != ConfiguredRole::kWitness) {
+      ++rivals;
+    }
     if (!p.alive || !p.last || p.last->role != EffectiveRole::kSecondary ||
         p.member.role == ConfiguredRole::kWitness) {
       continue;
@@ -800,7 +807,11 @@ void FailoverCore::RunElection(Instant now, Actions& out) {
     }
   }
   // Better-ranked candidates go first; each rank waits one more detection window for them.
-  const Millis delay = config_.LostAfter() * static_cast<int>(rank) + election_jitter_;
+  // The jitter keeps rivals from campaigning at the same instant; with none alive (a pair
+  // whose primary is gone) there is nobody to collide with, and it would only add to the
+  // take-over.
+  const Millis delay =
+      config_.LostAfter() * static_cast<int>(rank) + (rivals > 0 ? election_jitter_ : Millis{0});
   if (now - *election_since_ < delay) return;
   std::string reason = election_reason_ + beaten;
   if (rank > 0) reason += "; " + std::to_string(rank) + " better-ranked node(s) did not take over";

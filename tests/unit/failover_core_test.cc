@@ -227,6 +227,20 @@ TEST(CrashFast, ConnectionsClosedOnEveryLinkMakeTheTakeOverQuick) {
   }
 }
 
+// With no rival left (a pair whose primary went silent), the secondary campaigns as soon as it
+// notices: the jitter that keeps rivals apart would only delay the take-over.
+TEST(CrashFast, ALoneSecondaryTakesOverAsSoonAsItNoticesTheSilence) {
+  ClusterConfig config = TwoNodes();
+  config.links = {"ha1", "ha2"};
+  for (std::uint64_t seed = 1; seed <= 20; ++seed) {
+    const auto silent = TakeoverTime(config, seed, "p1", [](sim::SimCluster& c) { c.Crash("p1"); });
+    ASSERT_TRUE(silent);
+    // Heard at most one interval before the crash: noticed 200-300 ms after it, ready at once.
+    EXPECT_GE(*silent, Millis{200}) << "seed " << seed;
+    EXPECT_LE(*silent, Millis{305}) << "seed " << seed;
+  }
+}
+
 // A connection closed on one link alone is never enough: the peer is alive on the other.
 TEST(CrashFast, AClosedConnectionOnOneLinkIsNotACrash) {
   ClusterConfig config = ThreeNodesTwoLinks();
