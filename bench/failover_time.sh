@@ -17,7 +17,8 @@
 # the old primary is killed if it still runs, its links restored, and it is started again; it
 # rejoins as secondary and catches up before the next run, so the roles alternate.
 # Prints one JSON object: every run's milliseconds, p50 and p99 (nearest rank) per mode.
-# Needs root (ip netns). Cleans up its namespaces, processes and files, even when it fails.
+# Needs root (ip netns). Cleans up its namespaces, processes and files, even when it fails
+# (KEEP=1 keeps the nodes' directories and logs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,7 +51,7 @@ cleanup() {
   wait 2>/dev/null || true
   ip netns del $P-a 2>/dev/null || true
   ip netns del $P-b 2>/dev/null || true
-  rm -rf "$dir"
+  if [ -n "${KEEP:-}" ]; then echo "failover_time: kept $dir" >&2; else rm -rf "$dir"; fi
 }
 trap cleanup EXIT
 

@@ -305,6 +305,7 @@ Result<NodeConfig> ParseConfig(std::string_view text, std::string_view source) {
   path.clear();
   node.String("control_socket", &path);
   c.control_socket = path;
+  node.Bool("sync_writes", &c.sync_writes);
   node.Finish();
 
   Section cluster(table("cluster"), "cluster", &problems);
@@ -447,6 +448,12 @@ id = "a"
 data_dir = "/var/lib/statesync"
 # The control socket statesyncctl talks to (mode 0600). Empty: <data_dir>/control.sock.
 control_socket = ""
+# Sync every write to the disk (the store's, and the HA state's epoch and vote) before it
+# counts: the node then survives a power loss of its host, not only the crash of its process.
+# It costs the disk's flush on every write: about 25 % of replication throughput, and on a busy
+# disk 1-110 ms added to a failover (docs/BENCHMARKS.md). Without it, a SIGKILL or crash of the
+# process still loses nothing (the writes are in the kernel's page cache).
+sync_writes = false
 
 [cluster]
 # Every message carries a hash of this name; messages of another cluster are refused.

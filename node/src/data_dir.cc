@@ -239,7 +239,7 @@ Result<failover::DurableState> DataDir::LoadState() const {
   return s;
 }
 
-Status DataDir::SaveState(const failover::DurableState& s) {
+Status DataDir::SaveState(const failover::DurableState& s, bool sync) {
   const std::string text = EncodeState(s);
   const fs::path file = dir_ / kStateFile;
   if (state_fd_ < 0) {
@@ -255,6 +255,8 @@ Status DataDir::SaveState(const failover::DurableState& s) {
     const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return Status::IOError(Errno("cannot create " + temporary.string()));
     Status st = WriteAll(fd, bytes, temporary);
+    // Synced even without `sync`: the slots' blocks must be allocated (not delayed) before
+    // later saves overwrite them in place. Once per run, at start-up in practice.
     if (st.ok() && ::fsync(fd) != 0) {
       st = Status::IOError(Errno("cannot sync " + temporary.string()));
     }
@@ -280,7 +282,9 @@ Status DataDir::SaveState(const failover::DurableState& s) {
     if (n < 0) return Status::IOError(Errno("cannot write " + file.string()));
     done += static_cast<std::size_t>(n);
   }
-  if (::fdatasync(state_fd_) != 0) return Status::IOError(Errno("cannot sync " + file.string()));
+  if (sync && ::fdatasync(state_fd_) != 0) {
+    return Status::IOError(Errno("cannot sync " + file.string()));
+  }
   state_generation_ = generation;
   return Status::Ok();
 }

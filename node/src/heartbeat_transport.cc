@@ -77,9 +77,10 @@ class HeartbeatTransport::Impl {
     }
   }
 
-  std::vector<ReceivedPeerMessage> Receive(std::chrono::milliseconds timeout) {
+  std::vector<ReceivedPeerMessage> Receive(std::chrono::milliseconds timeout, int wake_fd) {
     std::vector<ReceivedPeerMessage> out;
     std::vector<zmq::pollitem_t> items;
+    if (wake_fd >= 0) items.push_back({nullptr, wake_fd, ZMQ_POLLIN, 0});
     for (auto& s : inbound_) items.push_back({s.handle(), 0, ZMQ_POLLIN, 0});
     for (auto& m : monitors_) items.push_back({m.socket.handle(), 0, ZMQ_POLLIN, 0});
     try {
@@ -232,8 +233,9 @@ Result<std::unique_ptr<HeartbeatTransport>> HeartbeatTransport::Start(const Node
 void HeartbeatTransport::Send(const failover::SendMessage& message) {
   impl_->Send(message);
 }
-std::vector<ReceivedPeerMessage> HeartbeatTransport::Receive(std::chrono::milliseconds timeout) {
-  return impl_->Receive(timeout);
+std::vector<ReceivedPeerMessage> HeartbeatTransport::Receive(std::chrono::milliseconds timeout,
+                                                             int wake_fd) {
+  return impl_->Receive(timeout, wake_fd);
 }
 std::vector<ConnectionEvent> HeartbeatTransport::TakeConnectionEvents() {
   return impl_->TakeConnectionEvents();

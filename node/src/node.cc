@@ -1,6 +1,8 @@
 #include "statesync/node/node.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include <algorithm>
@@ -119,6 +121,14 @@ std::string Error(std::string_view why) {
 class Node::Impl {
  public:
   explicit Impl(NodeConfig config) : config_(std::move(config)), origin_(Clock::now()) {}
+  // The components first: they may still report (post) while they stop, and the queue they
+  // post to is declared after them.
+  ~Impl() {
+    control_.reset();
+    hook_.reset();
+    data_plane_.reset();
+    transport_.reset();
+  }
 
   Status Open() {
     auto dir = DataDir::Open(config_.data_dir);
@@ -167,7 +177,7 @@ class Node::Impl {
       const auto wait = std::clamp(
           std::chrono::duration_cast<std::chrono::milliseconds>(next_tick - Clock::now()), 0ms,
           kTickInterval);
-      for (auto& m : transport_->Receive(wait)) {
+      for (auto& m : transport_->Receive(wait, wake_fd_)) {
         Execute(core_->Receive(Now(), m.from, m.link, m.message));
       }
       for (const auto& e : transport_->TakeConnectionEvents()) {
@@ -242,7 +252,7 @@ class Node::Impl {
 
   void Do(const failover::PersistState& p) {
     const auto started = Clock::now();
-    const Status st = data_dir_->SaveState(p.state);
+    const Status st = data_dir_->SaveState(p.state, config_.sync_writes);
     spdlog::debug(
         "HA state saved in {} us",
         std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started).count());
@@ -336,8 +346,14 @@ class Node::Impl {
   // ---- work from other threads, run on the loop ----
 
   void Post(std::function<void()> task) {
-    std::lock_guard lock(posted_mu_);
-    posted_.push_back(std::move(task));
+    {
+      std::lock_guard lock(posted_mu_);
+      posted_.push_back(std::move(task));
+    }
+    // Wakes the loop from its wait for heartbeats: a promotion's result must not wait for the
+    // next tick.
+    const std::uint64_t one = 1;
+    [[maybe_unused]] auto n = ::write(wake_fd_, &one, sizeof one);
   }
 
   void RunPosted() {
@@ -346,6 +362,8 @@ class Node::Impl {
       std::lock_guard lock(posted_mu_);
       tasks.swap(posted_);
     }
+    std::uint64_t count = 0;
+    [[maybe_unused]] auto n = ::read(wake_fd_, &count, sizeof count);
     for (auto& t : tasks) t();
   }
 
@@ -824,6 +842,18 @@ class Node::Impl {
     spdlog::info("node {} stopped", config_.id);
   }
 
+  // An eventfd that Post() makes readable. First of the members, so closed last: the
+  // components below may still post while they are destroyed.
+  struct EventFd {
+    EventFd() : fd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
+    ~EventFd() {
+      if (fd >= 0) ::close(fd);
+    }
+    EventFd(const EventFd&) = delete;
+    EventFd& operator=(const EventFd&) = delete;
+    const int fd;
+  } wake_;
+  const int wake_fd_ = wake_.fd;
   NodeConfig config_;
   const Clock::time_point origin_;
   std::unique_ptr<DataDir> data_dir_;

@@ -38,6 +38,9 @@ struct NodeConfig {
   std::string id;
   std::filesystem::path data_dir = "/var/lib/statesync";
   std::filesystem::path control_socket;  // empty: <data_dir>/control.sock
+  // fsync the store's writes and the HA state: survives a power loss, at the disk's flush
+  // latency on every write (and on a failover's critical path).
+  bool sync_writes = false;
   // [cluster]
   std::string cluster = "statesync";  // messages of another cluster are refused
   std::chrono::milliseconds heartbeat_interval{100};

@@ -38,8 +38,9 @@ class DataDir {
   // The state saved last; all zero (a first start) when none was ever saved. Corruption when
   // the file cannot be read back: a node must not start from a made-up epoch.
   Result<failover::DurableState> LoadState() const;
-  // On the disk when it returns.
-  Status SaveState(const failover::DurableState& state);
+  // In the file when it returns (a crash of the process keeps it); with `sync`, on the disk
+  // (a power loss keeps it), which costs the disk's flush.
+  Status SaveState(const failover::DurableState& state, bool sync = true);
 
   // Appends one event (a JSON object, written as one line). Not synced: the log is for people;
   // what the node relies on after a crash is in ha-state and the store.
@@ -53,7 +54,7 @@ class DataDir {
   std::filesystem::path dir_;
   int lock_fd_;
   std::uint64_t max_event_log_bytes_;
-  int state_fd_ = -1;  // ha-state, open after the first save of this run
+  int state_fd_ = -1;                           // ha-state, open after the first save of this run
   mutable std::uint64_t state_generation_ = 0;  // of the newest slot read or written
 };
 

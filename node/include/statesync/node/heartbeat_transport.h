@@ -53,9 +53,10 @@ class HeartbeatTransport {
 
   // Sends on the message's link, or on every link when it names none.
   void Send(const failover::SendMessage& message);
-  // Waits up to `timeout` for the first message, then takes whatever else has arrived. Refused
+  // Waits up to `timeout` for the first message (or for `wake_fd`, when given, to become
+  // readable: the caller's own work to do), then takes whatever else has arrived. Refused
   // input is counted and logged (rate-limited), never returned.
-  std::vector<ReceivedPeerMessage> Receive(std::chrono::milliseconds timeout);
+  std::vector<ReceivedPeerMessage> Receive(std::chrono::milliseconds timeout, int wake_fd = -1);
   // The connection events Receive saw (it also wakes for them), oldest first.
   std::vector<ConnectionEvent> TakeConnectionEvents();
   HeartbeatCounters counters() const;
