@@ -2,6 +2,7 @@
 // end: real statesyncd processes on 127.0.0.1, driven and observed through statesyncctl only.
 // Each checks the roles through `status --json`, the data through `digest`, and that no
 // acknowledged record is lost (`load --acked-keys`, then `sessions check` on the survivor).
+#include <fstream>
 #include <random>
 
 #include "cluster_harness.h"
@@ -184,6 +185,42 @@ TEST(LocalScenarios, OneOfSeveralSecondariesTakesOverAndTheOtherFollows) {
   ASSERT_TRUE(load);
   EXPECT_TRUE(c.WaitSameDigest(primary, {other}));
   EXPECT_EQ(Num(*c.Digest(other), "records"), 32000u);
+}
+
+// The takeover hook runs on promotion, once the new primary is ready, and on demotion, with
+// the event and the epoch as its arguments: here a script that appends them to a file.
+TEST(LocalScenarios, TheTakeoverHookRunsOnPromotionAndOnDemotion) {
+  TempDir hook_dir("statesync-hook");
+  const fs::path hook = hook_dir.path() / "hook";
+  const fs::path log = hook_dir.path() / "hook.log";
+  {
+    std::ofstream script(hook);
+    script << "#!/bin/sh\necho \"$1 $2 $STATESYNC_EVENT $STATESYNC_EPOCH\" >> " << log.string()
+           << "\n";
+  }
+  fs::permissions(hook, fs::perms::owner_all);
+  LocalCluster c(2, false, "async", "--hook " + hook.string());
+  ASSERT_TRUE(c.up());
+  ASSERT_TRUE(c.MakePrimary("n1"));
+  const auto lines = [&] { return RunCommand("cat " + log.string() + " 2>/dev/null").out; };
+  const std::string e1 = std::to_string(Num(*c.Status("n1"), "epoch"));
+  ASSERT_TRUE(WaitUntil([&] {
+    return lines().find("promote " + e1 + " promote " + e1) != std::string::npos;
+  })) << lines();
+
+  // n1 hands the role over: it demotes, n2 promotes in a newer epoch.
+  ASSERT_EQ(c.Ctl("n1", "set-role secondary").exit_code, 0);
+  ASSERT_TRUE(WaitUntil([&] { return c.Ready("n2"); }, 10s));
+  const std::string e2 = std::to_string(Num(*c.Status("n2"), "epoch"));
+  EXPECT_NE(e1, e2);
+  ASSERT_TRUE(WaitUntil([&] {
+    const std::string l = lines();
+    return l.find("demote ") != std::string::npos &&
+           l.find("promote " + e2 + " promote " + e2) != std::string::npos;
+  })) << lines();
+  // Each run is in the nodes' event logs with its exit status.
+  EXPECT_NE(c.Ctl("n2", "events --json").out.find("takeover hook 'promote' succeeded"),
+            std::string::npos);
 }
 
 }  // namespace
