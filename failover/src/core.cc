@@ -249,7 +249,9 @@ Actions FailoverCore::ReplicationProgress(Instant now, Position applied, bool in
   const bool moved = applied != applied_;
   applied_ = applied;
   in_sync_ = in_sync;
-  if (moved && role_ == EffectiveRole::kSecondary && election_since_ && !campaign_) {
+  if (moved && role_ == EffectiveRole::kSecondary && election_since_ && !campaign_ &&
+      now - last_progress_announce_ >= config_.heartbeat_interval / 4) {
+    last_progress_announce_ = now;
     // Candidates rank each other by the positions their heartbeats carry: while an election
     // is pending, a position that moved is news now, not at the next heartbeat, or two
     // candidates would each see the other as behind and both campaign.
@@ -440,7 +442,11 @@ void FailoverCore::ShiftTimes(Millis delta) {
     for (auto& heard : p.heard_on_link) {
       if (heard) *heard += delta;
     }
+    for (auto& closed : p.connection_closed_at) {
+      if (closed) *closed += delta;
+    }
   }
+  last_progress_announce_ += delta;
   for (std::optional<Instant>* t :
        {&election_since_, &switch_request_sent_, &preempt_eligible_since_, &handover_wait_until_,
         &failed_since_, &holdoff_until_}) {

@@ -177,7 +177,13 @@ class ControlServer::Impl {
       if (stopping_) break;
       if (!(p[0].revents & POLLIN)) continue;
       const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-      if (fd < 0) continue;
+      if (fd < 0) {
+        // Out of descriptors (EMFILE): the listener stays readable, so pause, not spin.
+        if (errno == EMFILE || errno == ENFILE || errno == ENOMEM || errno == ENOBUFS) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+        continue;
+      }
       std::lock_guard lock(mu_);
       if (static_cast<int>(connections_.size()) >= kMaxConnections) {
         WriteAll(fd, R"({"ok":false,"error":"too many control connections; try again"})"

@@ -248,6 +248,12 @@ class DataPlane::Impl {
   void Serve(bool on) {
     serving_ = on && primary_ != nullptr;
     if (on && !primary_) spdlog::warn("asked to take writes without a primary side");
+    if (!on && promotion_) {
+      // The core gave the role up before the promotion finished.
+      promotion_->done(promotion_->epoch, Position{},
+                       Status::FailedPrecondition("the promotion was called off"));
+      promotion_.reset();
+    }
   }
 
   // A subordinate starts from a table at the store's position. A primary that stepped down
@@ -336,9 +342,9 @@ class DataPlane::Impl {
     std::uint32_t index = 0;
     for (const fb::Delta* d : *batch->deltas()) {
       const DeltaView view = replication::ViewOf(*d);
-      Status st = view.kind == DeltaKind::kUpsert ? replication::ValidateDelta(view)
-                  : view.key.empty() ? Status::InvalidArgument("a delete without a key")
-                                     : Status::Ok();
+      Status st = view.kind == DeltaKind::kUpsert || view.kind == DeltaKind::kDelete
+                      ? replication::ValidateDelta(view)
+                      : Status::InvalidArgument("an ingest delta is an Upsert or a Delete");
       if (!st.ok()) {
         ++ingest_refused_;
         Reply(identity, request_id,
@@ -347,25 +353,40 @@ class DataPlane::Impl {
       }
       ++index;
     }
+    // Room in the change log for the whole batch, or none of it: while the stream cannot take
+    // more (the store behind, the disk full), the client is told to retry, and this thread goes
+    // on with its other work.
+    const std::size_t count = batch->deltas()->size();
+    if (table_->change_log_capacity() - table_->pending() < count) {
+      primary_->Pump(*table_);
+      if (table_->change_log_capacity() - table_->pending() < count) {
+        ++ingest_busy_;
+        Reply(identity, request_id,
+              R"({"ok":false,"busy":true,"error":"the change log is full: the stream is )"
+              R"(behind; retry"})");
+        return;
+      }
+    }
     bool sync = false;
+    std::uint32_t applied = 0;
     for (const fb::Delta* d : *batch->deltas()) {
       const DeltaView view = replication::ViewOf(*d);
-      for (;;) {
-        auto m = view.kind == DeltaKind::kUpsert ? table_->Upsert(view.table, view.key, view.value)
-                                                 : table_->Delete(view.table, view.key);
-        if (m.ok()) break;
-        if (m.status().code() != Status::Code::kResourceExhausted) {
-          // Checked above, so this is the table's refusal of a valid record.
-          spdlog::error("ingest: {} refused: {}", TableName(view.table), m.status().ToString());
-          break;
-        }
+      auto m = view.kind == DeltaKind::kUpsert ? table_->Upsert(view.table, view.key, view.value)
+                                               : table_->Delete(view.table, view.key);
+      if (!m.ok()) {
+        // Checked and given room above, so the table refused a record ValidateDelta accepts.
+        ++ingest_refused_;
         primary_->Pump(*table_);
-        std::this_thread::sleep_for(100us);
+        Reply(identity, request_id,
+              Refusal("delta " + std::to_string(applied) + " refused by the table (" +
+                      std::to_string(applied) + " applied before it): " + m.status().message()));
+        return;
       }
+      ++applied;
       if (config_.sync_mode == SyncMode::kSync && !IsUserTable(view.table)) sync = true;
     }
     ++ingest_batches_;
-    ingest_records_ += batch->deltas()->size();
+    ingest_records_ += count;
     const Position last = table_->last_position();
     primary_->Pump(*table_);
     const std::string ok_prefix =
@@ -422,6 +443,7 @@ class DataPlane::Impl {
     s.ingest_batches = ingest_batches_;
     s.ingest_records = ingest_records_;
     s.ingest_refused = ingest_refused_;
+    s.ingest_busy = ingest_busy_;
     s.persisted = store_->applied();
     if (promotion_) {
       s.mode = DataPlaneStatus::Mode::kPromoting;
@@ -483,7 +505,9 @@ class DataPlane::Impl {
       zmq::poll(&item, 1, 2ms);
       if (item.revents & ZMQ_POLLIN) HandleIngest();
       const auto now = Clock::now();
-      if (primary_ && now >= next_tick) {
+      // Expiry writes only while the node serves: after it gave the role up, deletes in an
+      // abandoned epoch would only be quarantined later.
+      if (primary_ && serving_ && now >= next_tick) {
         table_->Tick(WallNow());
         next_tick = now + 100ms;
       }
@@ -522,6 +546,7 @@ class DataPlane::Impl {
   std::uint64_t ingest_batches_ = 0;
   std::uint64_t ingest_records_ = 0;
   std::uint64_t ingest_refused_ = 0;
+  std::uint64_t ingest_busy_ = 0;
 
   zmq::context_t ctx_{1};
   zmq::socket_t ingest_;

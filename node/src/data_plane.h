@@ -53,6 +53,7 @@ struct DataPlaneStatus {
   std::uint64_t ingest_batches = 0;
   std::uint64_t ingest_records = 0;
   std::uint64_t ingest_refused = 0;
+  std::uint64_t ingest_busy = 0;  // answered "retry": the change log had no room
   std::uint64_t snapshots = 0;
   std::uint64_t forks = 0;
 };

@@ -40,6 +40,7 @@ void TakeoverHook::Run(const std::string& event, std::uint64_t epoch) {
   if (command_.empty()) return;
   {
     std::lock_guard lock(mu_);
+    ++outstanding_;
     queue_.emplace_back(event, epoch);
   }
   cv_.notify_all();
@@ -58,7 +59,17 @@ void TakeoverHook::Loop() {
     }
     const HookResult r = Execute(next.first, next.second);
     if (report_) report_(r);
+    {
+      std::lock_guard lock(mu_);
+      --outstanding_;
+    }
+    cv_.notify_all();
   }
+}
+
+void TakeoverHook::Drain() {
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [&] { return outstanding_ == 0 || !thread_.joinable(); });
 }
 
 HookResult TakeoverHook::Execute(const std::string& event, std::uint64_t epoch) {

@@ -165,19 +165,25 @@ Result<std::vector<ClusterNode>> ReadCluster(const fs::path& dir) {
 }
 
 std::optional<pid_t> RunningPid(const ClusterNode& node) {
-  // The lock's holder is running; its pid is in the file. A free lock means no node runs.
-  const int fd = ::open((node.data_dir / "LOCK").c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return std::nullopt;
-  std::optional<pid_t> pid;
-  if (::flock(fd, LOCK_SH | LOCK_NB) != 0) {
-    char buf[32] = {};
-    if (::pread(fd, buf, sizeof buf - 1, 0) > 0) {
-      const long p = std::strtol(buf, nullptr, 10);
-      if (p > 0 && Alive(static_cast<pid_t>(p))) pid = static_cast<pid_t>(p);
-    }
+  // The last holder of the data directory's lock wrote its pid there. It runs if that process
+  // is a statesyncd (a pid is reused once its process is gone). The lock itself is not tried:
+  // even a moment's shared lock would turn a node starting then away.
+  std::ifstream lock(node.data_dir / "LOCK");
+  long p = 0;
+  if (!(lock >> p) || p <= 0) return std::nullopt;
+  // /proc/PID/stat: "PID (comm) STATE ...": a killed node not yet reaped is a zombie, 'Z'.
+  std::ifstream stat("/proc/" + std::to_string(p) + "/stat");
+  std::string line;
+  std::getline(stat, line);
+  const auto open = line.find('(');
+  const auto close = line.rfind(')');
+  if (open == std::string::npos || close == std::string::npos || close + 2 >= line.size()) {
+    return std::nullopt;
   }
-  ::close(fd);
-  return pid;
+  const std::string name = line.substr(open + 1, close - open - 1);
+  const char state = line[close + 2];
+  if (name != "statesyncd" || state == 'Z' || state == 'X') return std::nullopt;
+  return static_cast<pid_t>(p);
 }
 
 Result<pid_t> StartNode(const ClusterNode& node) {

@@ -33,7 +33,10 @@ std::optional<json::object> Ask(const fs::path& socket, const std::string& reque
   if (!answer.ok()) return std::nullopt;
   try {
     json::value v = json::parse(answer.value());
-    if (v.is_object()) return v.as_object();
+    // An error answer ({"ok":false,...}) is no answer to read fields from.
+    if (v.is_object() && v.as_object().contains("ok") && v.as_object().at("ok").as_bool()) {
+      return v.as_object();
+    }
   } catch (const std::exception&) {
   }
   return std::nullopt;

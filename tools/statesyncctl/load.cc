@@ -44,6 +44,7 @@ struct LoadOptions {
 struct Pending {
   std::size_t records = 0;
   std::vector<std::string> keys;  // "table key-hex", kept only for --acked-keys
+  std::string frame;              // sent again when the node answers "busy"
 };
 
 std::string Hex(std::string_view bytes) {
@@ -162,7 +163,17 @@ int Load(const Globals& g, const Args& args) {
     std::cerr << "statesyncctl load: " << answer.status().message() << "\n";
     return 1;
   }
-  const json::object status = json::parse(answer.value()).as_object();
+  json::object status;
+  try {
+    status = json::parse(answer.value()).as_object();
+    (void)status.at("ready").as_bool();
+    (void)status.at("ingest").as_string();
+    (void)status.at("cluster_id");
+  } catch (const std::exception&) {
+    std::cerr << "statesyncctl load: the node's status is not what this statesyncctl expects: "
+              << answer.value() << "\n";
+    return 1;
+  }
   if (!status.at("ready").as_bool()) {
     std::cerr << "statesyncctl load: node " << status.at("node_id").as_string().c_str()
               << " is not a ready primary (it is "
@@ -194,6 +205,7 @@ int Load(const Globals& g, const Args& args) {
   std::uint64_t refused = 0;
   std::uint64_t batches = 0;
   std::uint64_t acked_seq = 0;
+  std::uint64_t busy = 0;
   std::uint64_t epoch = 0;
   std::string first_error;
   const auto started = Clock::now();
@@ -225,16 +237,36 @@ int Load(const Globals& g, const Args& args) {
       } catch (const std::exception&) {
         a = json::object{{"ok", false}, {"error", "an answer that is not JSON"}};
       }
-      const bool ok = a.at("ok").as_bool() && a.if_contains("acked") && a.at("acked").as_bool();
+      const auto flag = [&](const char* key) {
+        const auto* v = a.if_contains(key);
+        return v != nullptr && v->is_bool() && v->as_bool();
+      };
+      if (flag("busy")) {
+        // The node's stream is behind: the same batch again, a moment later.
+        ++busy;
+        Pending again = std::move(it->second);
+        pending.erase(it);
+        std::this_thread::sleep_for(5ms);
+        const std::uint64_t retry = next_request++;
+        socket.send(zmq::buffer(&retry, sizeof retry), zmq::send_flags::sndmore);
+        socket.send(zmq::buffer(again.frame), zmq::send_flags::none);
+        pending.emplace(retry, std::move(again));
+        continue;
+      }
+      const bool ok = flag("ok") && flag("acked");
       if (ok) {
         acked += it->second.records;
-        acked_seq = std::max(acked_seq, a.at("last_seq").to_number<std::uint64_t>());
-        epoch = std::max(epoch, a.at("epoch").to_number<std::uint64_t>());
+        if (const auto* v = a.if_contains("last_seq")) {
+          acked_seq = std::max(acked_seq, v->to_number<std::uint64_t>());
+        }
+        if (const auto* v = a.if_contains("epoch")) {
+          epoch = std::max(epoch, v->to_number<std::uint64_t>());
+        }
         for (const auto& k : it->second.keys) acked_out << k << "\n";
       } else {
         refused += it->second.records;
-        if (first_error.empty() && a.if_contains("error")) {
-          first_error = std::string(a.at("error").as_string());
+        if (const auto* e = a.if_contains("error"); first_error.empty() && e && e->is_string()) {
+          first_error = std::string(e->as_string());
         }
       }
       pending.erase(it);
@@ -279,10 +311,10 @@ int Load(const Globals& g, const Args& args) {
       if (acked_out.is_open()) p.keys.push_back(TableName(table) + " " + Hex(key));
     }
     p.records = n;
-    const std::string frame = builder.Finish({cluster_id, "statesyncctl", 0}, "");
+    p.frame = builder.Finish({cluster_id, "statesyncctl", 0}, "");
     const std::uint64_t request = next_request++;
     socket.send(zmq::buffer(&request, sizeof request), zmq::send_flags::sndmore);
-    socket.send(zmq::buffer(frame), zmq::send_flags::none);
+    socket.send(zmq::buffer(p.frame), zmq::send_flags::none);
     pending.emplace(request, std::move(p));
     sent += n;
     ++batches;
@@ -308,6 +340,7 @@ int Load(const Globals& g, const Args& args) {
                        {"records_refused", refused},
                        {"records_unanswered", sent - acked - refused},
                        {"batches", batches},
+                       {"busy_retries", busy},
                        {"elapsed_s", secs},
                        {"records_per_second", secs > 0 ? acked / secs : 0.0},
                        {"epoch", epoch},

@@ -185,6 +185,7 @@ class FailoverCore {
   Instant next_heartbeat_{0};
   std::uint64_t heartbeats_sent_ = 0;
   bool clock_jumped_this_step_ = false;
+  Instant last_progress_announce_{-1'000'000};  // a moved position announced during an election
 
   Epoch highest_epoch_seen_ = 0;
   NodeId following_;

@@ -47,6 +47,8 @@ class TakeoverHook {
 
   // Queues a run: `event` "promote" or "demote".
   void Run(const std::string& event, std::uint64_t epoch);
+  // Waits until every queued run has run (each up to its limit): a stopping node's "demote".
+  void Drain();
 
  private:
   void Loop();
@@ -58,6 +60,7 @@ class TakeoverHook {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::pair<std::string, std::uint64_t>> queue_;
+  int outstanding_ = 0;  // queued or running
   bool stop_ = false;
   std::thread thread_;
 };
