@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "ctl.h"
+#include "ctl_util.h"
 #include "statesync/node/control.h"
 
 namespace statesync::ctl {
@@ -288,17 +289,7 @@ int Up(const Args& args) {
       "heartbeat interval (default 100)")("hook", po::value(&spec.takeover_hook)->value_name("CMD"),
                                           "takeover hook command");
   po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(args).options(options).run(), vm);
-    if (vm.count("help")) {
-      std::cout << options;
-      return 0;
-    }
-    po::notify(vm);
-  } catch (const po::error& e) {
-    std::cerr << "statesyncctl cluster up: " << e.what() << " (try cluster up --help)\n";
-    return 2;
-  }
+  if (int r = ParseOptions("cluster up", options, args, vm); r >= 0) return r;
   spec.dir = dir;
   auto nodes = WriteCluster(spec);
   if (!nodes.ok()) {
@@ -331,17 +322,7 @@ int DirOnly(const std::string& what, const Args& args, fs::path* dir) {
   std::string d;
   options.add_options()("help,h", "this text")("dir", po::value(&d)->required(), "the cluster");
   po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(args).options(options).run(), vm);
-    if (vm.count("help")) {
-      std::cout << options;
-      return 0;
-    }
-    po::notify(vm);
-  } catch (const po::error& e) {
-    std::cerr << "statesyncctl cluster " << what << ": " << e.what() << "\n";
-    return 2;
-  }
+  if (int r = ParseOptions("cluster " + what, options, args, vm); r >= 0) return r;
   *dir = d;
   return -1;
 }
@@ -414,17 +395,7 @@ int Cluster(const Globals& g, const Args& args) {
         "node", po::value(&id)->required(), "the node's id")("signal", po::value(&signal),
                                                              "KILL (default), TERM or INT");
     po::variables_map vm;
-    try {
-      po::store(po::command_line_parser(rest).options(options).run(), vm);
-      if (vm.count("help")) {
-        std::cout << options;
-        return 0;
-      }
-      po::notify(vm);
-    } catch (const po::error& e) {
-      std::cerr << "statesyncctl cluster " << sub << ": " << e.what() << "\n";
-      return 2;
-    }
+    if (int r = ParseOptions("cluster " + sub, options, rest, vm); r >= 0) return r;
     auto nodes = ReadCluster(d);
     if (!nodes.ok()) {
       std::cerr << "statesyncctl cluster " << sub << ": " << nodes.status().message() << "\n";

@@ -16,6 +16,7 @@
 
 #include "cluster.h"
 #include "ctl.h"
+#include "ctl_util.h"
 #include "statesync/node/control.h"
 
 namespace statesync::ctl {
@@ -58,22 +59,6 @@ std::string RunSelf(const std::string& args) {
   while ((n = std::fread(buf, 1, sizeof buf, pipe)) > 0) out.append(buf, n);
   ::pclose(pipe);
   return out;
-}
-
-std::optional<json::object> LastJsonLine(const std::string& text) {
-  std::optional<json::object> found;
-  std::size_t start = 0;
-  while (start < text.size()) {
-    std::size_t end = text.find('\n', start);
-    if (end == std::string::npos) end = text.size();
-    try {
-      json::value v = json::parse(std::string_view(text).substr(start, end - start));
-      if (v.is_object()) found = v.as_object();
-    } catch (const std::exception&) {
-    }
-    start = end + 1;
-  }
-  return found;
 }
 
 std::uint64_t U(const json::object& o, std::string_view key) {
@@ -128,12 +113,6 @@ std::optional<std::int64_t> EventTime(const ClusterNode& node, std::int64_t sinc
   return found;
 }
 
-std::string Bar(double fraction, int width = 30) {
-  fraction = std::clamp(fraction, 0.0, 1.0);
-  const int full = static_cast<int>(fraction * width + 0.5);
-  return "[" + std::string(full, '#') + std::string(width - full, '.') + "]";
-}
-
 void Step(int n, const std::string& text) {
   std::cout << "\n[" << n << "/6] " << text << std::endl;
 }
@@ -160,17 +139,7 @@ int Demo(const Globals&, const Args& args) {
       "firewall sessions in the first load (default 200000)")("keep", po::bool_switch(&keep),
                                                               "keep DIR afterwards");
   po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(args).options(options).run(), vm);
-    if (vm.count("help")) {
-      std::cout << options;
-      return 0;
-    }
-    po::notify(vm);
-  } catch (const po::error& e) {
-    std::cerr << "statesyncctl demo: " << e.what() << " (try demo --help)\n";
-    return 2;
-  }
+  if (int r = ParseOptions("demo", options, args, vm); r >= 0) return r;
   fs::path dir = dir_option;
   if (dir.empty()) {
     std::string tmpl = "/tmp/statesync-demo-XXXXXX";
@@ -408,7 +377,7 @@ int Demo(const Globals&, const Args& args) {
       const std::string role(s->at("effective_role").as_string());
       char line[200];
       std::snprintf(line, sizeof line, "  n1 %-9s %-12s %s %3.0f%%  applied seq %s", role.c_str(),
-                    state.c_str(), Bar(progress).c_str(), 100 * progress,
+                    state.c_str(), ProgressBar(progress, 30).c_str(), 100 * progress,
                     Thousands(U(*s, "applied_seq")).c_str());
       if (tty) {
         std::cout << "\r" << line << std::flush;

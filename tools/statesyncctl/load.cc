@@ -14,6 +14,7 @@
 #include <zmq.hpp>
 
 #include "ctl.h"
+#include "ctl_util.h"
 #include "statesync/node/control.h"
 #include "statesync/replication/messages.h"
 #include "statesync/workload/workload.h"
@@ -107,12 +108,6 @@ class Generator {
   std::uint64_t done_[3] = {0, 0, 0};
 };
 
-std::string Bar(double fraction, int width = 24) {
-  fraction = std::clamp(fraction, 0.0, 1.0);
-  const int full = static_cast<int>(fraction * width + 0.5);
-  return "[" + std::string(full, '#') + std::string(width - full, '.') + "]";
-}
-
 }  // namespace
 
 int Load(const Globals& g, const Args& args) {
@@ -140,17 +135,7 @@ int Load(const Globals& g, const Args& args) {
       "stop when no answer came for S seconds while some are due (default 30): the primary "
       "is gone; what it acknowledged is reported");
   po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(args).options(options).run(), vm);
-    if (vm.count("help")) {
-      std::cout << options;
-      return 0;
-    }
-    po::notify(vm);
-  } catch (const po::error& e) {
-    std::cerr << "statesyncctl load: " << e.what() << " (try load --help)\n";
-    return 2;
-  }
+  if (int r = ParseOptions("load", options, args, vm); r >= 0) return r;
   if (o.batch == 0 || o.batch > 100000 || o.window == 0 || o.rate < 0) {
     std::cerr << "statesyncctl load: --batch 1..100000, --window at least 1, --rate 0 or more\n";
     return 2;
@@ -278,9 +263,10 @@ int Load(const Globals& g, const Args& args) {
     char line[200];
     std::snprintf(line, sizeof line,
                   "load %s %5.1f%%  sent %llu  acked %llu  refused %llu  %.0f records/s",
-                  Bar(static_cast<double>(sent) / gen.total()).c_str(), 100.0 * sent / gen.total(),
-                  static_cast<unsigned long long>(sent), static_cast<unsigned long long>(acked),
-                  static_cast<unsigned long long>(refused), secs > 0 ? acked / secs : 0.0);
+                  ProgressBar(static_cast<double>(sent) / gen.total(), 24).c_str(),
+                  100.0 * sent / gen.total(), static_cast<unsigned long long>(sent),
+                  static_cast<unsigned long long>(acked), static_cast<unsigned long long>(refused),
+                  secs > 0 ? acked / secs : 0.0);
     if (tty) {
       std::fprintf(stderr, "\r%s%s", line, final ? "\n" : "");
     } else {

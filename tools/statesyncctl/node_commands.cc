@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "ctl.h"
+#include "ctl_util.h"
 #include "statesync/node/control.h"
 
 namespace statesync::ctl {
@@ -14,29 +15,6 @@ namespace json = boost::json;
 namespace po = boost::program_options;
 
 namespace {
-
-// Parses a command's own options; prints the error or the help. Returns -1 to go on, else the
-// exit status.
-int ParseOptions(const std::string& command, const po::options_description& options,
-                 const Args& args, po::variables_map& vm,
-                 const po::positional_options_description* positional = nullptr) {
-  try {
-    po::command_line_parser parser(args);
-    parser.options(options);
-    if (positional != nullptr) parser.positional(*positional);
-    po::store(parser.run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    std::cerr << "statesyncctl " << command << ": " << e.what() << " (try " << command
-              << " --help)\n";
-    return 2;
-  }
-  if (vm.count("help")) {
-    std::cout << options;
-    return 0;
-  }
-  return -1;
-}
 
 // Sends the request; on success returns the parsed answer, else prints why and returns null.
 std::optional<json::object> Ask(const Globals& g, const json::object& request) {
@@ -89,12 +67,6 @@ std::string Upper(std::string s) {
   return s;
 }
 
-std::string Bar(double fraction, int width = 30) {
-  fraction = std::clamp(fraction, 0.0, 1.0);
-  const int full = static_cast<int>(fraction * width + 0.5);
-  return "[" + std::string(full, '#') + std::string(width - full, '.') + "]";
-}
-
 }  // namespace
 
 void PrintStatus(const json::object& s, std::ostream& out) {
@@ -109,7 +81,7 @@ void PrintStatus(const json::object& s, std::ostream& out) {
   if (state == "catching_up" || state == "snapshot") {
     char line[160];
     std::snprintf(line, sizeof line, " %s %3.0f%%  %.0f records/s  eta %.0f s",
-                  Bar(Num(sync, "progress")).c_str(), 100 * Num(sync, "progress"),
+                  ProgressBar(Num(sync, "progress"), 30).c_str(), 100 * Num(sync, "progress"),
                   Num(sync, "records_per_second"), Num(sync, "eta_s"));
     out << line;
   }
