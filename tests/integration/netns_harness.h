@@ -38,7 +38,14 @@ class NetnsPair {
         return;
       }
       namespaces_.push_back(Ns(host));
-      Ip(host, "link set lo up");
+      // Created is not usable: in some containers entering one fails ("mount --make-rslave /").
+      const CommandResult probe =
+          RunCommand("ip netns exec " + Ns(host) + " ip link set lo up 2>&1");
+      if (probe.exit_code != 0) {
+        why_unavailable_ =
+            "network namespaces cannot be entered here (ip netns exec: " + probe.out + ")";
+        return;
+      }
     }
     int subnet = 78;
     for (const char* link : {"data", "ha1", "ha2"}) {
