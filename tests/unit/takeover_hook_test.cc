@@ -171,6 +171,29 @@ TEST(TakeoverHook, AHookGetsSigtermAtItsLimitEvenWhenTheDaemonBlocksIt) {
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
+// Drain waits for every queued run, not only the running one: a stopping node's "demote"
+// (queued behind a slow "promote") still runs. Without Drain the destructor drops it.
+TEST(TakeoverHook, DrainRunsWhatIsQueuedBeforeTheHookGoes) {
+  TempDir tmp;
+  const auto log = tmp.path() / "calls";
+  Reports reports;
+  {
+    TakeoverHook hook("sleep 0.3; echo \"$1 $2\" >> " + log.string(), 10s, reports.sink());
+    hook.Run("promote", 7);
+    hook.Run("demote", 7);
+    hook.Drain();
+    EXPECT_EQ(Read(log), "promote 7\ndemote 7\n");
+    std::lock_guard lock(reports.mu);
+    EXPECT_EQ(reports.results.size(), 2u);
+  }
+  // With nothing queued, Drain returns at once; with no command, too.
+  TakeoverHook idle("true", 10s, reports.sink());
+  idle.Drain();
+  TakeoverHook none("", 10s, reports.sink());
+  none.Run("promote", 1);
+  none.Drain();
+}
+
 TEST(TakeoverHook, NoCommandRunsNothing) {
   Reports reports;
   {
