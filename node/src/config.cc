@@ -448,11 +448,10 @@ id = "a"
 data_dir = "/var/lib/statesync"
 # The control socket statesyncctl talks to (mode 0600). Empty: <data_dir>/control.sock.
 control_socket = ""
-# Sync every write to the disk (the store's, and the HA state's epoch and vote) before it
-# counts: the node then survives a power loss of its host, not only the crash of its process.
-# It costs the disk's flush on every write: about 25 % of replication throughput, and on a busy
-# disk 1-110 ms added to a failover (docs/BENCHMARKS.md). Without it, a SIGKILL or crash of the
-# process still loses nothing (the writes are in the kernel's page cache).
+# Sync every write of the store to the disk before it counts: the data then survives a power
+# loss of this host, not only the crash of its process (without it, a SIGKILL or a crash still
+# loses nothing: the writes are in the kernel's page cache). It costs the disk's flush on every
+# write, about 25 % of replication throughput. The HA state (epoch and vote) is always synced.
 sync_writes = false
 
 [cluster]

@@ -38,8 +38,8 @@ struct NodeConfig {
   std::string id;
   std::filesystem::path data_dir = "/var/lib/statesync";
   std::filesystem::path control_socket;  // empty: <data_dir>/control.sock
-  // fsync the store's writes and the HA state: survives a power loss, at the disk's flush
-  // latency on every write (and on a failover's critical path).
+  // fsync the store's writes: they survive a power loss, at the disk's flush latency on every
+  // write. (The HA state is always synced.)
   bool sync_writes = false;
   // [cluster]
   std::string cluster = "statesync";  // messages of another cluster are refused
