@@ -1,5 +1,7 @@
 #include "data_plane.h"
 
+#include "answers.h"
+
 #include <spdlog/spdlog.h>
 
 #include <atomic>
@@ -28,37 +30,6 @@ TimePoint WallNow() {
 // The tables a sync-mode node acknowledges only once min_acks subordinates persisted them.
 constexpr TableId kSyncTables[] = {TableId::kFwSessions, TableId::kCalls, TableId::kCdrs,
                                    TableId::kBlobs};
-
-std::string JsonEscape(std::string_view text) {
-  std::string out;
-  out.reserve(text.size() + 2);
-  for (char c : text) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out;
-}
-
-std::string Refusal(std::string_view why) {
-  return R"({"ok":false,"error":")" + JsonEscape(why) + "\"}";
-}
 
 }  // namespace
 
@@ -310,7 +281,7 @@ class DataPlane::Impl {
         ++ingest_refused_;
         if (parts.size() >= 2)
           Reply(parts[0].to_string(), parts[1].to_string(),
-                Refusal("an ingest request is a request id and one frame"));
+                ErrorAnswer("an ingest request is a request id and one frame"));
         continue;
       }
       HandleBatch(parts[0].to_string(), parts[1].to_string(), parts[2]);
@@ -322,20 +293,20 @@ class DataPlane::Impl {
     if (!serving_ || !primary_) {
       ++ingest_refused_;
       Reply(identity, request_id,
-            Refusal(config_.id + " is not the serving primary; writes go to the primary"));
+            ErrorAnswer(config_.id + " is not the serving primary; writes go to the primary"));
       return;
     }
     const auto decoded = wire::Decode(
         {static_cast<const std::uint8_t*>(frame.data()), frame.size()}, config_.ClusterId());
     if (!decoded.ok()) {
       ++ingest_refused_;
-      Reply(identity, request_id, Refusal("a damaged batch: " + decoded.reason));
+      Reply(identity, request_id, ErrorAnswer("a damaged batch: " + decoded.reason));
       return;
     }
     const auto* batch = decoded.envelope->body_as_DeltaBatch();
     if (batch == nullptr || batch->deltas() == nullptr || batch->deltas()->size() == 0) {
       ++ingest_refused_;
-      Reply(identity, request_id, Refusal("an ingest request holds a DeltaBatch with deltas"));
+      Reply(identity, request_id, ErrorAnswer("an ingest request holds a DeltaBatch with deltas"));
       return;
     }
     // Every delta is checked before any is applied: a batch goes in whole or not at all.
@@ -348,7 +319,7 @@ class DataPlane::Impl {
       if (!st.ok()) {
         ++ingest_refused_;
         Reply(identity, request_id,
-              Refusal("delta " + std::to_string(index) + ": " + st.message()));
+              ErrorAnswer("delta " + std::to_string(index) + ": " + st.message()));
         return;
       }
       ++index;
@@ -361,9 +332,11 @@ class DataPlane::Impl {
       primary_->Pump(*table_);
       if (table_->change_log_capacity() - table_->pending() < count) {
         ++ingest_busy_;
-        Reply(identity, request_id,
-              R"({"ok":false,"busy":true,"error":"the change log is full: the stream is )"
-              R"(behind; retry"})");
+        boost::json::object busy;
+        busy["ok"] = false;
+        busy["busy"] = true;
+        busy["error"] = "the change log is full: the stream is behind; retry";
+        Reply(identity, request_id, boost::json::serialize(busy));
         return;
       }
     }
@@ -377,9 +350,10 @@ class DataPlane::Impl {
         // Checked and given room above, so the table refused a record ValidateDelta accepts.
         ++ingest_refused_;
         primary_->Pump(*table_);
-        Reply(identity, request_id,
-              Refusal("delta " + std::to_string(applied) + " refused by the table (" +
-                      std::to_string(applied) + " applied before it): " + m.status().message()));
+        Reply(
+            identity, request_id,
+            ErrorAnswer("delta " + std::to_string(applied) + " refused by the table (" +
+                        std::to_string(applied) + " applied before it): " + m.status().message()));
         return;
       }
       ++applied;
@@ -389,20 +363,22 @@ class DataPlane::Impl {
     ingest_records_ += count;
     const Position last = table_->last_position();
     primary_->Pump(*table_);
-    const std::string ok_prefix =
-        R"({"ok":true,"records":)" + std::to_string(batch->deltas()->size()) + R"(,"epoch":)" +
-        std::to_string(last.epoch) + R"(,"last_seq":)" + std::to_string(last.seq);
+    boost::json::object answer;
+    answer["ok"] = true;
+    answer["records"] = count;
+    answer["epoch"] = last.epoch;
+    answer["last_seq"] = last.seq;
     if (!sync) {
-      Reply(identity, request_id, ok_prefix + R"(,"acked":true})");
+      answer["acked"] = true;
+      Reply(identity, request_id, boost::json::serialize(answer));
       return;
     }
     primary_->WhenDurable(
-        TableId::kFwSessions, last, [this, identity, request_id, ok_prefix](const Status& st) {
-          std::string answer = st.ok() ? ok_prefix + R"(,"acked":true})"
-                                       : ok_prefix + R"(,"acked":false,"error":")" +
-                                             JsonEscape(st.message()) + "\"}";
+        TableId::kFwSessions, last, [this, identity, request_id, answer](const Status& st) mutable {
+          answer["acked"] = st.ok();
+          if (!st.ok()) answer["error"] = st.message();
           std::lock_guard lock(acks_mu_);
-          finished_acks_.push_back({identity, request_id, std::move(answer)});
+          finished_acks_.push_back({identity, request_id, boost::json::serialize(answer)});
         });
   }
 

@@ -19,6 +19,7 @@
 #include <random>
 #include <thread>
 
+#include "answers.h"
 #include "data_plane.h"
 #include "statesync/failover/core.h"
 #include "statesync/node/control.h"
@@ -108,13 +109,6 @@ std::optional<TableId> ParseTable(std::string_view name) {
     }
   }
   return std::nullopt;
-}
-
-std::string Error(std::string_view why) {
-  json::object o;
-  o["ok"] = false;
-  o["error"] = why;
-  return json::serialize(o);
 }
 
 }  // namespace
@@ -384,7 +378,7 @@ class Node::Impl {
     auto future = promise->get_future();
     Post([promise, fn = std::move(fn)] { promise->set_value(fn()); });
     if (future.wait_for(5s) != std::future_status::ready) {
-      return Error("the node's event loop did not answer within 5 s");
+      return ErrorAnswer("the node's event loop did not answer within 5 s");
     }
     return future.get();
   }
@@ -470,12 +464,12 @@ class Node::Impl {
       if (!v.is_object()) throw std::invalid_argument("not an object");
       request = std::move(v.as_object());
     } catch (const std::exception& e) {
-      c.Send(Error(std::string("a request is one JSON object: ") + e.what()));
+      c.Send(ErrorAnswer(std::string("a request is one JSON object: ") + e.what()));
       return;
     }
     const json::value* command = request.if_contains("command");
     if (command == nullptr || !command->is_string()) {
-      c.Send(Error("the request names no \"command\""));
+      c.Send(ErrorAnswer("the request names no \"command\""));
       return;
     }
     const std::string name(command->as_string());
@@ -495,7 +489,7 @@ class Node::Impl {
         seconds = s->as_int64();
       }
       if (seconds < 0) {
-        c.Send(Error("holdoff: --seconds must be 0 (the cluster's holdoff_max) or more"));
+        c.Send(ErrorAnswer("holdoff: --seconds must be 0 (the cluster's holdoff_max) or more"));
         return;
       }
       RequestStop(true, std::chrono::seconds(seconds));
@@ -507,21 +501,21 @@ class Node::Impl {
       RequestStop(false, 0ms);
       c.Send(R"({"ok":true,"text":"stopping"})");
     } else {
-      c.Send(Error("unknown command '" + name +
-                   "' (status, digest, sessions, events, set-role, takeover, restore-role, "
-                   "holdoff, stop)"));
+      c.Send(ErrorAnswer("unknown command '" + name +
+                         "' (status, digest, sessions, events, set-role, takeover, restore-role, "
+                         "holdoff, stop)"));
     }
   }
 
   std::string TableQuery(std::function<std::string(const SessionTable&)> fn) {
     auto answer = data_plane_->Query(std::move(fn));
     if (answer.wait_for(30s) != std::future_status::ready) {
-      return Error("the data plane did not answer within 30 s");
+      return ErrorAnswer("the data plane did not answer within 30 s");
     }
     try {
       return answer.get();
     } catch (const std::future_error&) {
-      return Error("the node is stopping");
+      return ErrorAnswer("the node is stopping");
     }
   }
 
@@ -563,8 +557,8 @@ class Node::Impl {
     if (const auto* t = request.if_contains("table"); t != nullptr && t->is_string()) {
       auto parsed = ParseTable(t->as_string());
       if (!parsed) {
-        return Error("unknown table '" + std::string(t->as_string()) +
-                     "' (fw_sessions, calls, cdrs, blobs, user_N)");
+        return ErrorAnswer("unknown table '" + std::string(t->as_string()) +
+                           "' (fw_sessions, calls, cdrs, blobs, user_N)");
       }
       table = *parsed;
     }
@@ -605,11 +599,12 @@ class Node::Impl {
     }
     if (action == "get") {
       const auto* k = request.if_contains("key");
-      if (k == nullptr || !k->is_string()) return Error("sessions get: give a KEY");
+      if (k == nullptr || !k->is_string()) return ErrorAnswer("sessions get: give a KEY");
       const std::string key = ParseKey(std::string(k->as_string()));
       return TableQuery([table, key](const SessionTable& t) {
         auto value = t.Get(table, key);
-        if (!value) return Error("no record with key " + ShowKey(key) + " in " + TableName(table));
+        if (!value)
+          return ErrorAnswer("no record with key " + ShowKey(key) + " in " + TableName(table));
         json::object o;
         o["ok"] = true;
         o["table"] = TableName(table);
@@ -623,13 +618,13 @@ class Node::Impl {
       // Every record a file lists ("TABLE HEXKEY" a line, as `load --acked-keys` writes) must
       // be here: the check after a failover that no acknowledged record was lost.
       const auto* f = request.if_contains("file");
-      if (f == nullptr || !f->is_string()) return Error("sessions check: give a --keys FILE");
+      if (f == nullptr || !f->is_string()) return ErrorAnswer("sessions check: give a --keys FILE");
       auto keys = ReadKeys(std::string(f->as_string()));
-      if (!keys.ok()) return Error(keys.status().message());
+      if (!keys.ok()) return ErrorAnswer(keys.status().message());
       return TableQuery(
           [keys = std::move(keys).value()](const SessionTable& t) { return CheckKeys(t, keys); });
     }
-    return Error("sessions: unknown action '" + action + "' (count, list, get, check)");
+    return ErrorAnswer("sessions: unknown action '" + action + "' (count, list, get, check)");
   }
 
   struct KeyToCheck {
@@ -730,7 +725,7 @@ class Node::Impl {
       } else if (role == "off") {
         command = failover::OperatorCommand::kSetOff;
       } else {
-        return Error("set-role: the role is primary, secondary or off (not '" + role + "')");
+        return ErrorAnswer("set-role: the role is primary, secondary or off (not '" + role + "')");
       }
     }
     return OnLoop([this, command, name] {
