@@ -100,7 +100,55 @@ inline std::string CtlPath() {
   return STATESYNC_CTL_PATH;
 }
 
-class LocalCluster {
+// What a test asks a node, through statesyncctl on its control socket (where that socket is
+// is the cluster's business: Socket()).
+class NodeQueries {
+ public:
+  virtual ~NodeQueries() = default;
+  virtual std::string Socket(const std::string& id) const = 0;
+  // `statesyncctl --socket <id's> ARGS`.
+  CommandResult Ctl(const std::string& id, const std::string& args) const {
+    return RunCommand(CtlPath() + " --socket " + Socket(id) + " " + args);
+  }
+  // The node's `status --json`, or nothing when it does not answer.
+  std::optional<json::object> Status(const std::string& id) const {
+    const CommandResult r = Ctl(id, "status --json 2>/dev/null");
+    if (r.exit_code != 0) return std::nullopt;
+    return LastJson(r.out);
+  }
+  std::string Role(const std::string& id) const {
+    auto s = Status(id);
+    return s ? std::string(s->at("effective_role").as_string()) : "down";
+  }
+  bool Ready(const std::string& id) const {
+    auto s = Status(id);
+    return s && s->at("ready").as_bool();
+  }
+  // The node's (digest, records, applied seq) as `digest --json` reports them.
+  std::optional<json::object> Digest(const std::string& id) const {
+    const CommandResult r = Ctl(id, "digest --json");
+    if (r.exit_code != 0) return std::nullopt;
+    return LastJson(r.out);
+  }
+  std::string DigestText(const std::string& id) const {
+    auto d = Digest(id);
+    return d ? std::string(d->at("digest").as_string()) + "/" +
+                   std::to_string(d->at("records").to_number<std::uint64_t>())
+             : "none";
+  }
+  // `load` through `id` with the options; the summary.
+  std::optional<json::object> Load(const std::string& id, const std::string& options) const {
+    const CommandResult r = Ctl(id, "load --quiet " + options);
+    auto summary = LastJson(r.out);
+    EXPECT_TRUE(summary) << r.out;
+    return summary;
+  }
+  std::string Events(const std::string& id) const {
+    return Ctl(id, "events --json --last 200").out;
+  }
+};
+
+class LocalCluster : public NodeQueries {
  public:
   // Starts `nodes` data nodes (n1 configured primary) and, with `witness`, a witness "w".
   LocalCluster(int nodes, bool witness, const std::string& sync_mode = "async",
@@ -133,26 +181,8 @@ class LocalCluster {
 
   bool up() const { return up_; }
   const std::filesystem::path& dir() const { return dir_.path(); }
-  std::string Socket(const std::string& id) const {
+  std::string Socket(const std::string& id) const override {
     return (dir_.path() / id / "control.sock").string();
-  }
-  // `statesyncctl --socket <id's> ARGS`.
-  CommandResult Ctl(const std::string& id, const std::string& args) const {
-    return RunCommand(CtlPath() + " --socket " + Socket(id) + " " + args);
-  }
-  // The node's `status --json`, or nothing when it does not answer.
-  std::optional<json::object> Status(const std::string& id) const {
-    const CommandResult r = Ctl(id, "status --json 2>/dev/null");
-    if (r.exit_code != 0) return std::nullopt;
-    return LastJson(r.out);
-  }
-  std::string Role(const std::string& id) const {
-    auto s = Status(id);
-    return s ? std::string(s->at("effective_role").as_string()) : "down";
-  }
-  bool Ready(const std::string& id) const {
-    auto s = Status(id);
-    return s && s->at("ready").as_bool();
   }
   // Waits for a primary that is ready and answers; returns its id.
   std::string WaitForReadyPrimary(std::chrono::milliseconds limit = 30s) const {
@@ -181,18 +211,6 @@ class LocalCluster {
     EXPECT_EQ(r.exit_code, 0) << r.out;
     return testing::WaitUntil([&] { return Ready(id); }, 30s);
   }
-  // The node's (digest, records, applied seq) as `digest --json` reports them.
-  std::optional<json::object> Digest(const std::string& id) const {
-    const CommandResult r = Ctl(id, "digest --json");
-    if (r.exit_code != 0) return std::nullopt;
-    return LastJson(r.out);
-  }
-  std::string DigestText(const std::string& id) const {
-    auto d = Digest(id);
-    return d ? std::string(d->at("digest").as_string()) + "/" +
-                   std::to_string(d->at("records").to_number<std::uint64_t>())
-             : "none";
-  }
   // Waits until every node in `ids` reports the same digest as `reference`.
   bool WaitSameDigest(const std::string& reference, const std::vector<std::string>& ids,
                       std::chrono::milliseconds limit = 60s) const {
@@ -205,13 +223,6 @@ class LocalCluster {
           return want != "none";
         },
         limit, 100ms);
-  }
-  // `load` through `id` with the options; the summary.
-  std::optional<json::object> Load(const std::string& id, const std::string& options) const {
-    const CommandResult r = Ctl(id, "load --quiet " + options);
-    auto summary = LastJson(r.out);
-    EXPECT_TRUE(summary) << r.out;
-    return summary;
   }
   CommandResult Kill(const std::string& id, const std::string& signal = "KILL") const {
     return RunCommand(CtlPath() + " cluster kill --dir " + dir_.path().string() + " --node " + id +

@@ -24,7 +24,7 @@ extern char** environ;
 
 namespace statesync::testing {
 
-class NetnsPair {
+class NetnsPair : public NodeQueries {
  public:
   // `links`: the heartbeat links the nodes use ("ha1", or "ha1" and "ha2").
   explicit NetnsPair(std::vector<std::string> links, const std::string& sync_mode = "async")
@@ -117,34 +117,8 @@ class NetnsPair {
     Ip("a", "link set " + If("a", link) + (up ? " up" : " down"));
   }
 
-  CommandResult Ctl(const std::string& host, const std::string& args) const {
-    return RunCommand(CtlPath() + " --socket " + Socket(host) + " " + args);
-  }
-  std::optional<json::object> Status(const std::string& host) const {
-    const CommandResult r = Ctl(host, "status --json 2>/dev/null");
-    if (r.exit_code != 0) return std::nullopt;
-    return LastJson(r.out);
-  }
-  std::string Role(const std::string& host) const {
-    auto s = Status(host);
-    return s ? std::string(s->at("effective_role").as_string()) : "down";
-  }
-  bool Ready(const std::string& host) const {
-    auto s = Status(host);
-    return s && s->at("ready").as_bool();
-  }
-  std::string DigestText(const std::string& host) const {
-    const CommandResult r = Ctl(host, "digest --json");
-    auto d = LastJson(r.out);
-    return d ? std::string(d->at("digest").as_string()) + "/" +
-                   std::to_string(d->at("records").to_number<std::uint64_t>())
-             : "none";
-  }
-  std::optional<json::object> Load(const std::string& host, const std::string& options) const {
-    return LastJson(Ctl(host, "load --quiet " + options).out);
-  }
-  std::string Events(const std::string& host) const {
-    return Ctl(host, "events --json --last 200").out;
+  std::string Socket(const std::string& host) const override {
+    return (dir_.path() / host / "control.sock").string();
   }
 
  private:
@@ -157,9 +131,6 @@ class NetnsPair {
   }
   std::string Log(const std::string& host) const {
     return (dir_.path() / (host + ".log")).string();
-  }
-  std::string Socket(const std::string& host) const {
-    return (dir_.path() / host / "control.sock").string();
   }
   std::string Address(const std::string& host, const std::string& link) const {
     return "10." + std::to_string(subnets_.at(link)) + ".0." + (host == "a" ? "1" : "2");
