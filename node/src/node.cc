@@ -97,20 +97,6 @@ std::string ParseKey(const std::string& text) {
   return key;
 }
 
-std::optional<TableId> ParseTable(std::string_view name) {
-  for (TableId t : {TableId::kFwSessions, TableId::kCalls, TableId::kCdrs, TableId::kBlobs}) {
-    if (TableName(t) == name) return t;
-  }
-  if (name.rfind("user_", 0) == 0) {
-    try {
-      const int n = std::stoi(std::string(name.substr(5)));
-      if (n >= static_cast<int>(TableId::kFirstUser) && n < 65536) return static_cast<TableId>(n);
-    } catch (const std::exception&) {
-    }
-  }
-  return std::nullopt;
-}
-
 }  // namespace
 
 class Node::Impl {
@@ -555,7 +541,7 @@ class Node::Impl {
     }
     TableId table = TableId::kFwSessions;
     if (const auto* t = request.if_contains("table"); t != nullptr && t->is_string()) {
-      auto parsed = ParseTable(t->as_string());
+      auto parsed = ParseTableName(t->as_string());
       if (!parsed) {
         return ErrorAnswer("unknown table '" + std::string(t->as_string()) +
                            "' (fw_sessions, calls, cdrs, blobs, user_N)");
@@ -645,7 +631,7 @@ class Node::Impl {
       const auto space = line.find(' ');
       const auto table = space == std::string::npos
                              ? std::nullopt
-                             : ParseTable(std::string_view(line).substr(0, space));
+                             : ParseTableName(std::string_view(line).substr(0, space));
       if (!table) {
         return Status::InvalidArgument("sessions check: " + file + ":" +
                                        std::to_string(line_number) + ": expected 'TABLE HEXKEY'");

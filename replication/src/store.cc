@@ -259,23 +259,6 @@ Result<QuarantinedDelta> DecodeQuarantined(std::string_view key, std::string_vie
   return q;
 }
 
-std::optional<TableId> TableFromCfName(const std::string& name) {
-  for (TableId t : kBuiltinTables) {
-    if (name == TableName(t)) return t;
-  }
-  if (name.rfind("user_", 0) == 0) {
-    try {
-      const unsigned long id = std::stoul(name.substr(5));
-      if (id >= static_cast<unsigned>(TableId::kFirstUser) && id <= 0xffff) {
-        return static_cast<TableId>(id);
-      }
-    } catch (const std::exception&) {
-      return std::nullopt;
-    }
-  }
-  return std::nullopt;
-}
-
 rocksdb::DBOptions MakeDbOptions(const StoreOptions& o) {
   rocksdb::DBOptions db;
   db.create_if_missing = true;
@@ -359,7 +342,7 @@ rocksdb::ColumnFamilyOptions MakeCfOptions(const StoreOptions& o, CfKind kind) {
 CfKind KindOf(const std::string& name) {
   if (name == kBlobLaneCf) return CfKind::kBlobLane;
   if (name == TableName(TableId::kBlobs)) return CfKind::kBlobs;
-  if (TableFromCfName(name)) return CfKind::kTable;
+  if (ParseTableName(name)) return CfKind::kTable;
   return CfKind::kSmall;
 }
 
@@ -486,7 +469,7 @@ class Store::Impl {
       if (names[i] == kBacklogIndexCf) legacy_index_cf_ = handles_[i];
       if (names[i] == kBlobLaneCf) blob_cf_ = handles_[i];
       if (names[i] == kQuarantineCf) quarantine_cf_ = handles_[i];
-      if (auto t = TableFromCfName(names[i])) tables_[*t] = handles_[i];
+      if (auto t = ParseTableName(names[i])) tables_[*t] = handles_[i];
     }
     write_options_.sync = options.sync_writes;
     synced_write_options_.sync = true;

@@ -1,6 +1,8 @@
 #include "statesync/sessiontable/records.h"
 
 #include <cstring>
+#include <exception>
+#include <string>
 
 #include "statesync/schemas/codec.h"
 
@@ -56,6 +58,21 @@ std::string TableName(TableId t) {
     default:
       return "user_" + std::to_string(static_cast<unsigned>(t));
   }
+}
+
+std::optional<TableId> ParseTableName(std::string_view name) {
+  for (TableId t : {TableId::kFwSessions, TableId::kCalls, TableId::kCdrs, TableId::kBlobs}) {
+    if (name == TableName(t)) return t;
+  }
+  if (name.rfind("user_", 0) != 0) return std::nullopt;
+  try {
+    const unsigned long id = std::stoul(std::string(name.substr(5)));
+    if (id >= static_cast<unsigned>(TableId::kFirstUser) && id <= 0xffff) {
+      return static_cast<TableId>(id);
+    }
+  } catch (const std::exception&) {
+  }
+  return std::nullopt;
 }
 
 IpAddress IpAddress::V4(std::uint32_t host_order) {

@@ -51,6 +51,18 @@ class SessionTableTest : public ::testing::Test {
   SessionTable table_;
 };
 
+// A table's name (a column family's, a `--table` option's) reads back as its id; a name that is
+// no table's does not.
+TEST(TableNames, ParseTableNameIsTableNameBackwards) {
+  for (TableId t : {TableId::kFwSessions, TableId::kCalls, TableId::kCdrs, TableId::kBlobs,
+                    UserTable(0), static_cast<TableId>(0xffff)}) {
+    EXPECT_EQ(ParseTableName(TableName(t)), t) << TableName(t);
+  }
+  for (const char* bad : {"", "nope", "user_", "user_15", "user_x", "user_65536", "FW_SESSIONS"}) {
+    EXPECT_FALSE(ParseTableName(bad).has_value()) << bad;
+  }
+}
+
 TEST_F(SessionTableTest, SeqIsGapFreeAndFollowsMutationOrder) {
   for (std::uint64_t i = 0; i < 100; ++i) {
     auto m = table_.UpsertFirewall(Session(i));

@@ -7,7 +7,9 @@
 #include <chrono>
 #include <compare>
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 
 namespace statesync {
 
@@ -45,6 +47,8 @@ inline bool IsUserTable(TableId t) {
   return t >= TableId::kFirstUser;
 }
 std::string TableName(TableId t);  // "fw_sessions", "calls", ..., "user_16"
+// The inverse of TableName: nothing for a name that is not a table's (a user id below 16).
+std::optional<TableId> ParseTableName(std::string_view name);
 
 enum class DeltaKind : std::uint8_t { kUpsert = 0, kDelete = 1, kExpire = 2 };
 
