@@ -214,20 +214,9 @@ Actions FailoverCore::RemoteChecks(Instant now, std::span<const ServiceCheck> ch
   bool any_ok = false;
   for (const ServiceCheck& c : checks) {
     if (!summary.empty()) summary += ';';
-    summary += c.name;
-    switch (c.state) {
-      case ServiceState::kOk:
-        summary += "=OK";
-        any_ok = true;
-        break;
-      case ServiceState::kFailed:
-        summary += "=FAILED";
-        failed = true;
-        break;
-      case ServiceState::kDisabled:
-        summary += "=DISABLED";
-        break;
-    }
+    summary += c.name + "=" + std::string(ServiceStateName(c.state));
+    any_ok = any_ok || c.state == ServiceState::kOk;
+    failed = failed || c.state == ServiceState::kFailed;
   }
   if (role_ == EffectiveRole::kSecondary && AlivePrimary() != nullptr) {
     const bool was_failing = !remote_failure_.empty();

@@ -5,6 +5,18 @@
 
 namespace statesync::failover {
 
+std::string_view ServiceStateName(ServiceState state) {
+  switch (state) {
+    case ServiceState::kOk:
+      return "OK";
+    case ServiceState::kFailed:
+      return "FAILED";
+    case ServiceState::kDisabled:
+      return "DISABLED";
+  }
+  return "UNKNOWN";
+}
+
 std::string_view RoleName(EffectiveRole role) {
   switch (role) {
     case EffectiveRole::kOff:

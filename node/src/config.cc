@@ -190,6 +190,15 @@ Result<OnSyncTimeout> ParseOnSyncTimeout(std::string_view text) {
   return Status::InvalidArgument("'" + std::string(text) + "' is not a behaviour: block or fail");
 }
 
+Result<CheckKind> ParseCheckKind(std::string_view text) {
+  if (text == "tcp") return CheckKind::kTcp;
+  if (text == "http") return CheckKind::kHttp;
+  if (text == "sip") return CheckKind::kSip;
+  if (text == "command") return CheckKind::kCommand;
+  return Status::InvalidArgument("'" + std::string(text) +
+                                 "' is not a kind of check: tcp, http, sip or command");
+}
+
 // "tcp://HOST:PORT" (a port from 1 to 65535) or "ipc://PATH"; empty when it is one. Peers
 // connect to a member's endpoints, so those need a host they can reach: not "*" nor empty.
 std::string CheckEndpoint(const std::string& endpoint, bool peers_connect = false) {
@@ -225,6 +234,31 @@ std::string_view SyncModeName(SyncMode mode) {
 }
 std::string_view OnSyncTimeoutName(OnSyncTimeout what) {
   return what == OnSyncTimeout::kFail ? "fail" : "block";
+}
+
+std::string_view CheckKindName(CheckKind kind) {
+  switch (kind) {
+    case CheckKind::kTcp:
+      return "tcp";
+    case CheckKind::kHttp:
+      return "http";
+    case CheckKind::kSip:
+      return "sip";
+    case CheckKind::kCommand:
+      return "command";
+  }
+  return "?";
+}
+
+std::string MemberConfig::ServiceAddress() const {
+  if (!service_address.empty()) return service_address;
+  if (replication.rfind("tcp://", 0) != 0) return "";
+  const std::size_t colon = replication.rfind(':');
+  std::string host = replication.substr(6, colon - 6);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  return host;
 }
 
 const MemberConfig& NodeConfig::self() const {
@@ -288,12 +322,12 @@ Result<NodeConfig> ParseConfig(std::string_view text, std::string_view source) {
     return n->as_table();
   };
   for (const auto& [key, value] : root) {
-    static const std::set<std::string_view> kTables = {"node",        "cluster", "member",
-                                                       "replication", "ingest",  "hooks"};
+    static const std::set<std::string_view> kTables = {
+        "node", "cluster", "member", "replication", "monitor", "remote_check", "ingest", "hooks"};
     if (kTables.count(key.str()) == 0) {
       problems.Add(value.source(), "", key.str(),
                    "unknown table or key (the file has [node], [cluster], [[member]], "
-                   "[replication], [ingest] and [hooks])");
+                   "[replication], [monitor], [[remote_check]], [ingest] and [hooks])");
     }
   }
 
@@ -333,6 +367,7 @@ Result<NodeConfig> ParseConfig(std::string_view text, std::string_view source) {
       s.String("serial", &mc.serial);
       s.String("replication", &mc.replication);
       s.Strings("heartbeat", &mc.heartbeat);
+      s.String("service_address", &mc.service_address);
       s.Finish();
       const std::string who = mc.id.empty() ? "a member" : "member '" + mc.id + "'";
       // Where a key of this member is, for its messages (the [[member]] line when absent).
@@ -384,6 +419,66 @@ Result<NodeConfig> ParseConfig(std::string_view text, std::string_view source) {
   replication.Time("backlog_max_age_s", 1, std::int64_t{30} * 86'400, &c.backlog_max_age);
   replication.Finish();
 
+  Section monitor(table("monitor"), "monitor", &problems);
+  monitor.Strings("links", &c.monitored_links);
+  monitor.Time("check_interval_ms", 10, 3'600'000, &c.check_interval);
+  monitor.Time("check_timeout_ms", 1, 600'000, &c.check_timeout);
+  monitor.Integer("check_fail_after", 1, 1000, &c.check_fail_after);
+  monitor.Finish();
+  for (const std::string& link : c.monitored_links) {
+    if (link.empty() || link.size() > 15 || link.find('/') != std::string::npos) {
+      problems.Add("monitor", "links",
+                   "'" + link + "' is not an interface name (1 to 15 characters, no '/')");
+    }
+  }
+  if (c.check_timeout > c.check_interval) {
+    problems.Add(
+        "monitor", "check_timeout_ms",
+        std::to_string(c.check_timeout.count()) + " ms is longer than check_interval_ms (" +
+            std::to_string(c.check_interval.count()) + " ms): one round would overlap the next");
+  }
+
+  const toml::node* checks = root.get("remote_check");
+  if (checks != nullptr && !checks->is_array_of_tables()) {
+    problems.Add(checks->source(), "", "remote_check",
+                 "must be an array of tables ([[remote_check]])");
+  } else if (checks != nullptr) {
+    for (const toml::node& t : *checks->as_array()) {
+      RemoteCheckConfig rc;
+      Section s(t.as_table(), "remote_check", &problems);
+      s.String("name", &rc.name);
+      s.Word("kind", ParseCheckKind, &rc.kind);
+      s.Integer("port", 1, 65535, &rc.port);
+      s.String("path", &rc.path);
+      s.String("command", &rc.command);
+      s.Bool("enabled", &rc.enabled);
+      s.Finish();
+      if (rc.name.empty()) problems.Add(t.source(), "remote_check", "name", "required");
+      for (const RemoteCheckConfig& earlier : c.remote_checks) {
+        if (!rc.name.empty() && earlier.name == rc.name) {
+          problems.Add(t.source(), "remote_check", "name", "'" + rc.name + "' appears twice");
+        }
+      }
+      if (rc.name.find_first_of(";=") != std::string::npos) {
+        problems.Add(
+            t.source(), "remote_check", "name",
+            "'" + rc.name + "' must not contain ';' or '=' (the alerts list NAME=STATE;...)");
+      }
+      const bool needs_port = rc.kind != CheckKind::kCommand;
+      if (needs_port && rc.port == 0) {
+        problems.Add(t.source(), "remote_check", "port",
+                     "required for a " + std::string(CheckKindName(rc.kind)) + " check");
+      }
+      if (rc.kind == CheckKind::kCommand && rc.command.empty()) {
+        problems.Add(t.source(), "remote_check", "command", "required for a command check");
+      }
+      if (rc.kind == CheckKind::kHttp && (rc.path.empty() || rc.path[0] != '/')) {
+        problems.Add(t.source(), "remote_check", "path", "must start with '/'");
+      }
+      c.remote_checks.push_back(std::move(rc));
+    }
+  }
+
   Section ingest(table("ingest"), "ingest", &problems);
   ingest.String("endpoint", &c.ingest_endpoint);
   ingest.Finish();
@@ -411,6 +506,16 @@ Result<NodeConfig> ParseConfig(std::string_view text, std::string_view source) {
   } else if (problems.empty()) {
     if (Status st = c.ToClusterConfig().Validate(); !st.ok()) {
       problems.Add("cluster", "", st.message());
+    }
+  }
+  if (!c.remote_checks.empty()) {
+    for (const MemberConfig& m : c.members) {
+      if (m.role != failover::ConfiguredRole::kWitness && m.ServiceAddress().empty()) {
+        problems.Add("member", "service_address",
+                     "member '" + m.id +
+                         "' needs one: the remote checks aim at it, and its replication "
+                         "endpoint has no host to take");
+      }
     }
   }
   if (c.sync_mode == SyncMode::kSync) {
@@ -490,6 +595,8 @@ serial = ""
 replication = "tcp://127.0.0.1:7400"
 # One endpoint per heartbeat link, in the order of [cluster] links.
 heartbeat = ["tcp://127.0.0.1:7401"]
+# The address the other nodes' remote service checks aim at. Empty: the host of replication.
+service_address = ""
 
 [[member]]
 id = "b"
@@ -498,6 +605,7 @@ priority = 100
 serial = ""
 replication = "tcp://127.0.0.1:7410"
 heartbeat = ["tcp://127.0.0.1:7411"]
+service_address = ""
 
 [replication]
 # async: a write is done when it is in the primary's table; sync: when min_acks subordinates
@@ -514,6 +622,31 @@ io_realtime_priority = -1
 # The journal kept for subordinates that catch up incrementally (CONTINUE), by size and age.
 backlog_max_bytes = 4294967296
 backlog_max_age_s = 3600
+
+[monitor]
+# This node's monitored links: interfaces that count as up while they are up and have a carrier,
+# read every heartbeat interval. In elections the node with more monitored links up wins first,
+# and a primary with fewer up than a secondary hands the primary role over to it.
+links = []
+# Remote service monitoring (the [[remote_check]] tables below): a round of checks every
+# check_interval_ms, each check given check_timeout_ms; a check failing check_fail_after rounds
+# in a row is FAILED. A secondary checks the primary's services, and asks a primary whose
+# services fail from here to go to FAILED, then takes over; a FAILED node checks the others'
+# services and returns as secondary when one passes and none fails.
+check_interval_ms = 1000
+check_timeout_ms = 500
+check_fail_after = 3
+
+# None by default. One table per service, for example:
+#   [[remote_check]]
+#   name = "SIP_UDP"
+#   kind = "sip"        # tcp: connects; http: a GET answered 2xx or 3xx; sip: OPTIONS over
+#                       # UDP answered at all; command: exits 0 within the timeout
+#   port = 5060         # tcp, http and sip
+#   path = "/"          # http
+#   command = ""        # command: run by /bin/sh with the peer's address in "$1" and in
+#                       # STATESYNC_PEER_HOST
+#   enabled = true      # false: reported DISABLED and not probed
 
 [ingest]
 # Where applications send FlatBuffers batches of records. Empty: ipc://<data_dir>/ingest.sock.

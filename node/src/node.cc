@@ -25,6 +25,7 @@
 #include "statesync/node/control.h"
 #include "statesync/node/data_dir.h"
 #include "statesync/node/heartbeat_transport.h"
+#include "statesync/node/monitors.h"
 #include "statesync/node/takeover_hook.h"
 
 namespace statesync::node {
@@ -106,6 +107,7 @@ class Node::Impl {
   // post to is declared after them.
   ~Impl() {
     control_.reset();
+    remote_monitor_.reset();
     hook_.reset();
     data_plane_.reset();
     transport_.reset();
@@ -132,6 +134,11 @@ class Node::Impl {
     core_ = std::make_unique<failover::FailoverCore>(
         config_.ToClusterConfig(), durable.value(),
         [rng = std::mt19937_64(seed())]() mutable { return rng(); });
+    // The links' first states before the first heartbeat: they rank this node from the start.
+    link_monitor_ = std::make_unique<LinkMonitor>(config_.monitored_links);
+    PollLinks();
+    remote_monitor_ = std::make_unique<RemoteMonitor>(
+        config_, [this](RemoteMonitor::Round r) { Post([this, r] { OnRemoteChecks(r); }); });
     hook_ = std::make_unique<TakeoverHook>(
         config_.takeover_hook,
         std::chrono::duration_cast<std::chrono::milliseconds>(config_.hook_timeout),
@@ -168,7 +175,9 @@ class Node::Impl {
       RunPosted();
       if (Clock::now() >= next_tick) {
         ReportProgress();
+        if (Clock::now() - links_polled_ >= config_.heartbeat_interval) PollLinks();
         Execute(core_->Tick(Now()));
+        AimRemoteChecks();
         next_tick += kTickInterval;
         if (next_tick < Clock::now()) next_tick = Clock::now() + kTickInterval;
       }
@@ -202,6 +211,51 @@ class Node::Impl {
       reported_in_sync_ = s.in_sync;
       Execute(core_->ReplicationProgress(Now(), held, s.in_sync));
     }
+  }
+
+  // ---- monitors ----
+
+  void PollLinks() {
+    links_polled_ = Clock::now();
+    for (const LinkState& l : link_monitor_->Poll()) {
+      spdlog::info("monitored link {} {}", l.name, l.up ? "up" : "down");
+      Execute(core_->MonitorChanged(Now(), l.name, l.up));
+    }
+  }
+
+  // Remote service monitoring aims at the primary this secondary follows; a FAILED node aims
+  // at the peer that claims the primary role, or else at the first data peer, to see when its
+  // network is back.
+  void AimRemoteChecks() {
+    if (config_.remote_checks.empty()) return;
+    std::string peer;
+    const EffectiveRole role = core_->role();
+    if (role == EffectiveRole::kSecondary) {
+      peer = core_->primary();
+    } else if (role == EffectiveRole::kFailed) {
+      for (const auto& v : core_->peers()) {
+        if (v.member.role == failover::ConfiguredRole::kWitness) continue;
+        const bool claims = v.alive && v.last && v.last->role == EffectiveRole::kPrimary;
+        if (claims || peer.empty()) peer = v.member.id;
+        if (claims) break;
+      }
+    }
+    if (peer == config_.id) peer.clear();
+    std::string host;
+    for (const MemberConfig& m : config_.members) {
+      if (m.id == peer) host = m.ServiceAddress();
+    }
+    remote_monitor_->SetTarget(host.empty() ? "" : peer, host);
+  }
+
+  void OnRemoteChecks(const RemoteMonitor::Round& r) {
+    std::string summary;
+    for (const ProbeResult& p : r.probes) {
+      summary += (summary.empty() ? "" : "; ") + p.name + ": " + p.detail;
+    }
+    spdlog::debug("remote checks of {} at {}: {}", r.peer, r.host, summary);
+    last_remote_round_ = r;
+    Execute(core_->RemoteChecks(Now(), r.checks));
   }
 
   // ---- carrying out the core's decisions ----
@@ -783,6 +837,7 @@ class Node::Impl {
         p["epoch"] = v.last->epoch;
         p["applied_seq"] = v.last->applied.seq;
         p["ready"] = v.last->ready;
+        p["monitors_up"] = v.last->monitors_up;
       }
       if (v.member.role != failover::ConfiguredRole::kWitness) {
         if (auto it = streamed.find(v.member.id); it != streamed.end()) {
@@ -801,6 +856,32 @@ class Node::Impl {
       peers.push_back(std::move(p));
     }
     o["peers"] = std::move(peers);
+
+    json::array monitors;
+    for (const LinkState& l : link_monitor_->Current()) {
+      json::object m;
+      m["name"] = l.name;
+      m["kind"] = "link";
+      m["up"] = l.up;
+      monitors.push_back(std::move(m));
+    }
+    o["monitors"] = std::move(monitors);
+    if (!config_.remote_checks.empty()) {
+      json::object remote;
+      remote["target"] = last_remote_round_ ? last_remote_round_->peer : "";
+      json::array checks;
+      if (last_remote_round_) {
+        for (std::size_t i = 0; i < last_remote_round_->checks.size(); ++i) {
+          json::object c;
+          c["name"] = last_remote_round_->checks[i].name;
+          c["state"] = failover::ServiceStateName(last_remote_round_->checks[i].state);
+          c["detail"] = last_remote_round_->probes[i].detail;
+          checks.push_back(std::move(c));
+        }
+      }
+      remote["checks"] = std::move(checks);
+      o["remote_checks"] = std::move(remote);
+    }
 
     json::object sync;
     if (core_->role() == EffectiveRole::kPrimary) {
@@ -884,12 +965,16 @@ class Node::Impl {
   std::unique_ptr<HeartbeatTransport> transport_;
   std::unique_ptr<failover::FailoverCore> core_;
   std::unique_ptr<TakeoverHook> hook_;
+  std::unique_ptr<LinkMonitor> link_monitor_;
+  std::unique_ptr<RemoteMonitor> remote_monitor_;
   std::unique_ptr<ControlServer> control_;
   Status failure_ = Status::Ok();
 
   Position reported_applied_;
   bool reported_in_sync_ = false;
   Clock::time_point promoted_at_;
+  Clock::time_point links_polled_;
+  std::optional<RemoteMonitor::Round> last_remote_round_;
 
   std::atomic<bool> stop_requested_{false};
   std::atomic<bool> planned_stop_{false};

@@ -1,6 +1,9 @@
 // Two statesyncd hosts, each in a network namespace of its own, joined by veth pairs (see
 // ../shared/NETNS.md): "data" (replication, 10.78.0.0/24), "ha1" (10.79.0.0/24) and "ha2"
 // (10.80.0.0/24). A link is cut with `ip link set … down` on one end and restored with `up`.
+// A host may also get a port of its own for a monitored link (AddPort: a veth pair inside its
+// namespace, whose far end going down takes the carrier away), and configuration of its own
+// (more TOML tables, before Start).
 // The nodes are driven through statesyncctl on their control sockets (Unix sockets: the file
 // system is shared, the network is not).
 //
@@ -115,6 +118,22 @@ class NetnsPair : public NodeQueries {
   // both ways).
   void SetLink(const std::string& link, bool up) {
     Ip("a", "link set " + If("a", link) + (up ? " up" : " down"));
+  }
+  // A port of the host's own, up; its name (for [monitor] links) is returned.
+  std::string AddPort(const std::string& host) {
+    const std::string port = If(host, "p1");
+    Ip(host, "link add " + port + " type veth peer name " + port + "x");
+    Ip(host, "link set " + port + " up");
+    Ip(host, "link set " + port + "x up");
+    return port;
+  }
+  // The port loses (or regains) its carrier: its far end goes down (or up).
+  void SetPort(const std::string& host, bool up) {
+    Ip(host, "link set " + If(host, "p1") + "x" + (up ? " up" : " down"));
+  }
+  // Appends TOML to the host's configuration (before it starts).
+  void AddConfig(const std::string& host, const std::string& toml) {
+    std::ofstream(Config(host), std::ios::app) << "\n" << toml << "\n";
   }
 
   std::string Socket(const std::string& host) const override {

@@ -1,5 +1,5 @@
-// The failover scenarios that need a network fault (5 and 8 of tests/scenario/, and a primary
-// cut off on every link), with each node in its own network namespace and links cut with
+// The failover scenarios that need a network fault (5, 6, 8 and 10 of tests/scenario/, and a
+// primary cut off on every link), with each node in its own network namespace and links cut with
 // `ip link set … down`. Skipped, with the reason, where namespaces cannot be created.
 #include "netns_harness.h"
 
@@ -22,6 +22,10 @@ std::vector<std::string> LinksDown(const NetnsPair& pair, const std::string& hos
     }
   }
   return down;
+}
+
+bool HasEvent(const NetnsPair& pair, const std::string& host, const std::string& text) {
+  return pair.Events(host).find(text) != std::string::npos;
 }
 
 #define START_PAIR(pair)                                             \
@@ -64,6 +68,122 @@ TEST(NetnsScenarios, AHeartbeatLinkOrTheDataNetworkFailsWithoutAFailover) {
   EXPECT_TRUE(WaitUntil([&] { return pair.DigestText("a") == pair.DigestText("b"); }, 60s))
       << pair.DigestText("a") << " vs " << pair.DigestText("b");
   EXPECT_TRUE(pair.Ready("a"));
+}
+
+// Scenario 6: the data network fails while the heartbeat link works. Heartbeats alone would
+// keep the pair as it is (scenario 5), but remote service monitoring on the secondary finds the
+// primary's service unreachable from here: it tells the primary to go to FAILED and takes over.
+// When the network returns the FAILED node's own checks pass ("remote problem recovered"): it
+// rejoins as secondary and catches up, and the operator's restore-role gives the primary role
+// back. No acknowledged record is lost on the way.
+TEST(NetnsScenarios, RemoteServiceMonitoringFailsThePrimaryOverWhenTheNetworkFails) {
+  NetnsPair pair({"ha1"});
+  if (!pair.available()) GTEST_SKIP() << pair.why_unavailable();
+  // The service checked is the replication listener on the data network (every data node has
+  // one), plus a disabled HTTP check, which is reported but never probed.
+  for (const char* host : {"a", "b"}) {
+    pair.AddConfig(host, R"([monitor]
+check_interval_ms = 200
+check_timeout_ms = 150
+check_fail_after = 2
+
+[[remote_check]]
+name = "REPLICATION"
+kind = "tcp"
+port = 7400
+
+[[remote_check]]
+name = "HTTP"
+kind = "http"
+port = 80
+enabled = false)");
+  }
+  ASSERT_TRUE(pair.Start("a"));
+  ASSERT_TRUE(pair.Start("b"));
+  ASSERT_TRUE(WaitUntil([&] { return pair.Ready("a"); }, 30s)) << pair.Role("a");
+  ASSERT_TRUE(pair.Load("a", "--sessions 10000 --wait-acked"));
+  ASSERT_TRUE(WaitUntil([&] { return pair.DigestText("a") == pair.DigestText("b"); }));
+  // b checks a, and finds it well.
+  ASSERT_TRUE(WaitUntil([&] {
+    auto s = pair.Status("b");
+    if (!s || !s->contains("remote_checks")) return false;
+    const auto& r = s->at("remote_checks").as_object();
+    return r.at("target").as_string() == "a" && !r.at("checks").as_array().empty() &&
+           r.at("checks").as_array()[0].as_object().at("state").as_string() == "OK";
+  })) << json::serialize(*pair.Status("b"));
+  const std::string before = pair.DigestText("a");
+
+  pair.SetLink("data", false);
+  ASSERT_TRUE(WaitUntil([&] { return pair.Ready("b"); }, 10s)) << pair.Role("b");
+  EXPECT_EQ(pair.Role("a"), "failed");
+  EXPECT_TRUE(HasEvent(pair, "b", "remote problem detected (REPLICATION=FAILED;HTTP=DISABLED)"))
+      << pair.Events("b");
+  EXPECT_TRUE(HasEvent(pair, "a", "'b' reports remote problem detected")) << pair.Events("a");
+  EXPECT_EQ(pair.DigestText("b"), before);  // everything a had acknowledged
+  // The new primary takes writes (async: it acknowledges alone while a is away).
+  ASSERT_TRUE(pair.Load("b", "--sessions 3000 --start 500000 --wait-acked"));
+  std::this_thread::sleep_for(1s);
+  EXPECT_EQ(pair.Role("a"), "failed");  // its checks of b still fail
+
+  pair.SetLink("data", true);
+  ASSERT_TRUE(WaitUntil([&] { return pair.Role("a") == "secondary"; }, 10s)) << pair.Role("a");
+  EXPECT_TRUE(HasEvent(pair, "a", "remote problem recovered")) << pair.Events("a");
+  ASSERT_TRUE(WaitUntil([&] { return pair.DigestText("a") == pair.DigestText("b"); }, 60s))
+      << pair.DigestText("a") << " vs " << pair.DigestText("b");
+  EXPECT_TRUE(pair.Ready("b"));
+
+  // The operator restores the configured roles: a is primary again, with every record.
+  const CommandResult restore = pair.Ctl("b", "restore-role");
+  ASSERT_EQ(restore.exit_code, 0) << restore.out;
+  ASSERT_TRUE(WaitUntil([&] { return pair.Ready("a"); }, 10s)) << pair.Role("a");
+  EXPECT_TRUE(WaitUntil([&] { return pair.Role("b") == "secondary"; }, 10s)) << pair.Role("b");
+  const std::string after = pair.DigestText("a");
+  EXPECT_EQ(after.substr(after.find('/') + 1), "13000");
+  EXPECT_TRUE(WaitUntil([&] { return pair.DigestText("b") == after; }, 30s));
+}
+
+// Scenario 10: a monitored link fails on the primary. The secondary, with all its monitored
+// links up, ranks higher and gets the primary role; the node with the failed link ranks lower
+// afterwards, whatever its configured role: it does not take the role back while it has fewer
+// links up, and gets it back when the other node has fewer.
+TEST(NetnsScenarios, AMonitoredLinkFailsOnThePrimaryAndItRanksLowerAfterwards) {
+  NetnsPair pair({"ha1"});
+  if (!pair.available()) GTEST_SKIP() << pair.why_unavailable();
+  for (const char* host : {"a", "b"}) {
+    const std::string port = pair.AddPort(host);
+    pair.AddConfig(host, "[monitor]\nlinks = [\"" + port + "\"]");
+  }
+  ASSERT_TRUE(pair.Start("a"));
+  ASSERT_TRUE(pair.Start("b"));
+  ASSERT_TRUE(WaitUntil([&] { return pair.Ready("a"); }, 30s)) << pair.Role("a");
+  ASSERT_TRUE(pair.Load("a", "--sessions 10000 --wait-acked"));
+  ASSERT_TRUE(WaitUntil([&] { return pair.DigestText("a") == pair.DigestText("b"); }));
+  const std::string before = pair.DigestText("a");
+
+  pair.SetPort("a", false);
+  ASSERT_TRUE(WaitUntil([&] { return pair.Ready("b"); }, 10s)) << pair.Role("b");
+  EXPECT_TRUE(WaitUntil([&] { return pair.Role("a") == "secondary"; }, 5s)) << pair.Role("a");
+  EXPECT_TRUE(HasEvent(pair, "a", "monitored links and services: this node has 0 up, 'b' has 1"))
+      << pair.Events("a");
+  auto s = pair.Status("a");
+  ASSERT_TRUE(s);
+  EXPECT_FALSE(s->at("monitors").as_array()[0].as_object().at("up").as_bool());
+  EXPECT_EQ(pair.DigestText("b"), before);
+
+  // The link returns: equal again, and a (configured primary, override off) stays secondary.
+  pair.SetPort("a", true);
+  std::this_thread::sleep_for(1s);
+  EXPECT_TRUE(pair.Ready("b"));
+  EXPECT_EQ(pair.Role("a"), "secondary");
+
+  // Now b's link fails: a has more up and gets the role back, with every record.
+  ASSERT_TRUE(pair.Load("b", "--sessions 2000 --start 500000 --wait-acked"));
+  pair.SetPort("b", false);
+  ASSERT_TRUE(WaitUntil([&] { return pair.Ready("a"); }, 10s)) << pair.Role("a");
+  EXPECT_TRUE(HasEvent(pair, "b", "monitored links and services: this node has 0 up, 'a' has 1"))
+      << pair.Events("b");
+  const std::string after = pair.DigestText("a");
+  EXPECT_EQ(after.substr(after.find('/') + 1), "12000");
 }
 
 // Scenario 8: no witness, and the only heartbeat link fails together with the data network:

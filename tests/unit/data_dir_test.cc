@@ -172,7 +172,9 @@ TEST(DataDir, SavesAfterARestartKeepTheNewestCopy) {
     ASSERT_TRUE(d.ok());
     auto loaded = (*d)->LoadState();
     ASSERT_TRUE(loaded.ok());
-    if (run > 0) EXPECT_EQ(*loaded, s);
+    if (run > 0) {
+      EXPECT_EQ(*loaded, s);
+    }
     for (int i = 0; i < 3; ++i) {
       s.epoch += 64;
       ++s.boots;

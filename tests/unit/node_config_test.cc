@@ -94,6 +94,11 @@ TEST(NodeConfig, ThePrintedDefaultsParseToTheDefaults) {
   EXPECT_EQ(c->ingest_endpoint, d.ingest_endpoint);
   EXPECT_EQ(c->takeover_hook, d.takeover_hook);
   EXPECT_EQ(c->hook_timeout, d.hook_timeout);
+  EXPECT_EQ(c->monitored_links, d.monitored_links);
+  EXPECT_EQ(c->check_interval, d.check_interval);
+  EXPECT_EQ(c->check_timeout, d.check_timeout);
+  EXPECT_EQ(c->check_fail_after, d.check_fail_after);
+  EXPECT_TRUE(c->remote_checks.empty());
   EXPECT_EQ(c->members.size(), 2u);
 }
 
@@ -188,6 +193,69 @@ TEST(NodeConfig, SyncModeNeedsEnoughDataNodesToAcknowledge) {
   auto ok = ParseConfig(std::string(kMinimal) + "\n[replication]\nsync_mode = \"sync\"\n", "x");
   ASSERT_TRUE(ok.ok()) << ok.status().ToString();
   EXPECT_EQ(ok->sync_mode, SyncMode::kSync);
+}
+
+TEST(NodeConfig, MonitoredLinksAndRemoteChecksAreRead) {
+  auto c = ParseConfig(std::string(kMinimal) + R"(
+[monitor]
+links = ["eth1", "eth2"]
+check_interval_ms = 2000
+check_fail_after = 2
+
+[[remote_check]]
+name = "SIP_UDP"
+kind = "sip"
+port = 5060
+
+[[remote_check]]
+name = "HTTP"
+kind = "http"
+port = 8080
+path = "/health"
+enabled = false
+
+[[remote_check]]
+name = "PBX"
+kind = "command"
+command = "check-pbx --quick"
+)",
+                       "node.toml");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->monitored_links, (std::vector<std::string>{"eth1", "eth2"}));
+  EXPECT_EQ(c->check_interval, std::chrono::milliseconds(2000));
+  EXPECT_EQ(c->check_timeout, std::chrono::milliseconds(500));
+  EXPECT_EQ(c->check_fail_after, 2);
+  ASSERT_EQ(c->remote_checks.size(), 3u);
+  EXPECT_EQ(c->remote_checks[0].kind, CheckKind::kSip);
+  EXPECT_EQ(c->remote_checks[0].port, 5060);
+  EXPECT_EQ(c->remote_checks[1].path, "/health");
+  EXPECT_FALSE(c->remote_checks[1].enabled);
+  EXPECT_EQ(c->remote_checks[2].command, "check-pbx --quick");
+  // The checks aim at a member's replication host unless it names a service address.
+  EXPECT_EQ(c->members[0].ServiceAddress(), "127.0.0.1");
+}
+
+TEST(NodeConfig, ARemoteCheckThatCannotRunIsRefused) {
+  std::string m = Refusal(std::string(kMinimal) +
+                          "\n[[remote_check]]\nname = \"SIP\"\nkind = \"icmp\"\n"
+                          "\n[[remote_check]]\nname = \"SIP\"\nkind = \"tcp\"\n"
+                          "\n[[remote_check]]\nkind = \"command\"\n");
+  EXPECT_NE(m.find("[remote_check] kind: 'icmp' is not a kind of check: tcp, http, sip or command"),
+            std::string::npos)
+      << m;
+  EXPECT_NE(m.find("[remote_check] name: 'SIP' appears twice"), std::string::npos) << m;
+  EXPECT_NE(m.find("[remote_check] port: required for a tcp check"), std::string::npos) << m;
+  EXPECT_NE(m.find("[remote_check] name: required"), std::string::npos) << m;
+  EXPECT_NE(m.find("[remote_check] command: required for a command check"), std::string::npos) << m;
+  m = Refusal(std::string(kMinimal) +
+              "\n[monitor]\nlinks = [\"a-very-long-interface\"]\n"
+              "check_interval_ms = 100\ncheck_timeout_ms = 200\n");
+  EXPECT_NE(m.find("[monitor] links: 'a-very-long-interface' is not an interface name"),
+            std::string::npos)
+      << m;
+  EXPECT_NE(m.find("[monitor] check_timeout_ms: 200 ms is longer than check_interval_ms"),
+            std::string::npos)
+      << m;
 }
 
 TEST(NodeConfig, NotTomlAtAllIsRefusedWithTheLine) {

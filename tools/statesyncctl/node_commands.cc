@@ -107,7 +107,25 @@ void PrintStatus(const json::object& s, std::ostream& out) {
       out << " lag " << Str(p, "lag_records") << " records";
       if (p.if_contains("lag_ms")) out << " / " << Str(p, "lag_ms") << " ms";
     }
+    if (p.if_contains("monitors_up")) out << " monitors up " << Str(p, "monitors_up");
     out << "\n";
+  }
+  if (const auto* m = s.if_contains("monitors"); m != nullptr && !m->as_array().empty()) {
+    out << "  monitored links:";
+    for (const auto& lv : m->as_array()) {
+      const json::object& l = lv.as_object();
+      out << " " << Str(l, "name") << (l.at("up").as_bool() ? ":up" : ":DOWN");
+    }
+    out << "\n";
+  }
+  if (const auto* r = s.if_contains("remote_checks"); r != nullptr) {
+    const json::object& remote = r->as_object();
+    const std::string target = Str(remote, "target");
+    out << "  remote checks" << (target.empty() ? " (idle)" : " of " + target) << ":\n";
+    for (const auto& cv : remote.at("checks").as_array()) {
+      const json::object& c = cv.as_object();
+      out << "    " << Str(c, "name") << " " << Str(c, "state") << "  " << Str(c, "detail") << "\n";
+    }
   }
 }
 

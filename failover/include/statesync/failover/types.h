@@ -147,6 +147,7 @@ using Message = std::variant<Heartbeat, Control, VoteRequest, Vote>;
 // ---- Facts fed in by adapters ----
 
 enum class ServiceState : std::uint8_t { kOk, kFailed, kDisabled };
+std::string_view ServiceStateName(ServiceState state);  // "OK", "FAILED", "DISABLED"
 struct ServiceCheck {
   std::string name;  // "SIP_UDP", "HTTP", ...
   ServiceState state = ServiceState::kOk;

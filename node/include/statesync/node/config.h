@@ -21,6 +21,19 @@ namespace statesync::node {
 
 enum class SyncMode : std::uint8_t { kAsync, kSync };
 enum class OnSyncTimeout : std::uint8_t { kBlock, kFail };
+// How a remote service check probes a peer: a TCP connection, an HTTP GET answered 2xx or 3xx,
+// a SIP OPTIONS over UDP answered at all, or the operator's command exiting 0.
+enum class CheckKind : std::uint8_t { kTcp, kHttp, kSip, kCommand };
+
+// [[remote_check]]: one service of the peers that remote service monitoring checks.
+struct RemoteCheckConfig {
+  std::string name;  // as the alerts and the status show it: "SIP_UDP", "HTTP"
+  CheckKind kind = CheckKind::kTcp;
+  std::uint16_t port = 0;  // tcp, http, sip
+  std::string path = "/";  // http
+  std::string command;     // command: gets the peer's address as "$1" and STATESYNC_PEER_HOST
+  bool enabled = true;     // false: reported DISABLED, never probed
+};
 
 struct MemberConfig {
   std::string id;
@@ -31,6 +44,9 @@ struct MemberConfig {
   // none), and one heartbeat endpoint per heartbeat link, in the order of `links`.
   std::string replication;
   std::vector<std::string> heartbeat;
+  // The address remote service checks of this member aim at; empty: the host of `replication`.
+  std::string service_address;
+  std::string ServiceAddress() const;
 };
 
 struct NodeConfig {
@@ -61,6 +77,14 @@ struct NodeConfig {
   int io_realtime_priority = -1;  // -1: SCHED_FIFO 10 where permitted; 0: normal class; 1-99
   std::uint64_t backlog_max_bytes = 4ull << 30;
   std::chrono::seconds backlog_max_age{3600};
+  // [monitor]: this node's monitored links (interfaces: up while up with a carrier), read every
+  // heartbeat interval, and the pace of remote service monitoring.
+  std::vector<std::string> monitored_links;
+  std::chrono::milliseconds check_interval{1000};
+  std::chrono::milliseconds check_timeout{500};
+  int check_fail_after = 3;  // failed rounds in a row before a check counts as FAILED
+  // [[remote_check]]
+  std::vector<RemoteCheckConfig> remote_checks;
   // [ingest]
   std::string ingest_endpoint;  // empty: ipc://<data_dir>/ingest.sock
   // [hooks]
@@ -86,5 +110,6 @@ std::string DefaultConfigText();
 
 std::string_view SyncModeName(SyncMode mode);            // "async", "sync"
 std::string_view OnSyncTimeoutName(OnSyncTimeout what);  // "block", "fail"
+std::string_view CheckKindName(CheckKind kind);          // "tcp", "http", "sip", "command"
 
 }  // namespace statesync::node
