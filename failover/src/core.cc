@@ -174,6 +174,12 @@ Actions FailoverCore::ConnectionChanged(Instant now, const NodeId& peer_id, Link
     peer->connection_closed_at[link].reset();
     return out;
   }
+  if (closes_ignored_until_ && now < *closes_ignored_until_) {
+    // This node was stalled (its clock jumped): a peer may have closed its connections to it
+    // because it stopped answering, which says nothing about the peer's health. Heartbeats
+    // decide until they have had the loss time to show who is alive.
+    return out;
+  }
   peer->connection_closed_at[link] = now;
   UpdateLiveness(now, out);
   if (role_ == EffectiveRole::kSecondary && !following_.empty() && AlivePrimary() == nullptr) {
@@ -420,6 +426,7 @@ void FailoverCore::Observe(Instant now, Actions& out) {
                         " by " + std::to_string(std::abs(step.count())) +
                         " ms: observing, no promotion in this step"});
     clock_jumped_this_step_ = true;
+    closes_ignored_until_ = now + config_.LostAfter();
   }
   last_now_ = now;
 }

@@ -3,6 +3,7 @@
 #include "answers.h"
 
 #include <spdlog/spdlog.h>
+#include <xxhash.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -30,6 +31,12 @@ TimePoint WallNow() {
 // The tables a sync-mode node acknowledges only once min_acks subordinates persisted them.
 constexpr TableId kSyncTables[] = {TableId::kFwSessions, TableId::kCalls, TableId::kCdrs,
                                    TableId::kBlobs};
+
+// A blob comes whole in one ingest request, up to this size (the socket's message limit is
+// this plus room for the envelope).
+constexpr std::size_t kMaxIngestBlobBytes = 32 << 20;
+// Blobs received but not yet stored; past this, new ones are answered "busy".
+constexpr std::size_t kMaxQueuedBlobBytes = 256 << 20;
 
 }  // namespace
 
@@ -81,6 +88,7 @@ class DataPlane::Impl {
     }
     Publish();
     thread_ = std::thread([this] { Loop(); });
+    blob_thread_ = std::thread([this] { BlobLoop(); });
     return Status::Ok();
   }
 
@@ -97,9 +105,16 @@ class DataPlane::Impl {
     thread_.join();
     if (primary_) {
       primary_->Flush(*table_);
-      primary_->Stop();
+      primary_->Stop();  // a blob being stored is stored at once, later ones refused
       primary_.reset();
+      ++primary_generation_;
     }
+    {
+      std::lock_guard lock(blob_mu_);
+      blob_stop_ = true;
+    }
+    blob_cv_.notify_all();
+    blob_thread_.join();
     if (sub_) {
       table_ = sub_->Stop();
       sub_.reset();
@@ -250,6 +265,7 @@ class DataPlane::Impl {
     primary_->Flush(*table_);
     primary_->Stop();
     primary_.reset();
+    ++primary_generation_;  // blobs still waiting for their acknowledgement fail
     if (Status st = table_->BecomeReadOnly(); !st.ok()) {
       spdlog::critical("the table cannot become read-only: {}", st.ToString());
       std::abort();
@@ -301,6 +317,10 @@ class DataPlane::Impl {
     if (!decoded.ok()) {
       ++ingest_refused_;
       Reply(identity, request_id, ErrorAnswer("a damaged batch: " + decoded.reason));
+      return;
+    }
+    if (const auto* blob = decoded.envelope->body_as_BlobChunk()) {
+      HandleBlob(identity, request_id, *blob);
       return;
     }
     const auto* batch = decoded.envelope->body_as_DeltaBatch();
@@ -380,6 +400,121 @@ class DataPlane::Impl {
           std::lock_guard lock(acks_mu_);
           finished_acks_.push_back({identity, request_id, boost::json::serialize(answer)});
         });
+  }
+
+  // A voice-data blob, whole: checked here, then stored (at the blob lane's pace, which yields
+  // to the deltas) and, in sync mode, awaited on min_acks subordinates by ss-blob-ingest.
+  void HandleBlob(const std::string& identity, const std::string& request_id,
+                  const fb::BlobChunk& chunk) {
+    const std::string id = chunk.blob_id()->str();
+    const std::size_t size = chunk.data() != nullptr ? chunk.data()->size() : 0;
+    std::string why;
+    if (id.empty()) {
+      why = "a blob needs a blob_id";
+    } else if (chunk.offset() != 0 || chunk.total_size() != size) {
+      why = "an ingest blob comes whole in one request: offset 0 and total_size " +
+            std::to_string(chunk.total_size()) + " equal to the data's " + std::to_string(size) +
+            " bytes";
+    } else if (size > kMaxIngestBlobBytes) {
+      why = "blob '" + id + "' has " + std::to_string(size) + " bytes, more than the " +
+            std::to_string(kMaxIngestBlobBytes) + " an ingest request takes";
+    } else if (chunk.blob_xxh64() != 0 &&
+               chunk.blob_xxh64() != XXH3_64bits(chunk.data()->data(), size)) {
+      why = "blob '" + id + "' does not match its blob_xxh64: damaged on the way";
+    }
+    if (!why.empty()) {
+      ++ingest_refused_;
+      Reply(identity, request_id, ErrorAnswer(why));
+      return;
+    }
+    {
+      std::lock_guard lock(blob_mu_);
+      if (blob_queued_bytes_ + size > kMaxQueuedBlobBytes && !blob_jobs_.empty()) {
+        ++ingest_busy_;
+        boost::json::object busy;
+        busy["ok"] = false;
+        busy["busy"] = true;
+        busy["error"] = "the blob queue is full: the blob lane is behind; retry";
+        Reply(identity, request_id, boost::json::serialize(busy));
+        return;
+      }
+      BlobJob job;
+      job.identity = identity;
+      job.request_id = request_id;
+      job.blob_id = id;
+      job.kind = static_cast<std::uint8_t>(chunk.kind());
+      job.name = chunk.name() != nullptr ? chunk.name()->str() : "";
+      job.data.assign(reinterpret_cast<const char*>(chunk.data()->data()), size);
+      job.primary = primary_;
+      job.generation = primary_generation_;
+      blob_queued_bytes_ += size;
+      blob_jobs_.push_back(std::move(job));
+    }
+    blob_cv_.notify_one();
+  }
+
+  void BlobLoop() {
+    pthread_setname_np(pthread_self(), "ss-blob-ingest");
+    for (;;) {
+      BlobJob job;
+      {
+        std::unique_lock lock(blob_mu_);
+        blob_cv_.wait(lock, [&] { return blob_stop_ || !blob_jobs_.empty(); });
+        if (blob_jobs_.empty()) return;
+        job = std::move(blob_jobs_.front());
+        blob_jobs_.pop_front();
+        blob_queued_bytes_ -= job.data.size();
+      }
+      boost::json::object answer;
+      auto stored = job.primary->PutBlob(job.blob_id, job.kind, job.name, job.data);
+      if (!stored.ok()) {
+        answer["ok"] = false;
+        answer["error"] = stored.status().message();
+      } else {
+        answer["ok"] = true;
+        answer["blob_id"] = job.blob_id;
+        answer["blob_seq"] = stored->seq;
+        answer["bytes"] = stored->size;
+        const Status acked = config_.sync_mode == SyncMode::kSync
+                                 ? AwaitBlobAcks(*job.primary, job.generation, stored->seq)
+                                 : Status::Ok();
+        answer["acked"] = acked.ok();
+        if (!acked.ok()) answer["error"] = acked.message();
+      }
+      job.primary.reset();  // a primary stopped meanwhile ends here, on this thread
+      std::lock_guard lock(acks_mu_);
+      finished_acks_.push_back(
+          {std::move(job.identity), std::move(job.request_id), boost::json::serialize(answer)});
+    }
+  }
+
+  // Sync mode: the blob counts once min_acks subordinates hold it whole (their blob cursor is
+  // past it). The deltas' rule for sync_timeout applies: fail answers with an error, block
+  // keeps waiting (until the node gives the primary role up).
+  Status AwaitBlobAcks(const replication::Primary& primary, std::uint64_t generation,
+                       std::uint64_t blob_seq) {
+    const auto deadline = Clock::now() + config_.sync_timeout;
+    for (;;) {
+      int holding = 0;
+      for (const auto& p : primary.peers()) holding += p.blob_acked.seq > blob_seq ? 1 : 0;
+      if (holding >= config_.min_acks) return Status::Ok();
+      if (primary_generation_ != generation || blob_stop_flag()) {
+        return Status::Unavailable("the node gave the primary role up before " +
+                                   std::to_string(config_.min_acks) + " subordinate(s) held blob " +
+                                   std::to_string(blob_seq));
+      }
+      if (config_.on_sync_timeout == OnSyncTimeout::kFail && Clock::now() >= deadline) {
+        return Status::Unavailable("blob " + std::to_string(blob_seq) + " held by " +
+                                   std::to_string(holding) + " subordinate(s) after " +
+                                   std::to_string(config_.sync_timeout.count()) + " ms, " +
+                                   std::to_string(config_.min_acks) + " needed");
+      }
+      std::this_thread::sleep_for(2ms);
+    }
+  }
+  bool blob_stop_flag() {
+    std::lock_guard lock(blob_mu_);
+    return blob_stop_;
   }
 
   void Reply(const std::string& identity, const std::string& request_id,
@@ -507,13 +642,25 @@ class DataPlane::Impl {
     std::string request_id;
     std::string answer;
   };
+  struct BlobJob {
+    std::string identity;
+    std::string request_id;
+    std::string blob_id;
+    std::uint8_t kind = 0;
+    std::string name;
+    std::string data;
+    std::shared_ptr<replication::Primary> primary;  // the one that took it, kept alive
+    std::uint64_t generation = 0;
+  };
 
   const NodeConfig config_;
   const replication::EventSink events_;
   std::unique_ptr<Store> store_;
   std::shared_ptr<PrefaultedPages> pages_;
   std::unique_ptr<SessionTable> table_;  // while idle or primary; the subordinate's otherwise
-  std::unique_ptr<replication::Primary> primary_;
+  // Shared with ss-blob-ingest, whose PutBlob may still run when the data thread stops it.
+  std::shared_ptr<replication::Primary> primary_;
+  std::atomic<std::uint64_t> primary_generation_{0};
   std::unique_ptr<replication::Subordinate> sub_;
   std::string following_;
   std::optional<Promotion> promotion_;
@@ -536,6 +683,13 @@ class DataPlane::Impl {
 
   std::mutex acks_mu_;
   std::vector<FinishedAck> finished_acks_;
+
+  std::mutex blob_mu_;
+  std::condition_variable blob_cv_;
+  std::deque<BlobJob> blob_jobs_;
+  std::size_t blob_queued_bytes_ = 0;
+  bool blob_stop_ = false;
+  std::thread blob_thread_;
 };
 
 Result<std::unique_ptr<DataPlane>> DataPlane::Start(const NodeConfig& config,
@@ -569,13 +723,19 @@ DataPlaneStatus DataPlane::status() const {
 }
 
 std::future<std::string> DataPlane::Query(std::function<std::string(const SessionTable&)> fn) {
+  return Query([fn = std::move(fn)](const SessionTable& t, const Store&) { return fn(t); });
+}
+
+std::future<std::string> DataPlane::Query(
+    std::function<std::string(const SessionTable&, const Store&)> fn) {
   auto promise = std::make_shared<std::promise<std::string>>();
   auto future = promise->get_future();
   impl_->Post([this, promise, fn = std::move(fn)] {
+    const Store& store = *impl_->store_;
     if (impl_->sub_) {
-      impl_->sub_->Read([&](const SessionTable& t) { promise->set_value(fn(t)); });
+      impl_->sub_->Read([&](const SessionTable& t) { promise->set_value(fn(t, store)); });
     } else {
-      promise->set_value(fn(*impl_->table_));
+      promise->set_value(fn(*impl_->table_, store));
     }
   });
   return future;

@@ -86,6 +86,8 @@ class DataPlane {
   DataPlaneStatus status() const;
   // Runs `fn` on the table's owner and returns what it returns.
   std::future<std::string> Query(std::function<std::string(const SessionTable&)> fn);
+  // The same with the store as well (its blob lane), both as of one moment of the data thread.
+  std::future<std::string> Query(std::function<std::string(const SessionTable&, const Store&)> fn);
   const std::string& ingest_endpoint() const;
   // Stops replication and the thread; a primary flushes what the table holds first.
   void Stop();

@@ -516,7 +516,7 @@ class Node::Impl {
     if (name == "status") {
       c.Send(OnLoop([this] { return json::serialize(StatusJson()); }));
     } else if (name == "digest") {
-      c.Send(TableQuery([](const SessionTable& t) { return DigestJson(t); }));
+      c.Send(TableQuery([](const SessionTable& t, const Store& s) { return DigestJson(t, s); }));
     } else if (name == "sessions") {
       c.Send(Sessions(request));
     } else if (name == "events") {
@@ -547,7 +547,9 @@ class Node::Impl {
     }
   }
 
-  std::string TableQuery(std::function<std::string(const SessionTable&)> fn) {
+  // `fn` takes the table, or the table and the store.
+  template <typename Fn>
+  std::string TableQuery(Fn fn) {
     auto answer = data_plane_->Query(std::move(fn));
     if (answer.wait_for(30s) != std::future_status::ready) {
       return ErrorAnswer("the data plane did not answer within 30 s");
@@ -559,7 +561,9 @@ class Node::Impl {
     }
   }
 
-  static std::string DigestJson(const SessionTable& t) {
+  // The records of every table, and the voice-data blobs whole (by id and checksum): equal on
+  // two nodes that hold the same data.
+  static std::string DigestJson(const SessionTable& t, const Store& store) {
     XXH3_state_t* state = XXH3_createState();
     XXH3_64bits_reset(state);
     std::uint64_t records = 0;
@@ -574,6 +578,17 @@ class Node::Impl {
       records += d.records;
       tables[TableName(id)] = d.records;
     }
+    std::vector<std::pair<std::string, std::uint64_t>> blobs;
+    std::uint64_t blob_bytes = 0;
+    const Status scanned = store.ScanBlobs([&](const BlobInfo& b) {
+      blobs.emplace_back(b.blob_id, b.xxh64);
+      blob_bytes += b.size;
+    });
+    std::sort(blobs.begin(), blobs.end());
+    for (const auto& [id, sum] : blobs) {
+      XXH3_64bits_update(state, id.data(), id.size());
+      XXH3_64bits_update(state, &sum, sizeof sum);
+    }
     char hex[17];
     std::snprintf(hex, sizeof hex, "%016llx",
                   static_cast<unsigned long long>(XXH3_64bits_digest(state)));
@@ -585,6 +600,9 @@ class Node::Impl {
     o["records"] = records;
     o["digest"] = hex;
     o["tables"] = std::move(tables);
+    o["blobs"] = blobs.size();
+    o["blob_bytes"] = blob_bytes;
+    if (!scanned.ok()) o["blob_error"] = scanned.ToString();
     return json::serialize(o);
   }
 
@@ -661,8 +679,9 @@ class Node::Impl {
       if (f == nullptr || !f->is_string()) return ErrorAnswer("sessions check: give a --keys FILE");
       auto keys = ReadKeys(std::string(f->as_string()));
       if (!keys.ok()) return ErrorAnswer(keys.status().message());
-      return TableQuery(
-          [keys = std::move(keys).value()](const SessionTable& t) { return CheckKeys(t, keys); });
+      return TableQuery([keys = std::move(keys).value()](const SessionTable& t, const Store& s) {
+        return CheckKeys(t, s, keys);
+      });
     }
     return ErrorAnswer("sessions: unknown action '" + action + "' (count, list, get, check)");
   }
@@ -695,11 +714,21 @@ class Node::Impl {
     return keys;
   }
 
-  static std::string CheckKeys(const SessionTable& t, const std::vector<KeyToCheck>& keys) {
+  // A line of table `blobs` names a voice-data blob by its id: it must be here whole.
+  static std::string CheckKeys(const SessionTable& t, const Store& store,
+                               const std::vector<KeyToCheck>& keys) {
     std::uint64_t missing = 0;
     json::array first_missing;
     for (const auto& k : keys) {
-      if (!t.Get(k.table, k.key)) {
+      bool here = false;
+      if (k.table == TableId::kBlobs) {
+        BlobInfo info;
+        auto blob = store.GetBlob(k.key, &info);
+        here = blob.ok() && blob->has_value();
+      } else {
+        here = t.Get(k.table, k.key).has_value();
+      }
+      if (!here) {
         ++missing;
         if (first_missing.size() < 10) first_missing.push_back(json::string(k.line));
       }

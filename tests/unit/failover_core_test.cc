@@ -264,6 +264,35 @@ TEST(CrashFast, AClosedConnectionOnOneLinkIsNotACrash) {
   EXPECT_EQ(cluster.View("s3").following, "p1");
 }
 
+// A secondary that was stalled (SIGSTOP, a paused VM) finds on waking that the primary closed
+// its connections to it on every link: it had stopped answering. That is no crash of the
+// primary, which is alive and heard again within the loss time.
+TEST(CrashFast, ClosesFoundAfterThisNodeStalledAreNotACrash) {
+  ClusterConfig config = TwoNodes();
+  config.links = {"ha1", "ha2"};
+  sim::SimOptions options;
+  options.step = Millis{1};
+  sim::SimCluster cluster(config, {}, options);
+  for (const auto& m : config.members) cluster.Boot(m.id);
+  cluster.Run(Millis{1'000});
+  ASSERT_TRUE(cluster.View("p1").ready);
+  const Epoch epoch = cluster.View("p1").epoch;
+  bool s2_promoted = false;
+  cluster.SetObserver([&](Millis, const NodeId& node, const Action& action) {
+    const auto* change = std::get_if<RoleChange>(&action);
+    if (change && node == "s2" && change->to == EffectiveRole::kPrimary) s2_promoted = true;
+  });
+  cluster.ClockJump("s2", Millis{2'000});
+  cluster.CloseConnection(0, "p1", "s2");
+  cluster.CloseConnection(1, "p1", "s2");
+  cluster.Run(Millis{2'000});
+  EXPECT_EQ(cluster.View("s2").role, EffectiveRole::kSecondary);
+  EXPECT_EQ(cluster.View("s2").following, "p1");
+  EXPECT_FALSE(s2_promoted);
+  EXPECT_EQ(cluster.View("p1").role, EffectiveRole::kPrimary);
+  EXPECT_EQ(cluster.View("p1").epoch, epoch);  // no take-over, no split brain to resolve
+}
+
 // With a single heartbeat link, a close is one link's word: the take-over waits for the timer.
 TEST(CrashFast, WithOneLinkAKillWaitsForTheHeartbeatTimer) {
   ClusterConfig config = ThreeNodesTwoLinks();

@@ -338,7 +338,7 @@ int Cluster(const Globals& g, const Args& args) {
                  "  status --dir DIR        every node's status\n"
                  "  down --dir DIR          stop every node\n"
                  "  start --dir DIR --node ID   (re)start one node\n"
-                 "  kill --dir DIR --node ID [--signal KILL|TERM|INT]\n";
+                 "  kill --dir DIR --node ID [--signal KILL|TERM|INT|STOP|CONT]\n";
     return args.empty() ? 2 : 0;
   }
   const std::string sub = args[0];
@@ -387,7 +387,7 @@ int Cluster(const Globals& g, const Args& args) {
   }
   if (sub == "start" || sub == "kill") {
     po::options_description options("statesyncctl cluster " + sub + " --dir DIR --node ID" +
-                                    (sub == "kill" ? " [--signal KILL|TERM|INT]" : ""));
+                                    (sub == "kill" ? " [--signal KILL|TERM|INT|STOP|CONT]" : ""));
     std::string d;
     std::string id;
     std::string signal = "KILL";
@@ -407,9 +407,12 @@ int Cluster(const Globals& g, const Args& args) {
         const int sig = signal == "KILL"   ? SIGKILL
                         : signal == "TERM" ? SIGTERM
                         : signal == "INT"  ? SIGINT
+                        : signal == "STOP" ? SIGSTOP
+                        : signal == "CONT" ? SIGCONT
                                            : 0;
         if (sig == 0) {
-          std::cerr << "statesyncctl cluster kill: --signal is KILL, TERM or INT\n";
+          std::cerr << "statesyncctl cluster kill: --signal is KILL, TERM, INT, STOP (a hung "
+                       "node) or CONT\n";
           return 2;
         }
         auto pid = RunningPid(n);

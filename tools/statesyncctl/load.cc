@@ -1,7 +1,8 @@
-// statesyncctl load: synthetic firewall sessions, calls and CDRs through a primary's ingest
-// socket, at a chosen rate, with a progress display; a JSON summary at the end.
+// statesyncctl load: synthetic firewall sessions, calls, CDRs and voice-data blobs through a
+// primary's ingest socket, at a chosen rate, with a progress display; a JSON summary at the end.
 #include <unistd.h>
 
+#include <xxhash.h>
 #include <boost/json.hpp>
 #include <boost/program_options.hpp>
 #include <chrono>
@@ -32,8 +33,11 @@ struct LoadOptions {
   std::uint64_t sessions = 0;
   std::uint64_t calls = 0;
   std::uint64_t cdrs = 0;
-  std::uint64_t start = 0;  // the first record index (a later run with another start adds)
-  double rate = 0;          // records/s; 0: as fast as the node acknowledges
+  std::uint64_t blobs = 0;
+  std::size_t blob_size = 64 << 10;
+  std::size_t blob_window = 4;  // blobs awaiting their answer
+  std::uint64_t start = 0;      // the first record index (a later run with another start adds)
+  double rate = 0;              // records/s; 0: as fast as the node acknowledges
   std::size_t batch = 500;
   std::size_t window = 32;  // batches awaiting their answer
   bool wait_acked = false;
@@ -44,6 +48,8 @@ struct LoadOptions {
 
 struct Pending {
   std::size_t records = 0;
+  std::size_t blobs = 0;          // 1 for a blob request
+  std::size_t bytes = 0;          // the blob's
   std::vector<std::string> keys;  // "table key-hex", kept only for --acked-keys
   std::string frame;              // sent again when the node answers "busy"
 };
@@ -112,7 +118,8 @@ class Generator {
 
 int Load(const Globals& g, const Args& args) {
   po::options_description options(
-      "statesyncctl load [--sessions N] [--calls N] [--cdrs N] [--rate R] [--wait-acked]:\n"
+      "statesyncctl load [--sessions N] [--calls N] [--cdrs N] [--blobs N --blob-size B]\n"
+      "                  [--rate R] [--wait-acked]:\n"
       "synthetic traffic through the primary's ingest socket (--socket names the primary's "
       "control socket); prints a JSON summary with the highest acknowledged seq");
   LoadOptions o;
@@ -120,6 +127,12 @@ int Load(const Globals& g, const Args& args) {
                                                "firewall sessions")(
       "calls", po::value(&o.calls)->value_name("N"), "call sessions")(
       "cdrs", po::value(&o.cdrs)->value_name("N"), "CDRs")(
+      "blobs", po::value(&o.blobs)->value_name("N"),
+      "voice-data blobs (voicemail, recordings, prompts, fax, directory exports in turn), sent "
+      "among the records in proportion")("blob-size", po::value(&o.blob_size)->value_name("B"),
+                                         "bytes per blob (default 65536; at most 33554432)")(
+      "blob-window", po::value(&o.blob_window)->value_name("N"),
+      "blobs awaiting their answer (default 4)")(
       "start", po::value(&o.start)->value_name("I"),
       "the first record number (default 0; the same numbers update the same records)")(
       "rate", po::value(&o.rate)->value_name("R"), "records per second (default: unlimited)")(
@@ -136,11 +149,13 @@ int Load(const Globals& g, const Args& args) {
       "is gone; what it acknowledged is reported");
   po::variables_map vm;
   if (int r = ParseOptions("load", options, args, vm); r >= 0) return r;
-  if (o.batch == 0 || o.batch > 100000 || o.window == 0 || o.rate < 0) {
-    std::cerr << "statesyncctl load: --batch 1..100000, --window at least 1, --rate 0 or more\n";
+  if (o.batch == 0 || o.batch > 100000 || o.window == 0 || o.rate < 0 || o.blob_window == 0 ||
+      o.blob_size == 0 || o.blob_size > (32u << 20)) {
+    std::cerr << "statesyncctl load: --batch 1..100000, --window and --blob-window at least 1, "
+                 "--rate 0 or more, --blob-size 1..33554432\n";
     return 2;
   }
-  if (o.sessions + o.calls + o.cdrs == 0) o.sessions = 10000;
+  if (o.sessions + o.calls + o.cdrs + o.blobs == 0) o.sessions = 10000;
   Generator gen(o);
 
   auto answer = node::ControlRequest(g.socket, R"({"command":"status"})");
@@ -192,6 +207,11 @@ int Load(const Globals& g, const Args& args) {
   std::uint64_t acked_seq = 0;
   std::uint64_t busy = 0;
   std::uint64_t epoch = 0;
+  std::uint64_t blobs_sent = 0;
+  std::uint64_t blobs_acked = 0;
+  std::uint64_t blobs_refused = 0;
+  std::uint64_t blobs_pending = 0;
+  std::uint64_t blob_bytes_acked = 0;
   std::string first_error;
   const auto started = Clock::now();
   auto next_progress = started;
@@ -231,7 +251,7 @@ int Load(const Globals& g, const Args& args) {
         ++busy;
         Pending again = std::move(it->second);
         pending.erase(it);
-        std::this_thread::sleep_for(5ms);
+        std::this_thread::sleep_for(again.blobs > 0 ? 50ms : 5ms);
         const std::uint64_t retry = next_request++;
         socket.send(zmq::buffer(&retry, sizeof retry), zmq::send_flags::sndmore);
         socket.send(zmq::buffer(again.frame), zmq::send_flags::none);
@@ -239,8 +259,11 @@ int Load(const Globals& g, const Args& args) {
         continue;
       }
       const bool ok = flag("ok") && flag("acked");
+      blobs_pending -= it->second.blobs;
       if (ok) {
         acked += it->second.records;
+        blobs_acked += it->second.blobs;
+        blob_bytes_acked += it->second.bytes;
         if (const auto* v = a.if_contains("last_seq")) {
           acked_seq = std::max(acked_seq, v->to_number<std::uint64_t>());
         }
@@ -250,6 +273,7 @@ int Load(const Globals& g, const Args& args) {
         for (const auto& k : it->second.keys) acked_out << k << "\n";
       } else {
         refused += it->second.records;
+        blobs_refused += it->second.blobs;
         if (const auto* e = a.if_contains("error"); first_error.empty() && e && e->is_string()) {
           first_error = std::string(e->as_string());
         }
@@ -260,13 +284,20 @@ int Load(const Globals& g, const Args& args) {
   const auto progress = [&](bool final) {
     if (o.quiet || (g.json && !tty)) return;
     const double secs = std::chrono::duration<double>(Clock::now() - started).count();
-    char line[200];
-    std::snprintf(line, sizeof line,
-                  "load %s %5.1f%%  sent %llu  acked %llu  refused %llu  %.0f records/s",
-                  ProgressBar(static_cast<double>(sent) / gen.total(), 24).c_str(),
-                  100.0 * sent / gen.total(), static_cast<unsigned long long>(sent),
-                  static_cast<unsigned long long>(acked), static_cast<unsigned long long>(refused),
-                  secs > 0 ? acked / secs : 0.0);
+    const double done =
+        static_cast<double>(sent + blobs_sent) / static_cast<double>(gen.total() + o.blobs);
+    char blob_part[96] = "";
+    if (o.blobs > 0) {
+      std::snprintf(blob_part, sizeof blob_part, "  blobs %llu/%llu acked (%.1f MB)",
+                    static_cast<unsigned long long>(blobs_acked),
+                    static_cast<unsigned long long>(o.blobs), blob_bytes_acked / 1e6);
+    }
+    char line[260];
+    std::snprintf(
+        line, sizeof line, "load %s %5.1f%%  sent %llu  acked %llu  refused %llu  %.0f records/s%s",
+        ProgressBar(done, 24).c_str(), 100.0 * done, static_cast<unsigned long long>(sent),
+        static_cast<unsigned long long>(acked), static_cast<unsigned long long>(refused),
+        secs > 0 ? acked / secs : 0.0, blob_part);
     if (tty) {
       std::fprintf(stderr, "\r%s%s", line, final ? "\n" : "");
     } else {
@@ -278,8 +309,42 @@ int Load(const Globals& g, const Args& args) {
   TableId table;
   std::string key;
   std::string value;
-  while (sent < gen.total() && !gave_up) {
-    while (pending.size() >= o.window && !gave_up) receive(100ms);
+  const auto send = [&](Pending p) {
+    const std::uint64_t request = next_request++;
+    socket.send(zmq::buffer(&request, sizeof request), zmq::send_flags::sndmore);
+    socket.send(zmq::buffer(p.frame), zmq::send_flags::none);
+    pending.emplace(request, std::move(p));
+  };
+  while ((sent < gen.total() || blobs_sent < o.blobs) && !gave_up) {
+    // A blob is due when the blobs' share of what was sent lags the records'.
+    const bool blob_due =
+        blobs_sent < o.blobs && (sent >= gen.total() || blobs_sent * gen.total() <= sent * o.blobs);
+    if (blob_due && blobs_pending < o.blob_window) {
+      const workload::VoiceBlob blob = workload::Blob(o.start + blobs_sent, o.blob_size);
+      replication::BlobChunkMsg m;
+      m.info.blob_id = blob.id;
+      m.info.kind = blob.kind;
+      m.info.name = blob.name;
+      m.info.size = blob.data.size();
+      m.info.xxh64 = XXH3_64bits(blob.data.data(), blob.data.size());
+      m.data = blob.data;
+      Pending p;
+      p.blobs = 1;
+      p.bytes = blob.data.size();
+      p.frame = replication::Encode({cluster_id, "statesyncctl", 0}, m);
+      if (acked_out.is_open()) p.keys.push_back("blobs " + Hex(blob.id));
+      send(std::move(p));
+      ++blobs_sent;
+      ++blobs_pending;
+      receive(0ms);
+      continue;
+    }
+    if (sent >= gen.total() || (blob_due && blobs_pending >= o.blob_window)) {
+      receive(100ms);  // only blobs are due, and their window is full
+      if (gave_up) break;
+      continue;
+    }
+    while (pending.size() - blobs_pending >= o.window && !gave_up) receive(100ms);
     if (gave_up) break;
     if (o.rate > 0) {
       const auto due = started + std::chrono::duration_cast<Clock::duration>(
@@ -298,10 +363,7 @@ int Load(const Globals& g, const Args& args) {
     }
     p.records = n;
     p.frame = builder.Finish({cluster_id, "statesyncctl", 0}, "");
-    const std::uint64_t request = next_request++;
-    socket.send(zmq::buffer(&request, sizeof request), zmq::send_flags::sndmore);
-    socket.send(zmq::buffer(p.frame), zmq::send_flags::none);
-    pending.emplace(request, std::move(p));
+    send(std::move(p));
     sent += n;
     ++batches;
     receive(0ms);
@@ -331,6 +393,12 @@ int Load(const Globals& g, const Args& args) {
                        {"records_per_second", secs > 0 ? acked / secs : 0.0},
                        {"epoch", epoch},
                        {"acked_seq", acked_seq}};
+  if (o.blobs > 0) {
+    summary["blobs_sent"] = blobs_sent;
+    summary["blobs_acked"] = blobs_acked;
+    summary["blobs_refused"] = blobs_refused;
+    summary["blob_bytes_acked"] = blob_bytes_acked;
+  }
   if (!first_error.empty()) summary["first_error"] = first_error;
   if (gave_up) {
     summary["gave_up"] = true;
@@ -338,7 +406,10 @@ int Load(const Globals& g, const Args& args) {
         "no answer for " + std::to_string(o.give_up_after_s) + " s: the primary is gone";
   }
   std::cout << json::serialize(summary) << "\n";
-  if (refused > 0 || gave_up || (o.wait_acked && acked != sent)) return 1;
+  if (refused > 0 || blobs_refused > 0 || gave_up ||
+      (o.wait_acked && (acked != sent || blobs_acked != blobs_sent))) {
+    return 1;
+  }
   return 0;
 }
 

@@ -197,6 +197,8 @@ class FailoverCore {
   Position takeover_up_to_;  // a take-over's final position, kept while its campaign runs
   Epoch epoch_at_boot_ = 0;
   std::vector<std::pair<std::string, bool>> monitors_;
+  // After a clock jump (this node stalled), connection closes are not taken as crashes.
+  std::optional<Instant> closes_ignored_until_;
 
   // Election.
   std::optional<Instant> election_since_;  // when this node started to look for a primary

@@ -4,7 +4,10 @@
 // Thread-safety: stateless functions.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <string>
 
 #include "statesync/sessiontable/records.h"
@@ -89,6 +92,38 @@ inline Cdr CallRecord(std::uint64_t i, TimePoint now) {
   c.disposition = CallDisposition::Answered;
   c.billable = std::chrono::seconds(115);
   return c;
+}
+
+// A voice-data blob: voicemails, recordings, prompts, faxes and directory exports in turn
+// (fb::BlobKind 1-5), `size` bytes that do not compress (like encoded audio), the same for the
+// same i.
+struct VoiceBlob {
+  std::string id;
+  std::uint8_t kind = 0;
+  std::string name;
+  std::string data;
+};
+inline VoiceBlob Blob(std::uint64_t i, std::size_t size) {
+  static constexpr const char* kPaths[] = {"voicemail/%u/msg%04u.wav", "recordings/%u/call%04u.wav",
+                                           "prompts/%u/greeting%04u.wav", "fax/%u/page%04u.tif",
+                                           "directory/%u/export%04u.csv"};
+  VoiceBlob b;
+  b.kind = static_cast<std::uint8_t>(1 + i % 5);
+  b.id = "blob-" + std::to_string(i);
+  char name[96];
+  std::snprintf(name, sizeof name, kPaths[i % 5], static_cast<unsigned>(2000 + i % 500),
+                static_cast<unsigned>(i % 10000));
+  b.name = name;
+  b.data.resize(size);
+  std::uint64_t x = 0x9e3779b97f4a7c15ull * (i + 1);  // xorshift64*, seeded by i
+  for (std::size_t k = 0; k < size; k += 8) {
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    const std::uint64_t v = x * 0x2545f4914f6cdd1dull;
+    std::memcpy(b.data.data() + k, &v, std::min<std::size_t>(8, size - k));
+  }
+  return b;
 }
 
 }  // namespace statesync::workload
