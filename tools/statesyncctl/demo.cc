@@ -258,18 +258,22 @@ int Demo(const Globals&, const Args& args) {
       << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - up_started).count()
       << " ms" << std::endl;
 
+  const std::uint64_t blobs = std::max<std::uint64_t>(1, sessions / 1000);
   Step(2, "firewall and PBX traffic into n1: " + Thousands(sessions) + " sessions, " +
-              Thousands(sessions / 8) + " calls, " + Thousands(sessions / 8) + " CDRs");
+              Thousands(sessions / 8) + " calls, " + Thousands(sessions / 8) + " CDRs, " +
+              Thousands(blobs) + " voicemails, recordings, prompts and faxes of 64 KiB");
   const std::string n1 = "--socket " + nodes[0].socket.string();
   auto first = LastJsonLine(RunSelf(n1 + " load --sessions " + std::to_string(sessions) +
                                     " --calls " + std::to_string(sessions / 8) + " --cdrs " +
-                                    std::to_string(sessions / 8) + " --wait-acked"));
+                                    std::to_string(sessions / 8) + " --blobs " +
+                                    std::to_string(blobs) + " --wait-acked"));
   if (!first || U(*first, "records_acked") == 0) {
     std::cerr << "statesyncctl demo: the load failed\n";
     return finish(1);
   }
-  std::cout << "  " << Thousands(U(*first, "records_acked"))
-            << " records acknowledged (each persisted by a secondary first), "
+  std::cout << "  " << Thousands(U(*first, "records_acked")) << " records and "
+            << Thousands(U(*first, "blobs_acked"))
+            << " blobs acknowledged (each persisted by a secondary first), "
             << Thousands(
                    static_cast<std::uint64_t>(first->at("records_per_second").to_number<double>()))
             << " records/s\n";
@@ -282,7 +286,7 @@ int Demo(const Globals&, const Args& args) {
   std::thread loader([&] {
     during = LastJsonLine(RunSelf(n1 +
                                   " load --quiet --sessions 150000 --start 1000000 --rate "
-                                  "60000 --wait-acked --give-up-after 2 --acked-keys " +
+                                  "60000 --blobs 150 --wait-acked --give-up-after 2 --acked-keys " +
                                   acked.string()));
   });
   std::this_thread::sleep_for(1500ms);
@@ -329,7 +333,9 @@ int Demo(const Globals&, const Args& args) {
       json::serialize(json::object{
           {"command", "sessions"}, {"action", "check"}, {"file", fs::absolute(acked).string()}}));
   auto counts = Ask(primary.socket, R"({"command":"sessions","action":"count"})");
+  auto held = Ask(primary.socket, R"({"command":"digest"})");
   const std::uint64_t acked_during = during ? U(*during, "records_acked") : 0;
+  const std::uint64_t blobs_during = during ? U(*during, "blobs_acked") : 0;
   if (lost)
     std::cout << "  detection:        " << *lost - killed_wall
               << " ms (n1 silent on both heartbeat links)\n";
@@ -343,12 +349,19 @@ int Demo(const Globals&, const Args& args) {
     const auto& t = counts->at("tables").as_object();
     const auto get = [&](const char* name) { return t.contains(name) ? U(t, name) : 0; };
     std::cout << "  sessions resumed: " << Thousands(get("fw_sessions")) << " firewall sessions, "
-              << Thousands(get("calls")) << " calls, " << Thousands(get("cdrs")) << " CDRs\n";
+              << Thousands(get("calls")) << " calls, " << Thousands(get("cdrs")) << " CDRs";
+    if (held) {
+      std::cout << ", " << Thousands(U(*held, "blobs")) << " voice-data blobs ("
+                << U(*held, "blob_bytes") / 1'000'000 << " MB)";
+    }
+    std::cout << "\n";
   }
   const std::uint64_t missing = check ? U(*check, "missing") : 1;
-  std::cout << "  acknowledged records lost: " << missing << " (of "
-            << Thousands(U(*first, "records_acked") + acked_during) << "; the "
-            << Thousands(acked_during) << " acknowledged during the kill checked key by key)\n";
+  std::cout << "  acknowledged records and blobs lost: " << missing << " (of "
+            << Thousands(U(*first, "records_acked") + acked_during) << " records and "
+            << Thousands(U(*first, "blobs_acked") + blobs_during) << " blobs; the "
+            << Thousands(acked_during) << " records and " << Thousands(blobs_during)
+            << " blobs acknowledged during the kill checked one by one)\n";
   if (auto s = AskStatus(primary)) PrintStatus(*s, std::cout);
 
   Step(5, "traffic goes on at " + primary.id + " (acknowledged by " + other.id +
@@ -416,7 +429,8 @@ int Demo(const Globals&, const Args& args) {
       if (reference.empty()) reference = digest;
       equal = equal && digest == reference && d;
       lines.push_back("  " + n.id + "  digest " + digest + "  records " +
-                      (d ? Thousands(U(*d, "records")) : "?") + "  applied seq " +
+                      (d ? Thousands(U(*d, "records")) : "?") + "  blobs " +
+                      (d ? Thousands(U(*d, "blobs")) : "?") + "  applied seq " +
                       (d ? Thousands(U(*d, "applied_seq")) : "?"));
     }
     if (!equal) std::this_thread::sleep_for(200ms);
@@ -424,8 +438,8 @@ int Demo(const Globals&, const Args& args) {
   for (const auto& l : lines) std::cout << l << "\n";
   result = equal && missing == 0 ? 0 : 1;
   std::cout << "\n"
-            << (result == 0 ? "done" : "FAILED") << ": digests " << (equal ? "equal" : "DIFFER")
-            << ", acknowledged records lost " << missing << ", in "
+            << (result == 0 ? "done" : "FAILED") << ": digests (records and blobs) "
+            << (equal ? "equal" : "DIFFER") << ", acknowledged records lost " << missing << ", in "
             << std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - demo_started).count()
             << " s. Stopping the cluster." << std::endl;
   return finish(result);
