@@ -139,6 +139,50 @@ class DataPlane::Impl {
       promotion_.reset();
     }
     if (sub_ && following_ == primary) return;
+    if (drain_ && drain_->primary == primary) return;
+    drain_.reset();
+    if (primary_ && !serving_ && Behind(primary, table_->last_position())) {
+      // A hand-over: the node taking over promotes once it holds this node's last record, and
+      // only this node's primary side can stream the tail to it. Stepping down now would leave
+      // a lagging subordinate without it (and the tail in this node's quarantine).
+      drain_ = Drain{primary, endpoint, table_->last_position(),
+                     Clock::now() + std::max<std::chrono::milliseconds>(
+                                        config_.heartbeat_interval * config_.lost_threshold * 3,
+                                        std::chrono::milliseconds(1000))};
+      spdlog::info("handing over to {}: streaming until it holds {}", primary,
+                   ToString(drain_->last));
+      return;
+    }
+    FollowNow(primary, endpoint);
+  }
+
+  // Whether `node`, a subordinate of this primary, has not persisted `last` yet.
+  bool Behind(const std::string& node, Position last) const {
+    for (const auto& p : primary_->peers()) {
+      if (p.node_id == node) {
+        return p.state != replication::PeerStatus::State::kLost && p.persisted < last;
+      }
+    }
+    return false;
+  }
+
+  void StepDrain() {
+    if (!drain_) return;
+    if (Clock::now() < drain_->deadline && Behind(drain_->primary, drain_->last)) return;
+    const Drain d = std::move(*drain_);
+    drain_.reset();
+    if (Behind(d.primary, d.last)) {
+      spdlog::warn("handing over to {}: it still lacks records up to {} after {} ms", d.primary,
+                   ToString(d.last),
+                   std::max<std::chrono::milliseconds>(
+                       config_.heartbeat_interval * config_.lost_threshold * 3,
+                       std::chrono::milliseconds(1000))
+                       .count());
+    }
+    FollowNow(d.primary, d.endpoint);
+  }
+
+  void FollowNow(const std::string& primary, const std::string& endpoint) {
     StepDownPrimary();
     if (sub_) table_ = sub_->Stop();
     sub_.reset();
@@ -172,6 +216,7 @@ class DataPlane::Impl {
           promotion_->epoch, Position{},
           Status::FailedPrecondition("replaced by a promotion in epoch " + std::to_string(epoch)));
     }
+    drain_.reset();  // the hand-over was called off: this node is primary again
     promotion_ = Promotion{epoch, up_to, Clock::now() + wait_limit, std::move(done)};
     StepPromotion();
   }
@@ -611,6 +656,7 @@ class DataPlane::Impl {
     while (!stop_) {
       RunTasks();
       StepPromotion();
+      StepDrain();
       SendFinishedAcks();
       zmq::pollitem_t item{ingest_.handle(), 0, ZMQ_POLLIN, 0};
       zmq::poll(&item, 1, 2ms);
@@ -636,6 +682,12 @@ class DataPlane::Impl {
     Position up_to;
     Clock::time_point deadline;
     PromotedCallback done;
+  };
+  struct Drain {
+    std::string primary;
+    std::string endpoint;
+    Position last;  // the last record this node took
+    Clock::time_point deadline;
   };
   struct FinishedAck {
     std::string identity;
@@ -664,6 +716,7 @@ class DataPlane::Impl {
   std::unique_ptr<replication::Subordinate> sub_;
   std::string following_;
   std::optional<Promotion> promotion_;
+  std::optional<Drain> drain_;  // a hand-over's tail, streamed before following
   bool serving_ = false;
   std::deque<std::pair<Seq, Clock::time_point>> head_samples_;
   std::uint64_t ingest_batches_ = 0;
@@ -716,6 +769,17 @@ void DataPlane::Promote(Epoch epoch, Position up_to, std::chrono::milliseconds w
 
 void DataPlane::Serve(bool on) {
   impl_->Post([this, on] { impl_->Serve(on); });
+}
+
+std::future<Position> DataPlane::StopServing() {
+  auto promise = std::make_shared<std::promise<Position>>();
+  auto future = promise->get_future();
+  impl_->Post([this, promise] {
+    impl_->Serve(false);
+    if (impl_->primary_) impl_->primary_->Pump(*impl_->table_);
+    promise->set_value(impl_->table_ ? impl_->table_->last_position() : Position{});
+  });
+  return future;
 }
 
 DataPlaneStatus DataPlane::status() const {

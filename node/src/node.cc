@@ -267,7 +267,21 @@ class Node::Impl {
     }
   }
 
-  void Do(const failover::SendMessage& m) {
+  void Do(const failover::SendMessage& sent) {
+    const failover::SendMessage* message = &sent;
+    failover::SendMessage patched;
+    const auto* control = std::get_if<failover::Control>(&sent.message);
+    if (control != nullptr && control->kind == failover::ControlKind::kTakeOver && released_ &&
+        released_->first == control->epoch && control->final_position < released_->second) {
+      // The take-over names the last record this node took, so that the new primary waits for
+      // it (ReleaseService above).
+      patched = sent;
+      std::get<failover::Control>(patched.message).final_position = released_->second;
+      message = &patched;
+      spdlog::info("take-over to {}: final position {} (the core's was {})", sent.to,
+                   ToString(released_->second), ToString(control->final_position));
+    }
+    const failover::SendMessage& m = *message;
     if (spdlog::should_log(spdlog::level::debug)) {
       std::visit(
           [&](const auto& msg) {
@@ -363,7 +377,18 @@ class Node::Impl {
   }
 
   void Do(const failover::ReleaseService&) {
-    data_plane_->Serve(false);
+    // Where the writes stopped, for a take-over that follows: the core's position is the one
+    // last reported (up to 10 ms old), and records taken since would not be carried over. The
+    // data thread answers within a pass of its loop (2 ms); a busier one leaves the core's.
+    auto stopped = data_plane_->StopServing();
+    released_.reset();
+    if (stopped.wait_for(100ms) == std::future_status::ready) {
+      released_ = {core_->epoch(), stopped.get()};
+    } else {
+      spdlog::warn(
+          "the data plane did not say where the writes stopped within 100 ms: a "
+          "take-over carries the position last reported");
+    }
     hook_->Run("demote", core_->epoch());
   }
 
@@ -1002,6 +1027,8 @@ class Node::Impl {
   Position reported_applied_;
   bool reported_in_sync_ = false;
   Clock::time_point promoted_at_;
+  // The epoch the service was last released in, and the last position written in it.
+  std::optional<std::pair<Epoch, Position>> released_;
   Clock::time_point links_polled_;
   std::optional<RemoteMonitor::Round> last_remote_round_;
 

@@ -83,6 +83,40 @@ TEST(LocalScenarios, PlannedRestartOfThePrimaryHoldsTheSecondaryOff) {
   EXPECT_EQ(Num(*c.Digest("n1"), "records"), 20000u);
 }
 
+// A planned hand-over under write load (`takeover` on the secondary): the old primary stops
+// taking writes, and the new one promotes only once it holds the last record the old one
+// acknowledged. Every acknowledged record is on the new primary, and nothing went to the old
+// one's quarantine (async mode: the primary acknowledges alone, so only the hand-over itself
+// can carry the last records over).
+TEST(LocalScenarios, APlannedHandOverUnderLoadCarriesEveryAcknowledgedRecordOver) {
+  LocalCluster c(2, false);
+  ASSERT_TRUE(c.up());
+  ASSERT_TRUE(c.MakePrimary("n1"));
+  const fs::path acked = c.dir() / "acked.txt";
+  std::optional<json::object> summary;
+  std::thread loader([&] {
+    summary = c.Load(
+        "n1", "--sessions 300000 --rate 100000 --give-up-after 2 --acked-keys " + acked.string());
+  });
+  std::this_thread::sleep_for(1s);
+  const CommandResult takeover = c.Ctl("n2", "takeover");
+  ASSERT_EQ(takeover.exit_code, 0) << takeover.out;
+  loader.join();
+  ASSERT_TRUE(c.WaitUntil([&] { return c.Ready("n2"); }, 10s)) << c.Role("n2");
+  ASSERT_TRUE(summary);
+  const auto acked_records = Num(*summary, "records_acked");
+  std::cout << acked_records << " records acknowledged of 300000\n";
+  EXPECT_GT(acked_records, 50000u);
+  const CommandResult check = c.Ctl("n2", "sessions check --json --keys " + acked.string());
+  auto checked = LastJson(check.out);
+  ASSERT_TRUE(checked) << check.out;
+  EXPECT_EQ(Num(*checked, "checked"), acked_records);
+  EXPECT_EQ(Num(*checked, "missing"), 0u) << check.out;
+  ASSERT_TRUE(c.WaitRole("n1", "secondary", 10s)) << c.Role("n1");
+  EXPECT_TRUE(c.WaitSameDigest("n2", {"n1"}));
+  EXPECT_EQ(Num(c.Status("n1")->at("replication").as_object(), "forks"), 0u);
+}
+
 // Scenario 3: the secondary fails (SIGKILL) and restarts. The primary keeps serving without a
 // change of role; the secondary catches up what was written meanwhile.
 TEST(LocalScenarios, SecondaryRestartsAndCatchesUp) {

@@ -119,6 +119,12 @@ class NetnsPair : public NodeQueries {
   void SetLink(const std::string& link, bool up) {
     Ip("a", "link set " + If("a", link) + (up ? " up" : " down"));
   }
+  // Limits what host a sends on a link to `rate` (tc's tbf: "12mbit"), so that a stream lags.
+  void LimitLink(const std::string& link, const std::string& rate) {
+    Ip("a", "link show " + If("a", link));  // fails loudly if there is no such link
+    Sh("tc -n " + Ns("a") + " qdisc replace dev " + If("a", link) + " root tbf rate " + rate +
+       " burst 64kbit latency 2s");
+  }
   // A port of the host's own, up; its name (for [monitor] links) is returned.
   std::string AddPort(const std::string& host) {
     const std::string port = If(host, "p1");

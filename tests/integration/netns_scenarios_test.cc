@@ -186,6 +186,40 @@ TEST(NetnsScenarios, AMonitoredLinkFailsOnThePrimaryAndItRanksLowerAfterwards) {
   EXPECT_EQ(after.substr(after.find('/') + 1), "12000");
 }
 
+// A planned hand-over while the stream lags (the data link limited to a few Mbit/s): the new
+// primary promotes only once it holds the last record the old one took, so every
+// acknowledged record is carried over and nothing goes to the old primary's quarantine.
+TEST(NetnsScenarios, APlannedHandOverWaitsForTheLastRecordWhileTheStreamLags) {
+  NetnsPair pair({"ha1"});
+  START_PAIR(pair);
+  pair.LimitLink("data", "36mbit");
+  const fs::path acked = pair.dir() / "acked.txt";
+  std::optional<json::object> summary;
+  std::thread loader([&] {
+    summary = pair.Load(
+        "a", "--sessions 100000 --rate 20000 --give-up-after 2 --acked-keys " + acked.string());
+  });
+  std::this_thread::sleep_for(1500ms);
+  auto s = pair.Status("a");
+  ASSERT_TRUE(s);
+  const auto lag = Num(s->at("peers").as_array()[0].as_object(), "lag_records");
+  const CommandResult takeover = pair.Ctl("b", "takeover");
+  loader.join();
+  ASSERT_EQ(takeover.exit_code, 0) << takeover.out;
+  ASSERT_TRUE(WaitUntil([&] { return pair.Ready("b"); }, 10s)) << pair.Role("b");
+  ASSERT_TRUE(summary);
+  const auto acked_records = Num(*summary, "records_acked");
+  std::cout << acked_records << " records acknowledged; b was " << lag
+            << " records behind at the take-over\n";
+  const CommandResult check = pair.Ctl("b", "sessions check --json --keys " + acked.string());
+  auto checked = LastJson(check.out);
+  ASSERT_TRUE(checked) << check.out;
+  EXPECT_EQ(Num(*checked, "checked"), acked_records);
+  EXPECT_EQ(Num(*checked, "missing"), 0u) << check.out;
+  ASSERT_TRUE(WaitUntil([&] { return pair.Role("a") == "secondary"; }, 10s)) << pair.Role("a");
+  EXPECT_EQ(Num(pair.Status("a")->at("replication").as_object(), "forks"), 0u);
+}
+
 // Scenario 8: no witness, and the only heartbeat link fails together with the data network:
 // each node is alone, so both are primary and both take writes (split brain). When the links
 // return the two primaries meet and fix it deterministically ("2 devices with same mode"):
