@@ -278,6 +278,7 @@ class DataPlane::Impl {
 
   void Serve(bool on) {
     serving_ = on && primary_ != nullptr;
+    if (!serving_) RefuseQueuedBlobs();
     if (on && !primary_) spdlog::warn("asked to take writes without a primary side");
     if (!on && promotion_) {
       // The core gave the role up before the promotion finished.
@@ -456,6 +457,8 @@ class DataPlane::Impl {
     std::string why;
     if (id.empty()) {
       why = "a blob needs a blob_id";
+    } else if (size == 0) {
+      why = "blob '" + id + "' has no data";
     } else if (chunk.offset() != 0 || chunk.total_size() != size) {
       why = "an ingest blob comes whole in one request: offset 0 and total_size " +
             std::to_string(chunk.total_size()) + " equal to the data's " + std::to_string(size) +
@@ -498,6 +501,26 @@ class DataPlane::Impl {
     blob_cv_.notify_one();
   }
 
+  // Blobs taken but not being stored yet are refused when the node stops taking writes: stored
+  // after that, they would be acknowledged by a node that is no longer the primary.
+  void RefuseQueuedBlobs() {
+    std::deque<BlobJob> refused;
+    {
+      std::lock_guard lock(blob_mu_);
+      refused.swap(blob_jobs_);
+      blob_queued_bytes_ = 0;
+    }
+    if (refused.empty()) return;
+    ingest_refused_ += refused.size();
+    std::lock_guard lock(acks_mu_);
+    for (BlobJob& job : refused) {
+      finished_acks_.push_back(
+          {std::move(job.identity), std::move(job.request_id),
+           ErrorAnswer(config_.id + " stopped taking writes before blob '" + job.blob_id +
+                       "' was stored; writes go to the primary")});
+    }
+  }
+
   void BlobLoop() {
     pthread_setname_np(pthread_self(), "ss-blob-ingest");
     for (;;) {
@@ -520,9 +543,10 @@ class DataPlane::Impl {
         answer["blob_id"] = job.blob_id;
         answer["blob_seq"] = stored->seq;
         answer["bytes"] = stored->size;
-        const Status acked = config_.sync_mode == SyncMode::kSync
-                                 ? AwaitBlobAcks(*job.primary, job.generation, stored->seq)
-                                 : Status::Ok();
+        const Status acked =
+            config_.sync_mode == SyncMode::kSync
+                ? AwaitBlobAcks(*job.primary, job.generation, job.blob_id, stored->seq)
+                : Status::Ok();
         answer["acked"] = acked.ok();
         if (!acked.ok()) answer["error"] = acked.message();
       }
@@ -537,20 +561,21 @@ class DataPlane::Impl {
   // past it). The deltas' rule for sync_timeout applies: fail answers with an error, block
   // keeps waiting (until the node gives the primary role up).
   Status AwaitBlobAcks(const replication::Primary& primary, std::uint64_t generation,
-                       std::uint64_t blob_seq) {
+                       const std::string& blob_id, std::uint64_t blob_seq) {
     const auto deadline = Clock::now() + config_.sync_timeout;
     for (;;) {
       int holding = 0;
       for (const auto& p : primary.peers()) holding += p.blob_acked.seq > blob_seq ? 1 : 0;
       if (holding >= config_.min_acks) return Status::Ok();
       if (primary_generation_ != generation || blob_stop_flag()) {
-        return Status::Unavailable("the node gave the primary role up before " +
-                                   std::to_string(config_.min_acks) + " subordinate(s) held blob " +
-                                   std::to_string(blob_seq));
+        return Status::Unavailable(
+            "the node gave the primary role up before " + std::to_string(config_.min_acks) +
+            " subordinate(s) held blob '" + blob_id + "' (seq " + std::to_string(blob_seq) + ")");
       }
       if (config_.on_sync_timeout == OnSyncTimeout::kFail && Clock::now() >= deadline) {
-        return Status::Unavailable("blob " + std::to_string(blob_seq) + " held by " +
-                                   std::to_string(holding) + " subordinate(s) after " +
+        return Status::Unavailable("blob '" + blob_id + "' (seq " + std::to_string(blob_seq) +
+                                   ") held by " + std::to_string(holding) +
+                                   " subordinate(s) after " +
                                    std::to_string(config_.sync_timeout.count()) + " ms, " +
                                    std::to_string(config_.min_acks) + " needed");
       }
@@ -771,15 +796,12 @@ void DataPlane::Serve(bool on) {
   impl_->Post([this, on] { impl_->Serve(on); });
 }
 
-std::future<Position> DataPlane::StopServing() {
-  auto promise = std::make_shared<std::promise<Position>>();
-  auto future = promise->get_future();
-  impl_->Post([this, promise] {
+void DataPlane::StopServing(std::function<void(Position)> done) {
+  impl_->Post([this, done = std::move(done)] {
     impl_->Serve(false);
     if (impl_->primary_) impl_->primary_->Pump(*impl_->table_);
-    promise->set_value(impl_->table_ ? impl_->table_->last_position() : Position{});
+    done(impl_->table_ ? impl_->table_->last_position() : Position{});
   });
-  return future;
 }
 
 DataPlaneStatus DataPlane::status() const {

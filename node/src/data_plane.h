@@ -85,7 +85,8 @@ class DataPlane {
   void Serve(bool on);
   // Refuse writes from now on, and say where the table stopped: the last record a primary took
   // (pumped into the stream), or the table's position when it was no primary.
-  std::future<Position> StopServing();
+  // `done` runs on the data thread and must not block.
+  void StopServing(std::function<void(Position)> done);
   DataPlaneStatus status() const;
   // Runs `fn` on the table's owner and returns what it returns.
   std::future<std::string> Query(std::function<std::string(const SessionTable&)> fn);

@@ -5,11 +5,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <spdlog/spdlog.h>
+
 #include <array>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <cctype>
+#include <cerrno>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -27,7 +30,20 @@ using failover::ServiceState;
 
 LinkMonitor::LinkMonitor(std::vector<std::string> links)
     : links_(std::move(links)), last_(links_.size()) {
-  if (!links_.empty()) fd_ = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (links_.empty()) return;
+  fd_ = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd_ < 0) {
+    spdlog::error(
+        "monitored links: cannot open a socket to read them ({}): every link counts as "
+        "down",
+        std::strerror(errno));
+  }
+  for (const std::string& name : links_) {
+    if (::if_nametoindex(name.c_str()) == 0) {
+      spdlog::warn("monitored link {}: no such interface here; it counts as down until it exists",
+                   name);
+    }
+  }
 }
 
 LinkMonitor::~LinkMonitor() {
@@ -142,11 +158,16 @@ void ProbeSip(asio::io_context& io, const asio::ip::address& address, std::uint1
   x->socket.async_send(asio::buffer(x->request), [x, &r, where](error_code ec, std::size_t) {
     if (ec) return Settle(r, false, "send to " + where + ": " + ec.message());
     x->socket.async_receive(asio::buffer(x->answer), [x, &r, where](error_code ec, std::size_t n) {
-      if (ec) return Settle(r, false, where + ": " + ec.message());
+      if (ec) return Settle(r, false, "answer from " + where + ": " + ec.message());
       const std::string_view answer(x->answer.data(), n);
       const std::string_view line = answer.substr(0, std::min(answer.find('\r'), answer.size()));
-      Settle(r, answer.rfind("SIP/2.0 ", 0) == 0,
-             line.empty() ? "an empty answer" : std::string(line));
+      const bool sip = answer.rfind("SIP/2.0 ", 0) == 0;
+      std::string detail = std::string(line.substr(0, 80));
+      if (!sip) {
+        detail = line.empty() ? "an empty answer from " + where
+                              : "not a SIP answer from " + where + ": " + detail;
+      }
+      Settle(r, sip, detail);
     });
   });
 }

@@ -42,6 +42,7 @@ namespace {
 
 constexpr auto kTickInterval = 10ms;
 constexpr std::size_t kEventsKept = 2000;
+constexpr std::chrono::milliseconds kReleaseWait{250};
 
 // "primary", "hold_off": the effective role as the control socket reports it.
 std::string RoleWord(EffectiveRole role) {
@@ -173,6 +174,7 @@ class Node::Impl {
         Execute(core_->ConnectionChanged(Now(), e.peer, e.link, e.up));
       }
       RunPosted();
+      CheckReleaseWait();
       if (Clock::now() >= next_tick) {
         ReportProgress();
         if (Clock::now() - links_polled_ >= config_.heartbeat_interval) PollLinks();
@@ -228,6 +230,16 @@ class Node::Impl {
   // network is back.
   void AimRemoteChecks() {
     if (config_.remote_checks.empty()) return;
+    const std::string peer = RemoteCheckTarget();
+    std::string host;
+    for (const MemberConfig& m : config_.members) {
+      if (m.id == peer) host = m.ServiceAddress();
+    }
+    if (last_remote_round_ && last_remote_round_->peer != peer) last_remote_round_.reset();
+    remote_monitor_->SetTarget(host.empty() ? "" : peer, host);
+  }
+
+  std::string RemoteCheckTarget() const {
     std::string peer;
     const EffectiveRole role = core_->role();
     if (role == EffectiveRole::kSecondary) {
@@ -241,11 +253,7 @@ class Node::Impl {
       }
     }
     if (peer == config_.id) peer.clear();
-    std::string host;
-    for (const MemberConfig& m : config_.members) {
-      if (m.id == peer) host = m.ServiceAddress();
-    }
-    remote_monitor_->SetTarget(host.empty() ? "" : peer, host);
+    return peer;
   }
 
   void OnRemoteChecks(const RemoteMonitor::Round& r) {
@@ -254,6 +262,12 @@ class Node::Impl {
       summary += (summary.empty() ? "" : "; ") + p.name + ": " + p.detail;
     }
     spdlog::debug("remote checks of {} at {}: {}", r.peer, r.host, summary);
+    if (r.peer != RemoteCheckTarget()) {
+      // Posted before the role or the primary changed: what it says about the previous target
+      // must not fail the current one (a crashed primary's services fail as its successor
+      // takes over).
+      return;
+    }
     last_remote_round_ = r;
     Execute(core_->RemoteChecks(Now(), r.checks));
   }
@@ -271,6 +285,11 @@ class Node::Impl {
     const failover::SendMessage* message = &sent;
     failover::SendMessage patched;
     const auto* control = std::get_if<failover::Control>(&sent.message);
+    if (control != nullptr && control->kind == failover::ControlKind::kTakeOver &&
+        release_pending_ && release_pending_->first == control->epoch) {
+      held_takeovers_.push_back(sent);
+      return;
+    }
     if (control != nullptr && control->kind == failover::ControlKind::kTakeOver && released_ &&
         released_->first == control->epoch && control->final_position < released_->second) {
       // The take-over names the last record this node took, so that the new primary waits for
@@ -379,17 +398,38 @@ class Node::Impl {
   void Do(const failover::ReleaseService&) {
     // Where the writes stopped, for a take-over that follows: the core's position is the one
     // last reported (up to 10 ms old), and records taken since would not be carried over. The
-    // data thread answers within a pass of its loop (2 ms); a busier one leaves the core's.
-    auto stopped = data_plane_->StopServing();
+    // data thread says so within a pass of its loop (2 ms); the take-over waits for it (and
+    // only the take-over: the loop goes on), at most kReleaseWait.
+    const Epoch epoch = core_->epoch();
     released_.reset();
-    if (stopped.wait_for(100ms) == std::future_status::ready) {
-      released_ = {core_->epoch(), stopped.get()};
-    } else {
-      spdlog::warn(
-          "the data plane did not say where the writes stopped within 100 ms: a "
-          "take-over carries the position last reported");
-    }
-    hook_->Run("demote", core_->epoch());
+    release_pending_ = {epoch, Clock::now() + kReleaseWait};
+    data_plane_->StopServing([this, epoch](Position stopped) {
+      Post([this, epoch, stopped] {
+        if (!release_pending_ || release_pending_->first != epoch) return;
+        release_pending_.reset();
+        released_ = {epoch, stopped};
+        SendHeldTakeOvers();
+      });
+    });
+    hook_->Run("demote", epoch);
+  }
+
+  // A take-over held for the position where the writes stopped goes out with the core's own
+  // when the data plane has not said within kReleaseWait.
+  void CheckReleaseWait() {
+    if (!release_pending_ || Clock::now() < release_pending_->second) return;
+    spdlog::warn(
+        "the data plane did not say where the writes stopped within {} ms: a take-over "
+        "carries the position last reported",
+        kReleaseWait.count());
+    release_pending_.reset();
+    SendHeldTakeOvers();
+  }
+
+  void SendHeldTakeOvers() {
+    std::vector<failover::SendMessage> held;
+    held.swap(held_takeovers_);
+    for (const auto& m : held) Do(m);
   }
 
   void Do(const failover::Follow& f) {
@@ -1027,8 +1067,11 @@ class Node::Impl {
   Position reported_applied_;
   bool reported_in_sync_ = false;
   Clock::time_point promoted_at_;
-  // The epoch the service was last released in, and the last position written in it.
+  // The epoch the service was last released in, and the last position written in it; while
+  // the data plane has not said, the epoch and how long take-overs are held for it.
   std::optional<std::pair<Epoch, Position>> released_;
+  std::optional<std::pair<Epoch, Clock::time_point>> release_pending_;
+  std::vector<failover::SendMessage> held_takeovers_;
   Clock::time_point links_polled_;
   std::optional<RemoteMonitor::Round> last_remote_round_;
 

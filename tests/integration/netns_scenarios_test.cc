@@ -202,7 +202,9 @@ TEST(NetnsScenarios, APlannedHandOverWaitsForTheLastRecordWhileTheStreamLags) {
   std::this_thread::sleep_for(1500ms);
   auto s = pair.Status("a");
   ASSERT_TRUE(s);
+  ASSERT_FALSE(s->at("peers").as_array().empty());
   const auto lag = Num(s->at("peers").as_array()[0].as_object(), "lag_records");
+  EXPECT_GT(lag, 0u) << "the stream did not lag: the test shows nothing";
   const CommandResult takeover = pair.Ctl("b", "takeover");
   loader.join();
   ASSERT_EQ(takeover.exit_code, 0) << takeover.out;

@@ -52,7 +52,9 @@ TEST(SyncMode, ABlobIsAcknowledgedOnlyOnceTheSubordinateHoldsIt) {
   LocalCluster c(2, false, "sync");
   ASSERT_TRUE(c.up());
   ASSERT_TRUE(c.MakePrimary("n1"));
-  ASSERT_TRUE(c.Load("n1", "--blobs 2 --blob-size 100000 --wait-acked"));
+  auto first = c.Load("n1", "--blobs 2 --blob-size 100000 --wait-acked");
+  ASSERT_TRUE(first);
+  ASSERT_EQ(first->at("blobs_acked").to_number<std::uint64_t>(), 2u);
   ASSERT_TRUE(c.WaitSameDigest("n1", {"n2"}));
 
   ASSERT_EQ(c.Kill("n2", "STOP").exit_code, 0);

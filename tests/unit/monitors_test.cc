@@ -5,10 +5,14 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <fstream>
+#include <iterator>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -37,9 +41,9 @@ class Server {
   }
   ~Server() {
     stop_ = true;
-    ::shutdown(fd_, SHUT_RDWR);
-    ::close(fd_);
+    ::shutdown(fd_, SHUT_RDWR);  // wakes the thread (accept or recvfrom returns)
     if (thread_.joinable()) thread_.join();
+    ::close(fd_);
   }
   std::uint16_t port() const { return port_; }
   // Answers every TCP connection with `answer` after reading its request.
@@ -267,6 +271,73 @@ TEST(RemoteMonitor, FailsAfterTheConfiguredRoundsAndRecoversAtOnce) {
   const std::size_t idle = count();
   std::this_thread::sleep_for(300ms);
   EXPECT_LE(count(), idle + 1);
+}
+
+// The hysteresis itself, counted in probes: a command check that records each run. Failing
+// every time, it is reported (FAILED) only after check_fail_after runs; passing, then failing
+// once, it stays OK.
+TEST(RemoteMonitor, CountsFailedRoundsInARow) {
+  char dir_template[] = "/tmp/statesync-monitors-XXXXXX";
+  const std::string dir = ::mkdtemp(dir_template);
+  const std::string runs = dir + "/runs";
+  NodeConfig config;
+  config.check_interval = 30ms;
+  config.check_timeout = 25ms;
+  config.check_fail_after = 3;
+  RemoteCheckConfig failing = Check("CMD", CheckKind::kCommand);
+  failing.command = "echo run >> " + runs + "; exit 1";
+  config.remote_checks = {failing};
+  std::mutex mu;
+  std::vector<std::pair<std::size_t, ServiceState>> reports;  // (runs so far, state)
+  auto lines = [&] {
+    std::ifstream in(runs);
+    return static_cast<std::size_t>(
+        std::count(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>(), '\n'));
+  };
+  {
+    RemoteMonitor monitor(config, [&](RemoteMonitor::Round r) {
+      std::lock_guard lock(mu);
+      reports.emplace_back(lines(), r.checks[0].state);
+    });
+    monitor.SetTarget("a", "127.0.0.1");
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      {
+        std::lock_guard lock(mu);
+        if (!reports.empty()) break;
+      }
+      std::this_thread::sleep_for(5ms);
+    }
+  }
+  ASSERT_FALSE(reports.empty());
+  EXPECT_GE(reports[0].first, 3u);  // no report before the third failed run
+  EXPECT_EQ(reports[0].second, ServiceState::kFailed);
+
+  // Runs 0 and 1 pass, run 2 fails, the rest pass: one failure after OK leaves it OK.
+  ::unlink(runs.c_str());
+  RemoteCheckConfig flaky = Check("CMD", CheckKind::kCommand);
+  flaky.command =
+      "n=$(cat " + runs + " 2>/dev/null | wc -l); echo run >> " + runs + "; test \"$n\" -ne 2";
+  config.remote_checks = {flaky};
+  reports.clear();
+  {
+    RemoteMonitor monitor(config, [&](RemoteMonitor::Round r) {
+      std::lock_guard lock(mu);
+      reports.emplace_back(lines(), r.checks[0].state);
+    });
+    monitor.SetTarget("a", "127.0.0.1");
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (std::chrono::steady_clock::now() < deadline && lines() < 6) {
+      std::this_thread::sleep_for(10ms);
+    }
+  }
+  EXPECT_GE(lines(), 6u);
+  std::lock_guard lock(mu);
+  ASSERT_GE(reports.size(), 4u);
+  for (const auto& [run, state] : reports)
+    EXPECT_EQ(state, ServiceState::kOk) << "after run " << run;
+  ::unlink(runs.c_str());
+  ::rmdir(dir.c_str());
 }
 
 }  // namespace
