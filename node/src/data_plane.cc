@@ -398,11 +398,8 @@ class DataPlane::Impl {
       primary_->Pump(*table_);
       if (table_->change_log_capacity() - table_->pending() < count) {
         ++ingest_busy_;
-        boost::json::object busy;
-        busy["ok"] = false;
-        busy["busy"] = true;
-        busy["error"] = "the change log is full: the stream is behind; retry";
-        Reply(identity, request_id, boost::json::serialize(busy));
+        Reply(identity, request_id,
+              BusyAnswer("the change log is full: the stream is behind; retry"));
         return;
       }
     }
@@ -479,11 +476,8 @@ class DataPlane::Impl {
       std::lock_guard lock(blob_mu_);
       if (blob_queued_bytes_ + size > kMaxQueuedBlobBytes && !blob_jobs_.empty()) {
         ++ingest_busy_;
-        boost::json::object busy;
-        busy["ok"] = false;
-        busy["busy"] = true;
-        busy["error"] = "the blob queue is full: the blob lane is behind; retry";
-        Reply(identity, request_id, boost::json::serialize(busy));
+        Reply(identity, request_id,
+              BusyAnswer("the blob queue is full: the blob lane is behind; retry"));
         return;
       }
       BlobJob job;

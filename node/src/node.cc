@@ -42,7 +42,9 @@ namespace {
 
 constexpr auto kTickInterval = 10ms;
 constexpr std::size_t kEventsKept = 2000;
-constexpr std::chrono::milliseconds kReleaseWait{250};
+// Well under a heartbeat interval: once the old primary's heartbeats say it is secondary, the
+// receiver may elect itself (from its own position) before a take-over held longer arrives.
+constexpr std::chrono::milliseconds kReleaseWait{50};
 
 // "primary", "hold_off": the effective role as the control socket reports it.
 std::string RoleWord(EffectiveRole role) {
