@@ -66,7 +66,12 @@ CommandRun RunLimitedCommand(const std::string& command, const std::string& name
     });
     if (!replaced) env_strings.emplace_back(v);
   }
-  for (const auto& [key, value] : env_added) env_strings.push_back(key + "=" + value);
+  for (const auto& [key, value] : env_added) {
+    std::string entry = key;
+    entry += '=';
+    entry += value;
+    env_strings.push_back(std::move(entry));
+  }
   std::vector<char*> env;
   env.reserve(env_strings.size() + 1);
   for (std::string& s : env_strings) env.push_back(s.data());
@@ -74,6 +79,7 @@ CommandRun RunLimitedCommand(const std::string& command, const std::string& name
   std::vector<std::string> words = {"/bin/sh", "-c", script, name};
   words.insert(words.end(), args.begin(), args.end());
   std::vector<char*> argv;
+  argv.reserve(words.size() + 1);
   for (std::string& w : words) argv.push_back(w.data());
   argv.push_back(nullptr);
   pid_t pid = -1;
