@@ -140,8 +140,9 @@ class Node::Impl {
     // The links' first states before the first heartbeat: they rank this node from the start.
     link_monitor_ = std::make_unique<LinkMonitor>(config_.monitored_links);
     PollLinks();
-    remote_monitor_ = std::make_unique<RemoteMonitor>(
-        config_, [this](RemoteMonitor::Round r) { Post([this, r] { OnRemoteChecks(r); }); });
+    remote_monitor_ = std::make_unique<RemoteMonitor>(config_, [this](RemoteMonitor::Round r) {
+      Post([this, r = std::move(r)] { OnRemoteChecks(r); });
+    });
     hook_ = std::make_unique<TakeoverHook>(
         config_.takeover_hook,
         std::chrono::duration_cast<std::chrono::milliseconds>(config_.hook_timeout),

@@ -439,7 +439,8 @@ int Demo(const Globals&, const Args& args) {
   result = equal && missing == 0 ? 0 : 1;
   std::cout << "\n"
             << (result == 0 ? "done" : "FAILED") << ": digests (records and blobs) "
-            << (equal ? "equal" : "DIFFER") << ", acknowledged records lost " << missing << ", in "
+            << (equal ? "equal" : "DIFFER") << ", acknowledged records and blobs lost " << missing
+            << ", in "
             << std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - demo_started).count()
             << " s. Stopping the cluster." << std::endl;
   return finish(result);

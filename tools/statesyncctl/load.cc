@@ -290,14 +290,15 @@ int Load(const Globals& g, const Args& args) {
     if (o.blobs > 0) {
       std::snprintf(blob_part, sizeof blob_part, "  blobs %llu/%llu acked (%.1f MB)",
                     static_cast<unsigned long long>(blobs_acked),
-                    static_cast<unsigned long long>(o.blobs), blob_bytes_acked / 1e6);
+                    static_cast<unsigned long long>(o.blobs),
+                    static_cast<double>(blob_bytes_acked) / 1e6);
     }
     char line[260];
     std::snprintf(
         line, sizeof line, "load %s %5.1f%%  sent %llu  acked %llu  refused %llu  %.0f records/s%s",
         ProgressBar(done, 24).c_str(), 100.0 * done, static_cast<unsigned long long>(sent),
         static_cast<unsigned long long>(acked), static_cast<unsigned long long>(refused),
-        secs > 0 ? acked / secs : 0.0, blob_part);
+        secs > 0 ? static_cast<double>(acked) / secs : 0.0, blob_part);
     if (tty) {
       std::fprintf(stderr, "\r%s%s", line, final ? "\n" : "");
     } else {
@@ -347,8 +348,9 @@ int Load(const Globals& g, const Args& args) {
     while (pending.size() - blobs_pending >= o.window && !gave_up) receive(100ms);
     if (gave_up) break;
     if (o.rate > 0) {
-      const auto due = started + std::chrono::duration_cast<Clock::duration>(
-                                     std::chrono::duration<double>(sent / o.rate));
+      const auto due =
+          started + std::chrono::duration_cast<Clock::duration>(
+                        std::chrono::duration<double>(static_cast<double>(sent) / o.rate));
       if (due > Clock::now()) {
         receive(std::chrono::duration_cast<std::chrono::milliseconds>(due - Clock::now()));
         continue;
@@ -390,7 +392,7 @@ int Load(const Globals& g, const Args& args) {
                        {"batches", batches},
                        {"busy_retries", busy},
                        {"elapsed_s", secs},
-                       {"records_per_second", secs > 0 ? acked / secs : 0.0},
+                       {"records_per_second", secs > 0 ? static_cast<double>(acked) / secs : 0.0},
                        {"epoch", epoch},
                        {"acked_seq", acked_seq}};
   if (o.blobs > 0) {
