@@ -464,6 +464,16 @@ Result<NodeConfig> ParseConfig(std::string_view text, std::string_view source) {
             t.source(), "remote_check", "name",
             "'" + rc.name + "' must not contain ';' or '=' (the alerts list NAME=STATE;...)");
       }
+      // The kind decides which keys the check needs: without a valid one, nothing more is said.
+      const toml::node* kind_node = t.as_table() ? t.as_table()->get("kind") : nullptr;
+      const auto kind_text = kind_node ? kind_node->value<std::string>() : std::nullopt;
+      if (kind_node == nullptr) {
+        problems.Add(t.source(), "remote_check", "kind", "required: tcp, http, sip or command");
+      }
+      if (!kind_text || !ParseCheckKind(*kind_text).ok()) {
+        c.remote_checks.push_back(std::move(rc));
+        continue;
+      }
       const bool needs_port = rc.kind != CheckKind::kCommand;
       if (needs_port && rc.port == 0) {
         problems.Add(t.source(), "remote_check", "port",

@@ -247,6 +247,12 @@ TEST(NodeConfig, ARemoteCheckThatCannotRunIsRefused) {
   EXPECT_NE(m.find("[remote_check] port: required for a tcp check"), std::string::npos) << m;
   EXPECT_NE(m.find("[remote_check] name: required"), std::string::npos) << m;
   EXPECT_NE(m.find("[remote_check] command: required for a command check"), std::string::npos) << m;
+  // A check with no valid kind is told so, and nothing about the keys a kind would need.
+  m = Refusal(std::string(kMinimal) + "\n[[remote_check]]\nname = \"X\"\n" +
+              "\n[[remote_check]]\nname = \"Y\"\nkind = \"icmp\"\n");
+  EXPECT_NE(m.find("[remote_check] kind: required: tcp, http, sip or command"), std::string::npos)
+      << m;
+  EXPECT_EQ(m.find("port"), std::string::npos) << m;
   m = Refusal(std::string(kMinimal) +
               "\n[monitor]\nlinks = [\"a-very-long-interface\"]\n"
               "check_interval_ms = 100\ncheck_timeout_ms = 200\n");
