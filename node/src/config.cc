@@ -261,12 +261,22 @@ std::string MemberConfig::ServiceAddress() const {
   return host;
 }
 
-const MemberConfig& NodeConfig::self() const {
+const MemberConfig* NodeConfig::FindMember(std::string_view member_id) const {
   for (const MemberConfig& m : members) {
-    if (m.id == id) return m;
+    if (m.id == member_id) return &m;
   }
-  STATESYNC_CHECK(false, "NodeConfig::self() on a config without this node among its members");
-  return members.front();
+  return nullptr;
+}
+
+const MemberConfig& NodeConfig::self() const {
+  const MemberConfig* me = FindMember(id);
+  STATESYNC_CHECK(me != nullptr,
+                  "NodeConfig::self() on a config without this node among its members");
+  return me != nullptr ? *me : members.front();
+}
+
+std::chrono::milliseconds NodeConfig::HandOverWait() const {
+  return std::max<milliseconds>(heartbeat_interval * lost_threshold * 3, milliseconds(1000));
 }
 
 std::filesystem::path NodeConfig::ControlSocket() const {

@@ -146,10 +146,8 @@ class DataPlane::Impl {
       // A hand-over: the node taking over promotes once it holds this node's last record, and
       // only this node's primary side can stream the tail to it. Stepping down now would leave
       // a lagging subordinate without it (and the tail in this node's quarantine).
-      drain_ = Drain{primary, endpoint, table_->last_position(),
-                     Clock::now() + std::max<std::chrono::milliseconds>(
-                                        config_.heartbeat_interval * config_.lost_threshold * 3,
-                                        std::chrono::milliseconds(1000))};
+      drain_ =
+          Drain{primary, endpoint, table_->last_position(), Clock::now() + config_.HandOverWait()};
       spdlog::info("handing over to {}: streaming until it holds {}", primary,
                    ToString(drain_->last));
       return;
@@ -176,11 +174,7 @@ class DataPlane::Impl {
     drain_.reset();
     if (Behind(d.primary, d.last)) {
       spdlog::warn("handing over to {}: it still lacks records up to {} after {} ms", d.primary,
-                   ToString(d.last),
-                   std::max<std::chrono::milliseconds>(
-                       config_.heartbeat_interval * config_.lost_threshold * 3,
-                       std::chrono::milliseconds(1000))
-                       .count());
+                   ToString(d.last), config_.HandOverWait().count());
     }
     FollowNow(d.primary, d.endpoint);
   }

@@ -196,10 +196,7 @@ class HeartbeatTransport::Impl {
   }
 
   bool IsPeer(const std::string& id) const {
-    for (const MemberConfig& m : config_.members) {
-      if (m.id == id && id != config_.id) return true;
-    }
-    return false;
+    return id != config_.id && config_.FindMember(id) != nullptr;
   }
 
   void Refuse(std::size_t link, const std::string& why) {

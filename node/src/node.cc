@@ -234,10 +234,8 @@ class Node::Impl {
   void AimRemoteChecks() {
     if (config_.remote_checks.empty()) return;
     const std::string peer = RemoteCheckTarget();
-    std::string host;
-    for (const MemberConfig& m : config_.members) {
-      if (m.id == peer) host = m.ServiceAddress();
-    }
+    const MemberConfig* member = config_.FindMember(peer);
+    const std::string host = member != nullptr ? member->ServiceAddress() : "";
     if (last_remote_round_ && last_remote_round_->peer != peer) last_remote_round_.reset();
     remote_monitor_->SetTarget(host.empty() ? "" : peer, host);
   }
@@ -364,12 +362,10 @@ class Node::Impl {
 
   void Do(const failover::AwaitState& a) {
     const Epoch epoch = core_->epoch();
-    // What the old primary handed over arrives within a few heartbeats; past that, it is gone.
-    const auto wait = std::max<std::chrono::milliseconds>(
-        config_.heartbeat_interval * config_.lost_threshold * 3, 1000ms);
-    data_plane_->Promote(epoch, a.up_to, wait, [this](Epoch e, Position applied, const Status& st) {
-      Post([this, e, applied, st] { OnPromoted(e, applied, st); });
-    });
+    data_plane_->Promote(epoch, a.up_to, config_.HandOverWait(),
+                         [this](Epoch e, Position applied, const Status& st) {
+                           Post([this, e, applied, st] { OnPromoted(e, applied, st); });
+                         });
   }
 
   void OnPromoted(Epoch epoch, Position applied, const Status& st) {
@@ -437,13 +433,9 @@ class Node::Impl {
 
   void Do(const failover::Follow& f) {
     if (f.primary.empty() || f.primary == config_.id) return;
-    for (const auto& m : config_.members) {
-      if (m.id == f.primary) {
-        if (m.replication.empty()) return;  // a witness holds no data
-        data_plane_->Follow(m.id, m.replication);
-        return;
-      }
-    }
+    const MemberConfig* m = config_.FindMember(f.primary);
+    if (m == nullptr || m->replication.empty()) return;  // a witness holds no data
+    data_plane_->Follow(m->id, m->replication);
   }
 
   void Do(const failover::Quarantine& q) {

@@ -92,6 +92,11 @@ struct NodeConfig {
   std::chrono::seconds hook_timeout{10};
 
   const MemberConfig& self() const;  // REQUIRES: a config ParseConfig accepted
+  const MemberConfig* FindMember(std::string_view member_id) const;  // nullptr if not a member
+  // How long a promotion waits for the position the old primary handed over, and how long a
+  // primary that hands over streams the tail to the node taking over: a few loss times (what
+  // is handed over arrives within a few heartbeats; past that, it is gone), at least 1 s.
+  std::chrono::milliseconds HandOverWait() const;
   std::filesystem::path ControlSocket() const;
   std::string IngestEndpoint() const;
   // The cluster's id on the wire: a hash of `cluster`.
