@@ -286,13 +286,13 @@ class Node::Impl {
     const failover::SendMessage* message = &sent;
     failover::SendMessage patched;
     const auto* control = std::get_if<failover::Control>(&sent.message);
-    if (control != nullptr && control->kind == failover::ControlKind::kTakeOver &&
-        release_pending_ && release_pending_->first == control->epoch) {
+    const bool takeover = control != nullptr && control->kind == failover::ControlKind::kTakeOver;
+    if (takeover && release_pending_ && release_pending_->first == control->epoch) {
       held_takeovers_.push_back(sent);
       return;
     }
-    if (control != nullptr && control->kind == failover::ControlKind::kTakeOver && released_ &&
-        released_->first == control->epoch && control->final_position < released_->second) {
+    if (takeover && released_ && released_->first == control->epoch &&
+        control->final_position < released_->second) {
       // The take-over names the last record this node took, so that the new primary waits for
       // it (ReleaseService above).
       patched = sent;
