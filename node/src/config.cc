@@ -112,22 +112,25 @@ class Section {
     }
     *out = std::move(values);
   }
-  // A word from a fixed set, turned into a value by `parse`.
+  // A word from a fixed set, turned into a value by `parse`. Says whether the key was there and
+  // whether its value was taken (a wrong one is reported).
+  enum class Read : std::uint8_t { kAbsent, kWrong, kTaken };
   template <typename T, typename Parse>
-  void Word(std::string_view key, Parse parse, T* out) {
-    if (const toml::node* n = Find(key)) {
-      auto v = n->value<std::string>();
-      if (!v) {
-        Wrong(*n, key, "a string");
-        return;
-      }
-      Result<T> parsed = parse(*v);
-      if (!parsed.ok()) {
-        problems_->Add(n->source(), name_, key, parsed.status().message());
-      } else {
-        *out = *parsed;
-      }
+  Read Word(std::string_view key, Parse parse, T* out) {
+    const toml::node* n = Find(key);
+    if (n == nullptr) return Read::kAbsent;
+    auto v = n->value<std::string>();
+    if (!v) {
+      Wrong(*n, key, "a string");
+      return Read::kWrong;
     }
+    Result<T> parsed = parse(*v);
+    if (!parsed.ok()) {
+      problems_->Add(n->source(), name_, key, parsed.status().message());
+      return Read::kWrong;
+    }
+    *out = *parsed;
+    return Read::kTaken;
   }
   void Finish() {
     if (table_ == nullptr) return;
@@ -457,7 +460,7 @@ Result<NodeConfig> ParseConfig(std::string_view text, std::string_view source) {
       RemoteCheckConfig rc;
       Section s(t.as_table(), "remote_check", &problems);
       s.String("name", &rc.name);
-      s.Word("kind", ParseCheckKind, &rc.kind);
+      const Section::Read kind = s.Word("kind", ParseCheckKind, &rc.kind);
       s.Integer("port", 1, 65535, &rc.port);
       s.String("path", &rc.path);
       s.String("command", &rc.command);
@@ -475,12 +478,10 @@ Result<NodeConfig> ParseConfig(std::string_view text, std::string_view source) {
             "'" + rc.name + "' must not contain ';' or '=' (the alerts list NAME=STATE;...)");
       }
       // The kind decides which keys the check needs: without a valid one, nothing more is said.
-      const toml::node* kind_node = t.as_table() ? t.as_table()->get("kind") : nullptr;
-      const auto kind_text = kind_node ? kind_node->value<std::string>() : std::nullopt;
-      if (kind_node == nullptr) {
+      if (kind == Section::Read::kAbsent) {
         problems.Add(t.source(), "remote_check", "kind", "required: tcp, http, sip or command");
       }
-      if (!kind_text || !ParseCheckKind(*kind_text).ok()) {
+      if (kind != Section::Read::kTaken) {
         c.remote_checks.push_back(std::move(rc));
         continue;
       }
