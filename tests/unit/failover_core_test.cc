@@ -3,6 +3,8 @@
 // and that the simulator's safety and liveness checks do catch what they look for.
 #include <gtest/gtest.h>
 
+#include <memory>
+
 #include "sim_cluster.h"
 #include "statesync/failover/core.h"
 #include "statesync/failover/ranking.h"
@@ -190,22 +192,31 @@ ClusterConfig ThreeNodesTwoLinks() {
 }
 
 // How long after `fault` (run at 1 s) some node other than `victim` is a ready primary.
+// Every member of `config` booted and run for `run_for` (past the start-up), in 1 ms steps.
+std::unique_ptr<sim::SimCluster> StartedCluster(const ClusterConfig& config,
+                                                sim::SimOptions options = {},
+                                                Millis run_for = Millis{1'000}) {
+  options.step = Millis{1};
+  auto cluster = std::make_unique<sim::SimCluster>(config, std::vector<std::string>{}, options);
+  for (const auto& m : config.members) cluster->Boot(m.id);
+  cluster->Run(run_for);
+  return cluster;
+}
+
 std::optional<Millis> TakeoverTime(const ClusterConfig& config, std::uint64_t seed,
                                    const NodeId& victim,
                                    const std::function<void(sim::SimCluster&)>& fault) {
   sim::SimOptions options;
   options.seed = seed;
-  options.step = Millis{1};
-  sim::SimCluster cluster(config, {}, options);
-  for (const auto& m : config.members) cluster.Boot(m.id);
-  cluster.Run(Millis{1'000} + Millis{static_cast<Millis::rep>(seed % 100)});
-  EXPECT_TRUE(cluster.View(victim).ready);
-  const Millis at = cluster.now();
-  fault(cluster);
-  while (cluster.now() - at < Millis{3'000}) {
-    cluster.Step();
-    for (const auto& v : cluster.Views()) {
-      if (v.id != victim && v.ready) return cluster.now() - at;
+  auto cluster =
+      StartedCluster(config, options, Millis{1'000} + Millis{static_cast<Millis::rep>(seed % 100)});
+  EXPECT_TRUE(cluster->View(victim).ready);
+  const Millis at = cluster->now();
+  fault(*cluster);
+  while (cluster->now() - at < Millis{3'000}) {
+    cluster->Step();
+    for (const auto& v : cluster->Views()) {
+      if (v.id != victim && v.ready) return cluster->now() - at;
     }
   }
   return std::nullopt;
@@ -243,25 +254,20 @@ TEST(CrashFast, ALoneSecondaryTakesOverAsSoonAsItNoticesTheSilence) {
 
 // A connection closed on one link alone is never enough: the peer is alive on the other.
 TEST(CrashFast, AClosedConnectionOnOneLinkIsNotACrash) {
-  ClusterConfig config = ThreeNodesTwoLinks();
-  sim::SimOptions options;
-  options.step = Millis{1};
-  sim::SimCluster cluster(config, {}, options);
-  for (const auto& m : config.members) cluster.Boot(m.id);
-  cluster.Run(Millis{1'000});
-  ASSERT_TRUE(cluster.View("p1").ready);
-  cluster.CloseConnection(0, "p1", "s2");
-  cluster.CloseConnection(0, "p1", "s3");
-  cluster.Run(Millis{250});
+  auto cluster = StartedCluster(ThreeNodesTwoLinks());
+  ASSERT_TRUE(cluster->View("p1").ready);
+  cluster->CloseConnection(0, "p1", "s2");
+  cluster->CloseConnection(0, "p1", "s3");
+  cluster->Run(Millis{250});
   // Later the other link's connection closes too, but heartbeats have come over link 0 since
   // (the peer is alive): the first close is no longer current, so this is one link again.
-  cluster.CloseConnection(1, "p1", "s2");
-  cluster.CloseConnection(1, "p1", "s3");
-  cluster.Run(Millis{2'000});
-  EXPECT_EQ(cluster.View("p1").role, EffectiveRole::kPrimary);
-  EXPECT_TRUE(cluster.View("p1").ready);
-  EXPECT_EQ(cluster.View("s2").following, "p1");
-  EXPECT_EQ(cluster.View("s3").following, "p1");
+  cluster->CloseConnection(1, "p1", "s2");
+  cluster->CloseConnection(1, "p1", "s3");
+  cluster->Run(Millis{2'000});
+  EXPECT_EQ(cluster->View("p1").role, EffectiveRole::kPrimary);
+  EXPECT_TRUE(cluster->View("p1").ready);
+  EXPECT_EQ(cluster->View("s2").following, "p1");
+  EXPECT_EQ(cluster->View("s3").following, "p1");
 }
 
 // A secondary that was stalled (SIGSTOP, a paused VM) finds on waking that the primary closed
@@ -270,27 +276,23 @@ TEST(CrashFast, AClosedConnectionOnOneLinkIsNotACrash) {
 TEST(CrashFast, ClosesFoundAfterThisNodeStalledAreNotACrash) {
   ClusterConfig config = TwoNodes();
   config.links = {"ha1", "ha2"};
-  sim::SimOptions options;
-  options.step = Millis{1};
-  sim::SimCluster cluster(config, {}, options);
-  for (const auto& m : config.members) cluster.Boot(m.id);
-  cluster.Run(Millis{1'000});
-  ASSERT_TRUE(cluster.View("p1").ready);
-  const Epoch epoch = cluster.View("p1").epoch;
+  auto cluster = StartedCluster(config);
+  ASSERT_TRUE(cluster->View("p1").ready);
+  const Epoch epoch = cluster->View("p1").epoch;
   bool s2_promoted = false;
-  cluster.SetObserver([&](Millis, const NodeId& node, const Action& action) {
+  cluster->SetObserver([&](Millis, const NodeId& node, const Action& action) {
     const auto* change = std::get_if<RoleChange>(&action);
     if (change && node == "s2" && change->to == EffectiveRole::kPrimary) s2_promoted = true;
   });
-  cluster.ClockJump("s2", Millis{2'000});
-  cluster.CloseConnection(0, "p1", "s2");
-  cluster.CloseConnection(1, "p1", "s2");
-  cluster.Run(Millis{2'000});
-  EXPECT_EQ(cluster.View("s2").role, EffectiveRole::kSecondary);
-  EXPECT_EQ(cluster.View("s2").following, "p1");
+  cluster->ClockJump("s2", Millis{2'000});
+  cluster->CloseConnection(0, "p1", "s2");
+  cluster->CloseConnection(1, "p1", "s2");
+  cluster->Run(Millis{2'000});
+  EXPECT_EQ(cluster->View("s2").role, EffectiveRole::kSecondary);
+  EXPECT_EQ(cluster->View("s2").following, "p1");
   EXPECT_FALSE(s2_promoted);
-  EXPECT_EQ(cluster.View("p1").role, EffectiveRole::kPrimary);
-  EXPECT_EQ(cluster.View("p1").epoch, epoch);  // no take-over, no split brain to resolve
+  EXPECT_EQ(cluster->View("p1").role, EffectiveRole::kPrimary);
+  EXPECT_EQ(cluster->View("p1").epoch, epoch);  // no take-over, no split brain to resolve
 }
 
 // With a single heartbeat link, a close is one link's word: the take-over waits for the timer.
