@@ -181,7 +181,9 @@ std::vector<ProbeResult> ProbeServices(const std::vector<RemoteCheckConfig>& che
   std::vector<std::thread> commands;
   {
     asio::io_context io;
-    // The address once for every check; a name is resolved within the same time limit.
+    // The address once for every check. A name is resolved first, with a time limit of its own
+    // (so a round with a name can take twice the timeout, and longer when the resolver itself
+    // hangs: give service addresses as addresses).
     std::optional<asio::ip::address> address;
     std::string unresolved;
     error_code ec;
