@@ -631,6 +631,27 @@ void FailoverCore::ApplyRecoveryPolicy(Instant now, const Peer& primary, Actions
 void FailoverCore::StepSecondary(Instant now, Actions& out) {
   const Peer* primary = AlivePrimary();
   if (primary == nullptr) {
+    if (switch_request_sent_ && !following_.empty()) {
+      // The primary this node asked for the role stepped down (it is heard, not primary): its
+      // TAKE_OVER, naming its last record, is on the way, and may come after the heartbeat
+      // that says it is secondary (the node holds it for that record; another link may be
+      // faster). Electing itself meanwhile would promote this node from its own, older,
+      // position and leave the tail behind (seen under ASan: 31 ms after the step-down).
+      const Peer* asked = FindPeer(following_);
+      if (asked != nullptr && asked->alive && asked->last &&
+          asked->last->role != EffectiveRole::kPrimary && !handover_wait_until_) {
+        handover_wait_until_ = now + config_.LostAfter();
+        takeover_expected_from_ = following_;
+      }
+    }
+    if (!takeover_expected_from_.empty()) {
+      // No TAKE_OVER comes from a node that is gone meanwhile: elect at once.
+      const Peer* asked = FindPeer(takeover_expected_from_);
+      if (!handover_wait_until_ || asked == nullptr || !asked->alive) {
+        if (handover_wait_until_ && asked != nullptr && !asked->alive) handover_wait_until_.reset();
+        takeover_expected_from_.clear();
+      }
+    }
     SetFollowing("", out);
     RunElection(now, out);
     return;
@@ -638,6 +659,7 @@ void FailoverCore::StepSecondary(Instant now, Actions& out) {
   election_since_.reset();
   campaign_.reset();
   handover_wait_until_.reset();
+  takeover_expected_from_.clear();
   SetFollowing(primary->member.id, out);
   if (switch_request_sent_ && now - *switch_request_sent_ > config_.LostAfter()) {
     switch_request_sent_.reset();  // lost or refused: ask again below if still wanted
@@ -919,6 +941,7 @@ void FailoverCore::Promote(Instant now, const std::string& reason, Epoch epoch, 
   election_reason_.clear();
   switch_request_sent_.reset();
   handover_wait_until_.reset();
+  takeover_expected_from_.clear();
   restore_pending_ = false;
   preempt_eligible_since_.reset();
   remote_failure_.clear();

@@ -9,6 +9,8 @@
 #include <set>
 #include <sstream>
 
+#include "statesync/replication/io_scheduling.h"
+
 namespace statesync::node {
 namespace {
 
@@ -282,6 +284,10 @@ std::chrono::milliseconds NodeConfig::HandOverWait() const {
   return std::max<milliseconds>(heartbeat_interval * lost_threshold * 3, milliseconds(1000));
 }
 
+std::chrono::milliseconds NodeConfig::HandOverLimit() const {
+  return std::max<milliseconds>(HandOverWait(), milliseconds(30'000));
+}
+
 std::filesystem::path NodeConfig::ControlSocket() const {
   return control_socket.empty() ? data_dir / "control.sock" : control_socket;
 }
@@ -365,6 +371,7 @@ Result<NodeConfig> ParseConfig(std::string_view text, std::string_view source) {
   cluster.Time("holdoff_max_s", 1, 86'400, &c.holdoff_max);
   cluster.Time("preempt_delay_s", 0, 86'400, &c.preempt_delay);
   cluster.Time("uptime_margin_s", 0, 86'400, &c.uptime_margin);
+  cluster.Integer("heartbeat_realtime_priority", -1, 99, &c.heartbeat_realtime_priority);
   cluster.Finish();
 
   const toml::node* members = root.get("member");
@@ -515,6 +522,19 @@ Result<NodeConfig> ParseConfig(std::string_view text, std::string_view source) {
   hooks.Finish();
 
   // The whole: what no single key can say.
+  const auto resolved = [](int asked, int by_default) {
+    return asked == replication::kIoRealtimeWhenPermitted ? by_default : asked;
+  };
+  const int heartbeat_priority =
+      resolved(c.heartbeat_realtime_priority, replication::kDefaultHeartbeatRealtimePriority);
+  const int io_priority = resolved(c.io_realtime_priority, replication::kDefaultIoRealtimePriority);
+  if (heartbeat_priority != 0 && io_priority != 0 && heartbeat_priority <= io_priority) {
+    problems.Add("cluster", "heartbeat_realtime_priority",
+                 "SCHED_FIFO " + std::to_string(heartbeat_priority) +
+                     " is not above [replication] io_realtime_priority (SCHED_FIFO " +
+                     std::to_string(io_priority) +
+                     "): a busy stream would delay the heartbeats and cause false failovers");
+  }
   if (c.id.empty()) problems.Add("node", "id", "required: this node's id, one of the members'");
   if (c.data_dir.empty()) problems.Add("node", "data_dir", "must not be empty");
   if (members == nullptr) {
@@ -602,6 +622,12 @@ holdoff_max_s = 300
 preempt_delay_s = 30
 # Uptimes closer than this count as equal in elections.
 uptime_margin_s = 300
+# The heartbeat path (the event loop and the heartbeat sockets' thread): -1 runs it in
+# SCHED_FIFO at 20 where the process may (root or CAP_SYS_NICE), 0 in the normal class, 1-99 in
+# SCHED_FIFO at that priority. It must stay above [replication] io_realtime_priority: a busy
+# stream in SCHED_FIFO can otherwise hold every core for up to 950 ms in each second, and a
+# primary that sends no heartbeat for 300 ms is replaced.
+heartbeat_realtime_priority = -1
 
 # Every node of the cluster, this one included, in the same order on every node (a node's index
 # is its slot). role: primary, secondary or witness (a witness holds no data and only votes;

@@ -13,6 +13,7 @@
 #include <thread>
 #include <zmq.hpp>
 
+#include "statesync/common/pi_mutex.h"
 #include "statesync/common/prefaulted_pages.h"
 #include "statesync/replication/messages.h"
 #include "statesync/schemas/codec.h"
@@ -146,8 +147,8 @@ class DataPlane::Impl {
       // A hand-over: the node taking over promotes once it holds this node's last record, and
       // only this node's primary side can stream the tail to it. Stepping down now would leave
       // a lagging subordinate without it (and the tail in this node's quarantine).
-      drain_ =
-          Drain{primary, endpoint, table_->last_position(), Clock::now() + config_.HandOverWait()};
+      drain_ = Drain{primary, endpoint, table_->last_position(),
+                     ProgressWait(Clock::now(), config_.HandOverWait(), config_.HandOverLimit())};
       spdlog::info("handing over to {}: streaming until it holds {}", primary,
                    ToString(drain_->last));
       return;
@@ -157,24 +158,34 @@ class DataPlane::Impl {
 
   // Whether `node`, a subordinate of this primary, has not persisted `last` yet.
   bool Behind(const std::string& node, Position last) const {
+    const auto persisted = PersistedBy(node);
+    // By seq: a primary that took no writes in its epoch is at (epoch, seq of the last write),
+    // which a subordinate holds as (older epoch, the same seq).
+    return persisted && *persisted < last.seq;
+  }
+
+  // What `node`, a subordinate of this primary, has persisted; nothing once it is lost.
+  std::optional<Seq> PersistedBy(const std::string& node) const {
     for (const auto& p : primary_->peers()) {
-      if (p.node_id == node) {
-        // By seq: a primary that took no writes in its epoch is at (epoch, seq of the last
-        // write), which a subordinate holds as (older epoch, the same seq).
-        return p.state != replication::PeerStatus::State::kLost && p.persisted.seq < last.seq;
+      if (p.node_id == node && p.state != replication::PeerStatus::State::kLost) {
+        return p.persisted.seq;
       }
     }
-    return false;
+    return std::nullopt;
   }
 
   void StepDrain() {
     if (!drain_) return;
-    if (Clock::now() < drain_->deadline && Behind(drain_->primary, drain_->last)) return;
+    const auto persisted = PersistedBy(drain_->primary);
+    if (persisted && *persisted < drain_->last.seq &&
+        drain_->wait.KeepWaiting(*persisted, Clock::now())) {
+      return;
+    }
     const Drain d = std::move(*drain_);
     drain_.reset();
-    if (Behind(d.primary, d.last)) {
-      spdlog::warn("handing over to {}: it still lacks records up to {} after {} ms", d.primary,
-                   ToString(d.last), config_.HandOverWait().count());
+    if (persisted && *persisted < d.last.seq) {
+      spdlog::warn("handing over to {}: it still lacks records up to {}: {}", d.primary,
+                   ToString(d.last), d.wait.WhyStopped(Clock::now()));
     }
     FollowNow(d.primary, d.endpoint);
   }
@@ -214,7 +225,9 @@ class DataPlane::Impl {
           Status::FailedPrecondition("replaced by a promotion in epoch " + std::to_string(epoch)));
     }
     drain_.reset();  // the hand-over was called off: this node is primary again
-    promotion_ = Promotion{epoch, up_to, Clock::now() + wait_limit, std::move(done)};
+    promotion_ =
+        Promotion{epoch, up_to, ProgressWait(Clock::now(), wait_limit, config_.HandOverLimit()),
+                  std::move(done)};
     StepPromotion();
   }
 
@@ -226,7 +239,15 @@ class DataPlane::Impl {
     };
     if (sub_) {
       const auto st = sub_->status();
-      if (st.persisted < promotion_->up_to && Clock::now() < promotion_->deadline) return;
+      // An old primary that took no writes in its epoch hands over (epoch, seq of its last
+      // write), which this node holds as (older epoch, the same seq): by seq, as Behind(), once
+      // this node is in sync with it (a divergent tail of its own is resolved by then).
+      const bool holds =
+          st.persisted >= promotion_->up_to || (st.state == replication::SyncState::kInSync &&
+                                                st.persisted.seq >= promotion_->up_to.seq);
+      if (!holds && promotion_->wait.KeepWaiting(st.persisted.seq, Clock::now())) {
+        return;
+      }
       table_ = sub_->Stop();
       sub_.reset();
       following_.clear();
@@ -696,17 +717,46 @@ class DataPlane::Impl {
     }
   }
 
+  // A wait for records on their way from one node to another: it goes on while they arrive,
+  // and ends once none arrived for `stall` or after `limit` in all. A lagging link takes as
+  // long as it needs to carry a hand-over's tail; a stuck one is given up quickly.
+  class ProgressWait {
+   public:
+    ProgressWait(Clock::time_point now, std::chrono::milliseconds stall,
+                 std::chrono::milliseconds limit)
+        : stall_(stall), limit_(limit), progress_at_(now), give_up_at_(now + limit) {}
+    // Whether to wait on, with the receiver at `seq` now.
+    bool KeepWaiting(Seq seq, Clock::time_point now) {
+      if (seq > progress_) {
+        progress_ = seq;
+        progress_at_ = now;
+      }
+      return now - progress_at_ < stall_ && now < give_up_at_;
+    }
+    std::string WhyStopped(Clock::time_point now) const {
+      return now >= give_up_at_
+                 ? "the hand-over's limit (" + std::to_string(limit_.count()) + " ms) passed"
+                 : "nothing arrived for " + std::to_string(stall_.count()) + " ms";
+    }
+
+   private:
+    std::chrono::milliseconds stall_;
+    std::chrono::milliseconds limit_;
+    Seq progress_ = 0;
+    Clock::time_point progress_at_;
+    Clock::time_point give_up_at_;
+  };
   struct Promotion {
     Epoch epoch = 0;
     Position up_to;
-    Clock::time_point deadline;
+    ProgressWait wait;
     PromotedCallback done;
   };
   struct Drain {
     std::string primary;
     std::string endpoint;
     Position last;  // the last record this node took
-    Clock::time_point deadline;
+    ProgressWait wait;
   };
   struct FinishedAck {
     std::string identity;
@@ -749,7 +799,8 @@ class DataPlane::Impl {
   std::thread thread_;
   std::atomic<bool> stop_{false};
 
-  mutable std::mutex mu_;
+  // Shared with the event loop, which runs in SCHED_FIFO where permitted.
+  mutable PriorityInheritanceMutex mu_;
   std::deque<std::function<void()>> tasks_;
   std::atomic<bool> tasks_waiting_{false};
   DataPlaneStatus status_;

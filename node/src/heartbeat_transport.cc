@@ -7,6 +7,7 @@
 #include <zmq.hpp>
 
 #include "statesync/node/peer_messages.h"
+#include "statesync/replication/io_scheduling.h"
 
 namespace statesync::node {
 
@@ -16,6 +17,22 @@ class HeartbeatTransport::Impl {
 
   Status Start() {
     const failover::NodeId& self = config_.id;
+    auto realtime = replication::StartThreadsRealtime(
+        config_.heartbeat_realtime_priority,
+        replication::RealtimeThreads{self, "the heartbeat path", "heartbeat_realtime_priority",
+                                     replication::kDefaultHeartbeatRealtimePriority},
+        [this]() -> Status {
+          try {
+            zmq::socket_t first(ctx_, zmq::socket_type::pair);  // starts the context's thread
+            first.close();
+            return Status::Ok();
+          } catch (const zmq::error_t& e) {
+            return Status::Unavailable("cannot start the heartbeat links' thread: " +
+                                       std::string(e.what()));
+          }
+        });
+    if (!realtime.ok()) return realtime.status();
+    realtime_priority_ = *realtime;
     try {
       for (std::size_t link = 0; link < config_.links.size(); ++link) {
         zmq::socket_t in(ctx_, zmq::socket_type::router);
@@ -117,6 +134,7 @@ class HeartbeatTransport::Impl {
   }
 
   HeartbeatCounters counters() const { return counters_; }
+  int realtime_priority() const { return realtime_priority_; }
 
   std::vector<ConnectionEvent> TakeConnectionEvents() {
     std::vector<ConnectionEvent> events;
@@ -211,6 +229,7 @@ class HeartbeatTransport::Impl {
   const NodeConfig config_;
   const std::uint64_t cluster_id_;
   zmq::context_t ctx_{1};
+  int realtime_priority_ = 0;  // the context's thread's SCHED_FIFO priority; 0: normal class
   std::vector<zmq::socket_t> inbound_;  // one per link
   std::map<std::pair<failover::NodeId, failover::LinkIndex>, zmq::socket_t> outbound_;
   HeartbeatCounters counters_;
@@ -237,6 +256,10 @@ std::vector<ReceivedPeerMessage> HeartbeatTransport::Receive(std::chrono::millis
 std::vector<ConnectionEvent> HeartbeatTransport::TakeConnectionEvents() {
   return impl_->TakeConnectionEvents();
 }
+int HeartbeatTransport::realtime_priority() const {
+  return impl_->realtime_priority();
+}
+
 HeartbeatCounters HeartbeatTransport::counters() const {
   return impl_->counters();
 }

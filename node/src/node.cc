@@ -9,7 +9,6 @@
 #include <atomic>
 #include <boost/json.hpp>
 #include <cctype>
-#include <condition_variable>
 #include <ctime>
 #include <deque>
 #include <fstream>
@@ -21,12 +20,14 @@
 
 #include "answers.h"
 #include "data_plane.h"
+#include "statesync/common/pi_mutex.h"
 #include "statesync/failover/core.h"
 #include "statesync/node/control.h"
 #include "statesync/node/data_dir.h"
 #include "statesync/node/heartbeat_transport.h"
 #include "statesync/node/monitors.h"
 #include "statesync/node/takeover_hook.h"
+#include "statesync/replication/io_scheduling.h"
 
 namespace statesync::node {
 
@@ -42,9 +43,6 @@ namespace {
 
 constexpr auto kTickInterval = 10ms;
 constexpr std::size_t kEventsKept = 2000;
-// Well under a heartbeat interval: once the old primary's heartbeats say it is secondary, the
-// receiver may elect itself (from its own position) before a take-over held longer arrives.
-constexpr std::chrono::milliseconds kReleaseWait{50};
 
 // "primary", "hold_off": the effective role as the control socket reports it.
 std::string RoleWord(EffectiveRole role) {
@@ -125,14 +123,24 @@ class Node::Impl {
     if (auto recent = data_dir_->RecentEvents(kEventsKept); recent.ok()) {
       for (auto& e : recent.value()) events_.push_back({++event_seq_, std::move(e)});
     }
+    auto transport = HeartbeatTransport::Start(config_);
+    if (!transport.ok()) return transport.status();
+    transport_ = std::move(transport).value();
+    if (transport_->realtime_priority() == 0 &&
+        config_.heartbeat_realtime_priority != replication::kIoNormalClass &&
+        config_.io_realtime_priority != replication::kIoNormalClass) {
+      // Where the heartbeat path could not take its realtime class, a realtime stream would
+      // hold the cores from it: the stream keeps the normal class too.
+      spdlog::warn(
+          "the stream's I/O threads keep the normal scheduling class as well: the heartbeat "
+          "path runs in it, and must not run below them");
+      config_.io_realtime_priority = replication::kIoNormalClass;
+    }
     auto plane =
         DataPlane::Start(config_, data_dir_->StorePath(),
                          [this](const replication::ReplicationEvent& e) { OnReplicationEvent(e); });
     if (!plane.ok()) return plane.status();
     data_plane_ = std::move(plane).value();
-    auto transport = HeartbeatTransport::Start(config_);
-    if (!transport.ok()) return transport.status();
-    transport_ = std::move(transport).value();
     std::random_device seed;
     core_ = std::make_unique<failover::FailoverCore>(
         config_.ToClusterConfig(), durable.value(),
@@ -160,6 +168,7 @@ class Node::Impl {
   }
 
   Status Run() {
+    EnterHeartbeatClass();
     auto next_tick = Clock::now();
     while (failure_.ok()) {
       if (stop_requested_) {
@@ -188,6 +197,7 @@ class Node::Impl {
       }
     }
     if (!failure_.ok()) {
+      ReleaseHeldSends();
       // The node cannot go on (its HA state cannot be saved): whatever it served, it stops
       // taking writes and gives the service address up before anything else.
       data_plane_->Serve(false);
@@ -205,6 +215,27 @@ class Node::Impl {
 
  private:
   Instant Now() const { return std::chrono::duration_cast<Instant>(Clock::now() - origin_); }
+
+  // The event loop sends the heartbeats: it runs in the heartbeat links' class, above the
+  // stream's I/O threads, which would otherwise hold the cores while the stream is busy (a
+  // primary stalled for 340 ms under load was replaced). What it starts (the hook's and the
+  // checks' commands, threads) begins in the normal class.
+  void EnterHeartbeatClass() {
+    const int priority = transport_->realtime_priority();
+    if (priority > 0) {
+      if (!replication::EnterRealtime(priority, /*reset_on_fork=*/true)) {
+        spdlog::warn(
+            "the event loop keeps the normal scheduling class: SCHED_FIFO at {} is "
+            "refused although the heartbeat links' thread took it",
+            priority);
+      }
+    } else if (config_.heartbeat_realtime_priority == replication::kIoNormalClass &&
+               config_.io_realtime_priority != replication::kIoNormalClass) {
+      spdlog::warn(
+          "heartbeat_realtime_priority is 0 while the stream's I/O threads run in SCHED_FIFO "
+          "where permitted: a busy stream can delay the heartbeats and cause false failovers");
+    }
+  }
 
   void ReportProgress() {
     const DataPlaneStatus s = data_plane_->status();
@@ -276,6 +307,15 @@ class Node::Impl {
   // ---- carrying out the core's decisions ----
 
   void Execute(const Actions& actions) {
+    if (std::any_of(actions.begin(), actions.end(), [](const Action& a) {
+          return std::holds_alternative<failover::ReleaseService>(a);
+        })) {
+      // The step-down comes before ReleaseService in the batch (the core announces its new
+      // role at once): from it on, messages wait for the data plane to say where the writes
+      // stopped (ReleaseService below).
+      released_.reset();
+      release_pending_ = {core_->epoch(), Clock::now() + ReleaseWait()};
+    }
     for (const Action& action : actions) {
       if (!failure_.ok()) return;
       std::visit([this](const auto& a) { Do(a); }, action);
@@ -287,8 +327,10 @@ class Node::Impl {
     failover::SendMessage patched;
     const auto* control = std::get_if<failover::Control>(&sent.message);
     const bool takeover = control != nullptr && control->kind == failover::ControlKind::kTakeOver;
-    if (takeover && release_pending_ && release_pending_->first == control->epoch) {
-      held_takeovers_.push_back(sent);
+    if (release_pending_) {
+      // A heartbeat saying this node is secondary, ahead of its take-over, had the receiver
+      // elect itself from its own (older) position: both wait, in order.
+      held_sends_.push_back(sent);
       return;
     }
     if (takeover && released_ && released_->first == control->epoch &&
@@ -397,37 +439,43 @@ class Node::Impl {
   void Do(const failover::ReleaseService&) {
     // Where the writes stopped, for a take-over that follows: the core's position is the one
     // last reported (up to 10 ms old), and records taken since would not be carried over. The
-    // data thread says so within a pass of its loop (2 ms); the take-over waits for it (and
-    // only the take-over: the loop goes on), at most kReleaseWait.
+    // data thread says so within a pass of its loop (2 ms); the messages to the peers wait for
+    // it (Execute; the loop goes on), at most ReleaseWait().
     const Epoch epoch = core_->epoch();
-    released_.reset();
-    release_pending_ = {epoch, Clock::now() + kReleaseWait};
     data_plane_->StopServing([this, epoch](Position stopped) {
       Post([this, epoch, stopped] {
         if (!release_pending_ || release_pending_->first != epoch) return;
-        release_pending_.reset();
         released_ = {epoch, stopped};
-        SendHeldTakeOvers();
+        ReleaseHeldSends();
       });
     });
     hook_->Run("demote", epoch);
   }
 
+  // Half the loss time: the peers hear nothing from this node while a take-over is held, and
+  // must not take that for a failure (a sanitizer build's data thread was seen to answer only
+  // after 48 ms).
+  std::chrono::milliseconds ReleaseWait() const {
+    return config_.heartbeat_interval * config_.lost_threshold / 2;
+  }
+
   // A take-over held for the position where the writes stopped goes out with the core's own
-  // when the data plane has not said within kReleaseWait.
+  // when the data plane has not said within ReleaseWait(); and so do the node's last messages
+  // when it stops (Shutdown, a failure).
   void CheckReleaseWait() {
     if (!release_pending_ || Clock::now() < release_pending_->second) return;
     spdlog::warn(
         "the data plane did not say where the writes stopped within {} ms: a take-over "
         "carries the position last reported",
-        kReleaseWait.count());
-    release_pending_.reset();
-    SendHeldTakeOvers();
+        ReleaseWait().count());
+    ReleaseHeldSends();
   }
 
-  void SendHeldTakeOvers() {
+  // What was held goes out in order (a take-over with the stopped position, when known).
+  void ReleaseHeldSends() {
+    release_pending_.reset();
     std::vector<failover::SendMessage> held;
-    held.swap(held_takeovers_);
+    held.swap(held_sends_);
     for (const auto& m : held) Do(m);
   }
 
@@ -552,7 +600,6 @@ class Node::Impl {
     std::lock_guard lock(events_mu_);
     events_.push_back({++event_seq_, std::move(line)});
     while (events_.size() > kEventsKept) events_.pop_front();
-    events_cv_.notify_all();
   }
 
   // ---- the control socket ----
@@ -827,8 +874,10 @@ class Node::Impl {
     while (!c.Closed()) {
       std::vector<std::string> lines;
       {
+        // Followers look every 50 ms rather than be woken: a condition variable's own lock
+        // (not priority-inheriting) would be taken by the realtime loop at every event.
+        std::this_thread::sleep_for(50ms);
         std::unique_lock lock(events_mu_);
-        events_cv_.wait_for(lock, 200ms, [&] { return event_seq_ > sent; });
         for (const auto& [seq, line] : events_) {
           if (seq > sent) lines.push_back(line);
         }
@@ -1021,6 +1070,7 @@ class Node::Impl {
             ? core_->Command(Now(), failover::OperatorCommand::kPlannedRestart, stop_holdoff_)
             : core_->Command(Now(), failover::OperatorCommand::kShutdown);
     Execute(actions);
+    ReleaseHeldSends();
     // Let the hold-off reach the peers before the sockets close (sends are queued, not
     // lingered).
     std::this_thread::sleep_for(50ms);
@@ -1066,7 +1116,7 @@ class Node::Impl {
   // the data plane has not said, the epoch and how long take-overs are held for it.
   std::optional<std::pair<Epoch, Position>> released_;
   std::optional<std::pair<Epoch, Clock::time_point>> release_pending_;
-  std::vector<failover::SendMessage> held_takeovers_;
+  std::vector<failover::SendMessage> held_sends_;  // while release_pending_
   Clock::time_point links_polled_;
   std::optional<RemoteMonitor::Round> last_remote_round_;
 
@@ -1074,14 +1124,15 @@ class Node::Impl {
   std::atomic<bool> planned_stop_{false};
   std::chrono::milliseconds stop_holdoff_{0};
 
-  std::mutex event_rate_mu_;
+  // The loop runs in SCHED_FIFO where permitted, and shares these with normal-class threads:
+  // a holder preempted inside its section must not keep the loop (and the heartbeats) waiting.
+  PriorityInheritanceMutex event_rate_mu_;
   std::map<std::pair<int, std::string>, std::pair<Clock::time_point, std::uint64_t>> event_rate_;
 
-  std::mutex posted_mu_;
+  PriorityInheritanceMutex posted_mu_;
   std::deque<std::function<void()>> posted_;
 
-  std::mutex events_mu_;
-  std::condition_variable events_cv_;
+  PriorityInheritanceMutex events_mu_;
   std::deque<std::pair<std::uint64_t, std::string>> events_;
   std::uint64_t event_seq_ = 0;
 };

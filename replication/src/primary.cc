@@ -390,7 +390,7 @@ class Primary::Impl {
   // ---- the I/O thread ----
   void Run() {
     pthread_setname_np(pthread_self(), "ss-primary-io");
-    if (realtime_priority_ > 0) detail::EnterRealtime(realtime_priority_);
+    if (realtime_priority_ > 0) EnterRealtime(realtime_priority_);
     zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0},
                                {nullptr, waker_.fd(), ZMQ_POLLIN, 0}};
     auto last_trim = Clock::now();

@@ -161,7 +161,7 @@ class Subordinate::Impl {
  private:
   void Run() {
     pthread_setname_np(pthread_self(), "ss-follow-io");
-    if (realtime_priority_ > 0) detail::EnterRealtime(realtime_priority_);
+    if (realtime_priority_ > 0) EnterRealtime(realtime_priority_);
     header_ = {o_.cluster_id, o_.node_id, newest_epoch_};
     SendHello();
     while (!stop_) {

@@ -6,18 +6,14 @@
 // thread that owns the socket.
 #pragma once
 
-#include <pthread.h>
-#include <sched.h>
 #include <spdlog/spdlog.h>
 #include <sys/eventfd.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
 #include <string>
 #include <string_view>
-#include <thread>
 
 #include <zmq.hpp>
 
@@ -28,65 +24,22 @@
 
 namespace statesync::replication::detail {
 
-// Puts the calling thread in SCHED_FIFO at `priority`; false where refused.
-inline bool EnterRealtime(int priority) {
-  sched_param param{};
-  param.sched_priority = priority;
-  return pthread_setschedparam(pthread_self(), SCHED_FIFO, &param) == 0;
-}
-
-// Resolves `asked` (io_realtime_priority: kIoRealtimeWhenPermitted, 0 or 1-99). Where it comes to
-// a priority this process may use, starts ZeroMQ's threads of `ctx` (call before its first
-// socket) from a thread already in SCHED_FIFO at it, so that they inherit the class: ZeroMQ's own
-// thread_sched_policy option aborts the process when its thread cannot take the class, and this
-// cannot. Returns the priority the adapter's I/O thread should enter (EnterRealtime), or 0 for
-// the normal class: a priority asked for and refused is a warning, the default refused only an
-// info line (most unprivileged processes are refused). The default also keeps the normal class
-// under a finite RLIMIT_RTTIME: a busy stream could run into it, and the kernel then kills the
-// process.
+// Resolves `asked` (io_realtime_priority) for the stream's I/O threads: StartThreadsRealtime
+// with ZeroMQ's threads of `ctx` (call before its first socket) started by the first socket.
 inline Result<int> SetUpRealtime(zmq::context_t& ctx, int asked, const std::string& node_id) {
-  if (asked != kIoRealtimeWhenPermitted && (asked < 0 || asked > 99)) {
-    return Status::InvalidArgument(
-        "io_realtime_priority is " + std::to_string(asked) +
-        ": it must be -1 (realtime where permitted, the default), 0 (the normal class) or a "
-        "SCHED_FIFO priority from 1 to 99");
-  }
-  const bool by_default = asked == kIoRealtimeWhenPermitted;
-  const int priority = by_default ? kDefaultIoRealtimePriority : asked;
-  if (priority == kIoNormalClass) return 0;
-  rlimit rttime{};
-  if (by_default && ::getrlimit(RLIMIT_RTTIME, &rttime) == 0 && rttime.rlim_cur != RLIM_INFINITY) {
-    spdlog::info(
-        "{}: the stream's I/O threads keep the normal scheduling class: RLIMIT_RTTIME is set "
-        "({} us); set io_realtime_priority to use SCHED_FIFO anyway",
-        node_id, rttime.rlim_cur);
-    return 0;
-  }
-  bool entered = false;
-  std::string failure;
-  std::thread starter([&] {
-    entered = EnterRealtime(priority);
-    if (!entered) return;
-    try {
-      zmq::socket_t first(ctx, zmq::socket_type::pair);  // starts the context's threads
-      first.close();
-    } catch (const zmq::error_t& e) {
-      failure = e.what();
-    }
-  });
-  starter.join();
-  if (!failure.empty()) {
-    return Status::Unavailable("cannot start ZeroMQ's threads: " + failure);
-  }
-  if (!entered) {
-    spdlog::log(by_default ? spdlog::level::info : spdlog::level::warn,
-                "{}: the stream's I/O threads keep the normal scheduling class: SCHED_FIFO at {} "
-                "is refused (it needs CAP_SYS_NICE or RLIMIT_RTPRIO){}",
-                node_id, priority,
-                by_default ? "; set io_realtime_priority to 0 to choose the normal class" : "");
-    return 0;
-  }
-  return priority;
+  return StartThreadsRealtime(
+      asked,
+      RealtimeThreads{node_id, "the stream's I/O threads", "io_realtime_priority",
+                      kDefaultIoRealtimePriority},
+      [&ctx]() -> Status {
+        try {
+          zmq::socket_t first(ctx, zmq::socket_type::pair);  // starts the context's threads
+          first.close();
+          return Status::Ok();
+        } catch (const zmq::error_t& e) {
+          return Status::Unavailable(std::string("cannot start ZeroMQ's threads: ") + e.what());
+        }
+      });
 }
 
 // The wall clock, as the store and the table take time (adapters may read clocks; the pure

@@ -1,4 +1,5 @@
-// A temporary directory for a test, removed with everything in it when it goes out of scope.
+// A temporary directory for a test, removed with everything in it when it goes out of scope,
+// unless STATESYNC_KEEP_TEST_DIRS is set (to read the daemons' logs after a failure).
 #pragma once
 
 #include <stdlib.h>
@@ -15,6 +16,7 @@ class TempDir {
     path_ = ::mkdtemp(tmpl.data());
   }
   ~TempDir() {
+    if (::getenv("STATESYNC_KEEP_TEST_DIRS") != nullptr) return;
     std::error_code ec;
     std::filesystem::remove_all(path_, ec);
   }

@@ -106,9 +106,12 @@ class NodeQueries {
  public:
   virtual ~NodeQueries() = default;
   virtual std::string Socket(const std::string& id) const = 0;
-  // `statesyncctl --socket <id's> ARGS`.
+  // `statesyncctl --socket <id's> ARGS`, stopped after 180 s (exit code 124): a command that
+  // hangs fails its test with the nodes' logs rather than run into ctest's timeout, which
+  // leaves nothing to read.
   CommandResult Ctl(const std::string& id, const std::string& args) const {
-    return RunCommand(CtlPath() + " --socket " + Socket(id) + " " + args);
+    return RunCommand("timeout --kill-after=5 180 " + CtlPath() + " --socket " + Socket(id) + " " +
+                      args);
   }
   // The node's `status --json`, or nothing when it does not answer.
   std::optional<json::object> Status(const std::string& id) const {
@@ -151,13 +154,21 @@ class NodeQueries {
 class LocalCluster : public NodeQueries {
  public:
   // Starts `nodes` data nodes (n1 configured primary) and, with `witness`, a witness "w".
+  //
+  // A silent peer is lost after 1 s (100 ms x 10) unless `extra` sets --lost-threshold: these
+  // tests kill processes, which the nodes see at once as connections closed on every link, so
+  // the heartbeat timer does not decide them. With the default 300 ms a sanitizer build under
+  // `ctest -j2` was seen to stall a loaded primary for 340 ms, which is a silent failure and a
+  // failover of its own (tests/integration/netns_scenarios_test.cc covers those).
   LocalCluster(int nodes, bool witness, const std::string& sync_mode = "async",
                const std::string& extra = "")
       : base_port_(FreePortRange(10 * (nodes + 1) + 3)) {
+    const std::string threshold =
+        extra.find("--lost-threshold") == std::string::npos ? " --lost-threshold 10" : "";
     const std::string cmd = CtlPath() + " cluster up --nodes " + std::to_string(nodes) +
                             (witness ? " --witness" : "") + " --dir " + dir_.path().string() +
                             " --base-port " + std::to_string(base_port_) + " --sync-mode " +
-                            sync_mode + " " + extra;
+                            sync_mode + threshold + " " + extra;
     const CommandResult r = RunCommand(cmd);
     up_ = r.exit_code == 0;
     EXPECT_TRUE(up_) << cmd << "\n" << r.out;

@@ -49,7 +49,9 @@ TEST(SyncMode, EveryAcknowledgedRecordSurvivesAPrimaryKilledAtARandomMoment) {
 // (SIGSTOP) nothing is acknowledged; once it resumes, the blob lane delivers what the primary
 // stored.
 TEST(SyncMode, ABlobIsAcknowledgedOnlyOnceTheSubordinateHoldsIt) {
-  LocalCluster c(2, false, "sync");
+  // The default loss time (300 ms): the primary gives the hung secondary up and closes its
+  // connections well within the hang, which the secondary must not take for a crash.
+  LocalCluster c(2, false, "sync", "--lost-threshold 3");
   ASSERT_TRUE(c.up());
   ASSERT_TRUE(c.MakePrimary("n1"));
   auto first = c.Load("n1", "--blobs 2 --blob-size 100000 --wait-acked");

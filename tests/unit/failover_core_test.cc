@@ -149,6 +149,104 @@ TEST(Clock, AJumpIsObservedAndGivesPeersAFreshWindow) {
   EXPECT_TRUE(RoleChanges(s2.Tick(now - Millis{3'000})).empty());
 }
 
+// A secondary that asked the primary for the role (`takeover`) hears the primary's heartbeat
+// saying it stepped down before the TAKE_OVER itself (the old primary holds it for the last
+// record it took; another link may be faster). It waits for the TAKE_OVER rather than elect
+// itself from its own older position, and promotes gated on the handed-over position.
+TEST(HandOver, TheNodeThatAskedWaitsForTheTakeOverRatherThanElectItself) {
+  ClusterConfig config = TwoNodes();
+  config.self = "s2";
+  config.members[0].priority = 100;  // s2 outranks p1 by its serial once p1 is no longer ahead
+  std::uint64_t n = 0;
+  FailoverCore s2(config, DurableState{}, [&n] { return n++; });
+  Heartbeat hb;
+  hb.sequence = 1;
+  hb.epoch = 64;
+  hb.role = EffectiveRole::kPrimary;
+  hb.ready = true;
+  hb.priority = 100;
+  hb.applied = {64, 1000};
+  hb.following = "p1";
+  Instant now{0};
+  for (; now < Instant{1'000}; now += Millis{10}) {
+    if (now.count() % 100 == 0) {
+      ++hb.sequence;
+      (void)s2.Receive(now, "p1", 0, hb);
+    }
+    (void)s2.ReplicationProgress(now, {64, 900}, true);
+    (void)s2.Tick(now);
+  }
+  ASSERT_EQ(s2.primary(), "p1");
+  bool asked = false;
+  for (const Action& a : s2.Command(now, OperatorCommand::kSetPrimary)) {
+    if (const auto* m = std::get_if<SendMessage>(&a)) {
+      const auto* c = std::get_if<Control>(&m->message);
+      asked |= c != nullptr && c->kind == ControlKind::kSwitchRequest;
+    }
+  }
+  ASSERT_TRUE(asked);
+  // p1 steps down: its heartbeats say secondary, and for 250 ms no TAKE_OVER comes.
+  hb.role = EffectiveRole::kSecondary;
+  hb.ready = false;
+  hb.following.clear();
+  hb.applied = {64, 900};  // as last reported (the rest is on its way): no fresher than s2
+  const Instant stepped_down = now + Millis{20};
+  for (now = stepped_down; now < stepped_down + Millis{250}; now += Millis{10}) {
+    if ((now - stepped_down).count() % 100 == 0) {
+      ++hb.sequence;
+      (void)s2.Receive(now, "p1", 0, hb);
+    }
+    for (const RoleChange& rc : RoleChanges(s2.Tick(now))) {
+      ADD_FAILURE() << "changed role to " << RoleName(rc.to) << " at +"
+                    << (now - stepped_down).count() << " ms: " << rc.reason;
+    }
+  }
+  Control takeover;
+  takeover.kind = ControlKind::kTakeOver;
+  takeover.epoch = 64;
+  takeover.final_position = {64, 1000};
+  takeover.reason = "SECONDARY asks us to switch roles (operator requested takeover)";
+  const Actions took = s2.Receive(now, "p1", 0, takeover);
+  ASSERT_EQ(RoleChanges(took).size(), 1u);
+  EXPECT_EQ(RoleChanges(took)[0].to, EffectiveRole::kPrimary);
+  bool gated = false;
+  for (const Action& a : took) {
+    if (const auto* w = std::get_if<AwaitState>(&a)) gated = w->up_to == Position{64, 1000};
+  }
+  EXPECT_TRUE(gated) << "the promotion waits for the record the old primary handed over";
+
+  // Had no TAKE_OVER come, s2 would have elected itself once the loss time passed.
+  FailoverCore again(config, DurableState{}, [&n] { return n++; });
+  hb.role = EffectiveRole::kPrimary;
+  hb.applied = {64, 1000};
+  hb.following = "p1";
+  for (now = Instant{0}; now < Instant{1'000}; now += Millis{10}) {
+    if (now.count() % 100 == 0) {
+      ++hb.sequence;
+      (void)again.Receive(now, "p1", 0, hb);
+    }
+    (void)again.ReplicationProgress(now, {64, 900}, true);
+    (void)again.Tick(now);
+  }
+  (void)again.Command(now, OperatorCommand::kSetPrimary);
+  hb.role = EffectiveRole::kSecondary;
+  hb.following.clear();
+  hb.applied = {64, 900};
+  std::optional<Millis> promoted_after;
+  for (now += Millis{20}; now < Instant{3'000} && !promoted_after; now += Millis{10}) {
+    if (now.count() % 100 == 0) {
+      ++hb.sequence;
+      (void)again.Receive(now, "p1", 0, hb);
+    }
+    for (const RoleChange& rc : RoleChanges(again.Tick(now))) {
+      if (rc.to == EffectiveRole::kPrimary) promoted_after = now - Instant{1'020};
+    }
+  }
+  ASSERT_TRUE(promoted_after.has_value());
+  EXPECT_GE(*promoted_after, Millis{300});
+  EXPECT_LE(*promoted_after, Millis{500});
+}
+
 // A preempting former primary stops switching back once flap_max_changes role changes
 // happened within flap_window, and says so.
 TEST(Flap, VoluntarySwitchesAreDampened) {

@@ -56,6 +56,7 @@ TEST(NodeConfig, TheMinimalConfigTakesTheDocumentedDefaults) {
   EXPECT_EQ(c->sync_mode, SyncMode::kAsync);
   EXPECT_EQ(c->on_sync_timeout, OnSyncTimeout::kBlock);
   EXPECT_EQ(c->io_realtime_priority, -1);
+  EXPECT_EQ(c->heartbeat_realtime_priority, -1);
   EXPECT_EQ(c->links, std::vector<std::string>{"ha1"});
   ASSERT_EQ(c->members.size(), 2u);
   EXPECT_EQ(c->members[0].role, ConfiguredRole::kPrimary);
@@ -129,6 +130,31 @@ TEST(NodeConfig, AWrongTypeOrAValueOutOfRangeSaysWhatIsWanted) {
   EXPECT_NE(m.find("reboot"), std::string::npos) << m;
   m = Refusal(std::string(kMinimal) + "\n[replication]\nio_realtime_priority = 100\n");
   EXPECT_NE(m.find("[replication] io_realtime_priority: 100 is out of range"), std::string::npos)
+      << m;
+}
+
+// The heartbeat path must run above the stream: at or below it, a busy stream delays heartbeats.
+TEST(NodeConfig, TheHeartbeatPathMustRunAboveTheStream) {
+  const auto with = [](const std::string& heartbeat, const std::string& io) {
+    return std::string(kMinimal) + "\n[cluster]\nheartbeat_realtime_priority = " + heartbeat +
+           "\n[replication]\nio_realtime_priority = " + io + "\n";
+  };
+  std::string m = Refusal(with("10", "-1"));  // the stream's default is 10
+  EXPECT_NE(m.find("[cluster] heartbeat_realtime_priority: SCHED_FIFO 10 is not above "
+                   "[replication] io_realtime_priority (SCHED_FIFO 10)"),
+            std::string::npos)
+      << m;
+  m = Refusal(with("-1", "30"));  // the heartbeat path's default is 20
+  EXPECT_NE(m.find("SCHED_FIFO 20 is not above [replication] io_realtime_priority (SCHED_FIFO "
+                   "30)"),
+            std::string::npos)
+      << m;
+  for (const auto& [heartbeat, io] : std::vector<std::pair<std::string, std::string>>{
+           {"-1", "-1"}, {"11", "-1"}, {"0", "0"}, {"0", "-1"}, {"5", "0"}, {"-1", "19"}}) {
+    EXPECT_TRUE(ParseConfig(with(heartbeat, io), "t.toml").ok()) << heartbeat << " " << io;
+  }
+  m = Refusal(std::string(kMinimal) + "\n[cluster]\nheartbeat_realtime_priority = 100\n");
+  EXPECT_NE(m.find("[cluster] heartbeat_realtime_priority: 100 is out of range"), std::string::npos)
       << m;
 }
 

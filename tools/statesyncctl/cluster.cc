@@ -83,6 +83,10 @@ Result<std::vector<ClusterNode>> WriteCluster(const ClusterSpec& spec) {
   if (spec.sync_mode == "sync" && spec.nodes < 2) {
     return Status::InvalidArgument("--sync-mode sync needs at least 2 data nodes");
   }
+  if (spec.lost_threshold < 3 || spec.lost_threshold > 100) {
+    return Status::InvalidArgument("--lost-threshold must be 3 to 100 (got " +
+                                   std::to_string(spec.lost_threshold) + ")");
+  }
   const int members = spec.nodes + (spec.witness ? 1 : 0);
   if (spec.base_port < 1024 || spec.base_port + 10 * members > 65535) {
     return Status::InvalidArgument("--base-port must leave room for " +
@@ -275,7 +279,8 @@ void PrintNodes(const std::vector<ClusterNode>& nodes, const std::vector<pid_t>&
 int Up(const Args& args) {
   po::options_description options(
       "statesyncctl cluster up --nodes N [--witness] --dir DIR [--base-port P] "
-      "[--sync-mode async|sync]: start a local cluster of real statesyncd processes on 127.0.0.1");
+      "[--sync-mode async|sync] [--heartbeat-ms MS] [--lost-threshold N] [--hook CMD]: start a "
+      "local cluster of real statesyncd processes on 127.0.0.1");
   ClusterSpec spec;
   std::string dir;
   options.add_options()("help,h", "this text")("nodes",
@@ -286,8 +291,10 @@ int Up(const Args& args) {
       "base-port", po::value(&spec.base_port)->value_name("P"), "first port (default 7400)")(
       "sync-mode", po::value(&spec.sync_mode)->value_name("MODE"), "async (default) or sync")(
       "heartbeat-ms", po::value(&spec.heartbeat_interval_ms)->value_name("MS"),
-      "heartbeat interval (default 100)")("hook", po::value(&spec.takeover_hook)->value_name("CMD"),
-                                          "takeover hook command");
+      "heartbeat interval (default 100)")(
+      "lost-threshold", po::value(&spec.lost_threshold)->value_name("N"),
+      "heartbeats missed on every link before a silent peer is lost (default 3)")(
+      "hook", po::value(&spec.takeover_hook)->value_name("CMD"), "takeover hook command");
   po::variables_map vm;
   if (int r = ParseOptions("cluster up", options, args, vm); r >= 0) return r;
   spec.dir = dir;

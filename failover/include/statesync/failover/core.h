@@ -214,7 +214,8 @@ class FailoverCore {
   std::optional<Instant> preempt_eligible_since_;
   std::string remote_failure_;  // "SIP_UDP=FAILED;HTTP=DISABLED" while the checks fail
   std::optional<Instant> handover_wait_until_;  // handed the role over: let the peer take it
-  bool restore_voluntary_ = false;              // restore by policy (dampened), not by an operator
+  NodeId takeover_expected_from_;   // asked it for the role; it stepped down: its TAKE_OVER is due
+  bool restore_voluntary_ = false;  // restore by policy (dampened), not by an operator
   std::optional<Instant> holdoff_until_;
   std::optional<Instant> failed_since_;
   NodeId holdoff_from_;

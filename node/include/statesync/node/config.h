@@ -67,6 +67,8 @@ struct NodeConfig {
   std::chrono::seconds preempt_delay{30};
   std::chrono::seconds uptime_margin{300};
   std::vector<std::string> links{"ha1"};
+  // -1: SCHED_FIFO 20 where permitted; 0: normal class; 1-99. Above io_realtime_priority.
+  int heartbeat_realtime_priority = -1;
   // [[member]], self included, in the same order on every node.
   std::vector<MemberConfig> members;
   // [replication]
@@ -93,10 +95,12 @@ struct NodeConfig {
 
   const MemberConfig& self() const;  // REQUIRES: a config ParseConfig accepted
   const MemberConfig* FindMember(std::string_view member_id) const;  // nullptr if not a member
-  // How long a promotion waits for the position the old primary handed over, and how long a
-  // primary that hands over streams the tail to the node taking over: a few loss times (what
-  // is handed over arrives within a few heartbeats; past that, it is gone), at least 1 s.
+  // How long a promotion waits for the position the old primary handed over, and a primary
+  // that hands over streams the tail to the node taking over, while nothing of it arrives: a
+  // few loss times, at least 1 s. While records arrive both wait on, up to HandOverLimit() in
+  // all: no primary takes writes meanwhile, and past it the tail is left behind.
   std::chrono::milliseconds HandOverWait() const;
+  std::chrono::milliseconds HandOverLimit() const;  // 30 s, or HandOverWait() if longer
   std::filesystem::path ControlSocket() const;
   std::string IngestEndpoint() const;
   // The cluster's id on the wire: a hash of `cluster`.

@@ -5,6 +5,10 @@
 // block: a peer that is gone or slow drops messages past a small queue (the next heartbeat
 // follows 100 ms later), and a message to an unconnected peer is not queued at all.
 //
+// Bulk traffic cannot take the CPU from heartbeats either: the context's thread runs in
+// SCHED_FIFO above the stream's I/O threads where the process may ([cluster]
+// heartbeat_realtime_priority), and so does the owner's thread (realtime_priority()).
+//
 // Thread-safety: one owner thread (the node's event loop); ZeroMQ's own I/O thread does the I/O.
 #pragma once
 
@@ -60,6 +64,10 @@ class HeartbeatTransport {
   // The connection events Receive saw (it also wakes for them), oldest first.
   std::vector<ConnectionEvent> TakeConnectionEvents();
   HeartbeatCounters counters() const;
+  // The SCHED_FIFO priority the links' ZeroMQ thread runs at ([cluster]
+  // heartbeat_realtime_priority as this process may use it), 0 for the normal class: the owner
+  // runs its own thread at it too, so that nothing busier delays a heartbeat.
+  int realtime_priority() const;
 
  private:
   class Impl;

@@ -24,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "statesync/common/pi_mutex.h"
 #include "statesync/failover/types.h"
 #include "statesync/node/config.h"
 
@@ -92,8 +93,9 @@ class RemoteMonitor {
   const std::chrono::milliseconds timeout_;
   const int fail_after_;
   const Report report_;
-  std::mutex mu_;
-  std::condition_variable cv_;
+  // Taken by the event loop, which runs in SCHED_FIFO where permitted: it lends priority.
+  PriorityInheritanceMutex mu_;
+  std::condition_variable_any cv_;
   std::string peer_;
   std::string host_;
   std::uint64_t target_version_ = 0;

@@ -23,6 +23,8 @@
 #include <string>
 #include <thread>
 
+#include "statesync/common/pi_mutex.h"
+
 namespace statesync::node {
 
 struct HookResult {
@@ -57,8 +59,9 @@ class TakeoverHook {
   const std::string command_;
   const std::chrono::milliseconds timeout_;
   const Report report_;
-  std::mutex mu_;
-  std::condition_variable cv_;
+  // Taken by the event loop, which runs in SCHED_FIFO where permitted: it lends priority.
+  PriorityInheritanceMutex mu_;
+  std::condition_variable_any cv_;
   std::deque<std::pair<std::string, std::uint64_t>> queue_;
   int outstanding_ = 0;  // queued or running
   bool stop_ = false;
