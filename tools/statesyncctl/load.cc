@@ -221,7 +221,9 @@ int Load(const Globals& g, const Args& args) {
   bool gave_up = false;
   const auto receive = [&](std::chrono::milliseconds timeout) {
     zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
-    zmq::poll(&item, 1, timeout);
+    // Never negative: ZeroMQ waits forever on -1, and with every answer in, nothing would wake
+    // it (a deadline computed from a clock read twice made a `load` hang for minutes).
+    zmq::poll(&item, 1, std::max(timeout, std::chrono::milliseconds{0}));
     if (!pending.empty() &&
         Clock::now() - last_answer > std::chrono::duration<double>(o.give_up_after_s)) {
       gave_up = true;
@@ -351,8 +353,8 @@ int Load(const Globals& g, const Args& args) {
       const auto due =
           started + std::chrono::duration_cast<Clock::duration>(
                         std::chrono::duration<double>(static_cast<double>(sent) / o.rate));
-      if (due > Clock::now()) {
-        receive(std::chrono::duration_cast<std::chrono::milliseconds>(due - Clock::now()));
+      if (const auto now = Clock::now(); due > now) {
+        receive(std::chrono::ceil<std::chrono::milliseconds>(due - now));
         continue;
       }
     }
