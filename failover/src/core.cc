@@ -647,10 +647,8 @@ void FailoverCore::StepSecondary(Instant now, Actions& out) {
     if (!takeover_expected_from_.empty()) {
       // No TAKE_OVER comes from a node that is gone meanwhile: elect at once.
       const Peer* asked = FindPeer(takeover_expected_from_);
-      if (!handover_wait_until_ || asked == nullptr || !asked->alive) {
-        if (handover_wait_until_ && asked != nullptr && !asked->alive) handover_wait_until_.reset();
-        takeover_expected_from_.clear();
-      }
+      if (asked == nullptr || !asked->alive) handover_wait_until_.reset();
+      if (!handover_wait_until_) takeover_expected_from_.clear();
     }
     SetFollowing("", out);
     RunElection(now, out);

@@ -522,12 +522,10 @@ Result<NodeConfig> ParseConfig(std::string_view text, std::string_view source) {
   hooks.Finish();
 
   // The whole: what no single key can say.
-  const auto resolved = [](int asked, int by_default) {
-    return asked == replication::kIoRealtimeWhenPermitted ? by_default : asked;
-  };
-  const int heartbeat_priority =
-      resolved(c.heartbeat_realtime_priority, replication::kDefaultHeartbeatRealtimePriority);
-  const int io_priority = resolved(c.io_realtime_priority, replication::kDefaultIoRealtimePriority);
+  const int heartbeat_priority = replication::ResolveRealtimePriority(
+      c.heartbeat_realtime_priority, replication::kDefaultHeartbeatRealtimePriority);
+  const int io_priority = replication::ResolveRealtimePriority(
+      c.io_realtime_priority, replication::kDefaultIoRealtimePriority);
   if (heartbeat_priority != 0 && io_priority != 0 && heartbeat_priority <= io_priority) {
     problems.Add("cluster", "heartbeat_realtime_priority",
                  "SCHED_FIFO " + std::to_string(heartbeat_priority) +

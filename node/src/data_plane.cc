@@ -147,8 +147,7 @@ class DataPlane::Impl {
       // A hand-over: the node taking over promotes once it holds this node's last record, and
       // only this node's primary side can stream the tail to it. Stepping down now would leave
       // a lagging subordinate without it (and the tail in this node's quarantine).
-      drain_ = Drain{primary, endpoint, table_->last_position(),
-                     ProgressWait(Clock::now(), config_.HandOverWait(), config_.HandOverLimit())};
+      drain_ = Drain{primary, endpoint, table_->last_position(), HandOverProgress()};
       spdlog::info("handing over to {}: streaming until it holds {}", primary,
                    ToString(drain_->last));
       return;
@@ -217,17 +216,14 @@ class DataPlane::Impl {
     spdlog::info("following {} at {}", primary, endpoint);
   }
 
-  void Promote(Epoch epoch, Position up_to, std::chrono::milliseconds wait_limit,
-               PromotedCallback done) {
+  void Promote(Epoch epoch, Position up_to, PromotedCallback done) {
     if (promotion_) {
       promotion_->done(
           promotion_->epoch, Position{},
           Status::FailedPrecondition("replaced by a promotion in epoch " + std::to_string(epoch)));
     }
     drain_.reset();  // the hand-over was called off: this node is primary again
-    promotion_ =
-        Promotion{epoch, up_to, ProgressWait(Clock::now(), wait_limit, config_.HandOverLimit()),
-                  std::move(done)};
+    promotion_ = Promotion{epoch, up_to, HandOverProgress(), std::move(done)};
     StepPromotion();
   }
 
@@ -746,6 +742,10 @@ class DataPlane::Impl {
     Clock::time_point progress_at_;
     Clock::time_point give_up_at_;
   };
+  // Both halves of a hand-over (the old primary's streaming, the new one's gate) wait alike.
+  ProgressWait HandOverProgress() const {
+    return ProgressWait(Clock::now(), config_.HandOverWait(), config_.HandOverLimit());
+  }
   struct Promotion {
     Epoch epoch = 0;
     Position up_to;
@@ -831,10 +831,9 @@ void DataPlane::Follow(const std::string& primary, const std::string& endpoint) 
   impl_->Post([this, primary, endpoint] { impl_->Follow(primary, endpoint); });
 }
 
-void DataPlane::Promote(Epoch epoch, Position up_to, std::chrono::milliseconds wait_limit,
-                        PromotedCallback done) {
-  impl_->Post([this, epoch, up_to, wait_limit, done = std::move(done)]() mutable {
-    impl_->Promote(epoch, up_to, wait_limit, std::move(done));
+void DataPlane::Promote(Epoch epoch, Position up_to, PromotedCallback done) {
+  impl_->Post([this, epoch, up_to, done = std::move(done)]() mutable {
+    impl_->Promote(epoch, up_to, std::move(done));
   });
 }
 

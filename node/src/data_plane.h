@@ -77,10 +77,10 @@ class DataPlane {
   // Replicate from `primary` (its replication endpoint): a primary steps down first (what it
   // holds is flushed and journaled), a subordinate of another primary is restarted.
   void Follow(const std::string& primary, const std::string& endpoint);
-  // Become the primary in `epoch`: wait (up to `wait_limit`) until the subordinate persisted
-  // `up_to`, stop it, make the table writable, start serving replication. `done` follows.
-  void Promote(Epoch epoch, Position up_to, std::chrono::milliseconds wait_limit,
-               PromotedCallback done);
+  // Become the primary in `epoch`: wait until the subordinate persisted `up_to` (while records
+  // arrive, as NodeConfig::HandOverWait() and HandOverLimit() say), stop it, make the table
+  // writable, start serving replication. `done` follows.
+  void Promote(Epoch epoch, Position up_to, PromotedCallback done);
   // Take writes (ingest) or refuse them.
   void Serve(bool on);
   // Refuse writes from now on, and say where the table stopped: the last record a primary took

@@ -7,7 +7,7 @@
 #include <zmq.hpp>
 
 #include "statesync/node/peer_messages.h"
-#include "statesync/replication/io_scheduling.h"
+#include "statesync/replication/zmq_realtime.h"
 
 namespace statesync::node {
 
@@ -17,20 +17,10 @@ class HeartbeatTransport::Impl {
 
   Status Start() {
     const failover::NodeId& self = config_.id;
-    auto realtime = replication::StartThreadsRealtime(
-        config_.heartbeat_realtime_priority,
+    auto realtime = replication::StartContextRealtime(
+        ctx_, config_.heartbeat_realtime_priority,
         replication::RealtimeThreads{self, "the heartbeat path", "heartbeat_realtime_priority",
-                                     replication::kDefaultHeartbeatRealtimePriority},
-        [this]() -> Status {
-          try {
-            zmq::socket_t first(ctx_, zmq::socket_type::pair);  // starts the context's thread
-            first.close();
-            return Status::Ok();
-          } catch (const zmq::error_t& e) {
-            return Status::Unavailable("cannot start the heartbeat links' thread: " +
-                                       std::string(e.what()));
-          }
-        });
+                                     replication::kDefaultHeartbeatRealtimePriority});
     if (!realtime.ok()) return realtime.status();
     realtime_priority_ = *realtime;
     try {

@@ -404,10 +404,9 @@ class Node::Impl {
 
   void Do(const failover::AwaitState& a) {
     const Epoch epoch = core_->epoch();
-    data_plane_->Promote(epoch, a.up_to, config_.HandOverWait(),
-                         [this](Epoch e, Position applied, const Status& st) {
-                           Post([this, e, applied, st] { OnPromoted(e, applied, st); });
-                         });
+    data_plane_->Promote(epoch, a.up_to, [this](Epoch e, Position applied, const Status& st) {
+      Post([this, e, applied, st] { OnPromoted(e, applied, st); });
+    });
   }
 
   void OnPromoted(Epoch epoch, Position applied, const Status& st) {

@@ -26,7 +26,7 @@ Result<int> StartThreadsRealtime(int asked, const RealtimeThreads& threads,
         "SCHED_FIFO priority from 1 to 99");
   }
   const bool by_default = asked == kIoRealtimeWhenPermitted;
-  const int priority = by_default ? threads.default_priority : asked;
+  const int priority = ResolveRealtimePriority(asked, threads.default_priority);
   if (priority == kIoNormalClass) return 0;
   rlimit rttime{};
   if (by_default && ::getrlimit(RLIMIT_RTTIME, &rttime) == 0 && rttime.rlim_cur != RLIM_INFINITY) {

@@ -20,26 +20,17 @@
 #include "statesync/common/status.h"
 #include "statesync/replication/events.h"
 #include "statesync/replication/io_scheduling.h"
+#include "statesync/replication/zmq_realtime.h"
 #include "statesync/sessiontable/types.h"
 
 namespace statesync::replication::detail {
 
-// Resolves `asked` (io_realtime_priority) for the stream's I/O threads: StartThreadsRealtime
-// with ZeroMQ's threads of `ctx` (call before its first socket) started by the first socket.
+// Resolves `asked` (io_realtime_priority) for the stream's I/O threads (call before `ctx`'s
+// first socket).
 inline Result<int> SetUpRealtime(zmq::context_t& ctx, int asked, const std::string& node_id) {
-  return StartThreadsRealtime(
-      asked,
-      RealtimeThreads{node_id, "the stream's I/O threads", "io_realtime_priority",
-                      kDefaultIoRealtimePriority},
-      [&ctx]() -> Status {
-        try {
-          zmq::socket_t first(ctx, zmq::socket_type::pair);  // starts the context's threads
-          first.close();
-          return Status::Ok();
-        } catch (const zmq::error_t& e) {
-          return Status::Unavailable(std::string("cannot start ZeroMQ's threads: ") + e.what());
-        }
-      });
+  return StartContextRealtime(ctx, asked,
+                              RealtimeThreads{node_id, "the stream's I/O threads",
+                                              "io_realtime_priority", kDefaultIoRealtimePriority});
 }
 
 // The wall clock, as the store and the table take time (adapters may read clocks; the pure

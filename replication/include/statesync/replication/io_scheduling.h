@@ -29,6 +29,12 @@ inline constexpr int kDefaultIoRealtimePriority = 10;
 // heartbeats wait for the kernel's realtime throttling (up to 950 ms in every second).
 inline constexpr int kDefaultHeartbeatRealtimePriority = 20;
 
+// The priority `asked` comes to: `by_default` for kIoRealtimeWhenPermitted, else `asked` (0 for
+// the normal class).
+constexpr int ResolveRealtimePriority(int asked, int by_default) {
+  return asked == kIoRealtimeWhenPermitted ? by_default : asked;
+}
+
 // Puts the calling thread in SCHED_FIFO at `priority`; false where refused. With
 // `reset_on_fork`, the threads and processes it starts afterwards begin in the normal class.
 bool EnterRealtime(int priority, bool reset_on_fork = false);
