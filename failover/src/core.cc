@@ -37,6 +37,25 @@ bool LegalTransition(EffectiveRole from, EffectiveRole to) {
 
 }  // namespace
 
+DurableState ReconcileWithStore(const ClusterConfig& config, DurableState durable, Position stored,
+                                std::string* why) {
+  why->clear();
+  if (stored.epoch <= durable.epoch) return durable;
+  const auto self = std::find_if(config.members.begin(), config.members.end(),
+                                 [&](const Member& m) { return m.id == config.self; });
+  const auto slot = static_cast<std::uint64_t>(self - config.members.begin());
+  *why = "the store holds epoch " + std::to_string(stored.epoch) + " at " + ToString(stored) +
+         ", newer than the HA state's " + std::to_string(durable.epoch) +
+         " (its last save was lost, in a power loss): the node takes it";
+  durable.epoch = stored.epoch;
+  if (stored.epoch % kEpochSlots == slot) {
+    durable.role = EffectiveRole::kPrimary;
+    durable.planned_stop = false;
+    *why += ", and was primary in it";
+  }
+  return durable;
+}
+
 FailoverCore::FailoverCore(ClusterConfig config, DurableState durable, RandomSource random)
     : config_(std::move(config)), durable_(std::move(durable)), random_(std::move(random)) {
   STATESYNC_CHECK(config_.Validate().ok(), "FailoverCore needs a valid ClusterConfig");
@@ -57,10 +76,8 @@ FailoverCore::FailoverCore(ClusterConfig config, DurableState durable, RandomSou
     peer.connection_closed_at.resize(config_.links.size());
     peers_.push_back(std::move(peer));
   }
-  // A campaign after a restart must go to a round above the last one this node voted in, or it
-  // would vote twice in that round (once for another, once for itself).
-  highest_epoch_seen_ =
-      std::max(durable_.epoch, durable_.voted_round * kEpochSlots + (kEpochSlots - 1));
+  highest_epoch_seen_ = FloorAfterRestart(durable_);
+  synced_floor_ = highest_epoch_seen_;
   epoch_at_boot_ = durable_.epoch;
   recovered_from_failure_ = durable_.role == EffectiveRole::kPrimary && !durable_.planned_stop;
   returning_from_planned_ = durable_.role == EffectiveRole::kPrimary && durable_.planned_stop;
@@ -926,7 +943,15 @@ void FailoverCore::Promote(Instant now, const std::string& reason, Epoch epoch, 
   highest_epoch_seen_ = std::max(highest_epoch_seen_, epoch);
   durable_.epoch = epoch;
   durable_.role = EffectiveRole::kPrimary;
-  Persist(out);  // on disk before anything acts in the new epoch
+  if (epoch <= synced_floor_) {
+    // Reserved on the disk (by a reservation or by the vote for itself), so a power loss cannot
+    // make this node take the epoch twice; a crash of the process keeps the file. Not waiting
+    // for the disk here keeps a crash's take-over fast while the store flushes much (a sync
+    // then waits 100-300 ms here).
+    out.push_back(PersistState{durable_, false});
+  } else {
+    Persist(out);  // on disk before anything acts in the new epoch
+  }
   ChangeRole(now, EffectiveRole::kPrimary, reason, out);
   following_ = config_.self;
   ready_ = false;
@@ -1045,7 +1070,25 @@ void FailoverCore::AdoptEpoch(Epoch epoch, Actions& out) {
 }
 
 void FailoverCore::Persist(Actions& out) {
-  out.push_back(PersistState{durable_});
+  // A node that promotes without a vote reserves, in every synced save, the epoch that
+  // promotion would take, so that the promotion's own save need not be synced. Only as a
+  // secondary, the role that promotes: a reservation skips a round of epochs at the next start.
+  // With a quorum the candidate's vote for itself is synced before the promotion anyway.
+  if (!config_.QuorumRequired() && durable_.role == EffectiveRole::kSecondary) {
+    durable_.reserved_epoch =
+        std::max(durable_.reserved_epoch, NextEpochFor(highest_epoch_seen_, slot_));
+  }
+  synced_floor_ = FloorAfterRestart(durable_);
+  out.push_back(PersistState{durable_, true});
+}
+
+Epoch FailoverCore::FloorAfterRestart(const DurableState& durable) {
+  // A campaign after a restart must go to a round above the last one this node voted in, or it
+  // would vote twice in that round (once for another, once for itself). Nor may it take an
+  // epoch it reserved: it may have promoted into it before a power loss took the unsynced rest
+  // of that promotion's state.
+  return std::max({durable.epoch, durable.voted_round * kEpochSlots + (kEpochSlots - 1),
+                   durable.reserved_epoch});
 }
 
 void FailoverCore::Send(const NodeId& to, Message message, Actions& out) {

@@ -1,11 +1,14 @@
 #include "statesync/node/data_dir.h"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <sys/eventfd.h>
 #include <sys/file.h>
 #include <unistd.h>
 
 #include <xxhash.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <cerrno>
 #include <cstring>
@@ -70,9 +73,70 @@ std::vector<std::string> ReadLines(const fs::path& file) {
 }  // namespace
 
 DataDir::DataDir(fs::path dir, int lock_fd, std::uint64_t max_event_log_bytes)
-    : dir_(std::move(dir)), lock_fd_(lock_fd), max_event_log_bytes_(max_event_log_bytes) {}
+    : dir_(std::move(dir)), lock_fd_(lock_fd), max_event_log_bytes_(max_event_log_bytes) {
+  sync_wake_fd_ = ::eventfd(0, EFD_CLOEXEC);
+  STATESYNC_CHECK(sync_wake_fd_ >= 0, "cannot create an eventfd for the HA state's sync");
+  // Started here, before the node's loop takes a realtime class, so that it does not inherit it.
+  sync_thread_ = std::thread([this] { SyncInBackground(); });
+}
+
+void DataDir::SyncInBackground() {
+  pthread_setname_np(pthread_self(), "ss-state-sync");
+  while (true) {
+    std::uint64_t generation = 0;
+    {
+      std::lock_guard lock(sync_mu_);
+      if (sync_asked_ > synced_up_to_) {
+        generation = sync_asked_;
+      } else if (stopping_) {
+        return;
+      }
+    }
+    if (generation == 0) {  // nothing to sync: wait for a save or the stop
+      std::uint64_t wakes = 0;
+      (void)!::read(sync_wake_fd_, &wakes, sizeof(wakes));
+      continue;
+    }
+    const bool ok = ::fdatasync(state_fd_) == 0;
+    const std::string why = ok ? "" : Errno("cannot sync " + (dir_ / kStateFile).string());
+    std::lock_guard lock(sync_mu_);
+    if (!ok) {
+      sync_error_ = Status::IOError(why);
+      sync_asked_ = synced_up_to_;  // not retried: the node stops on the error
+    } else {
+      synced_up_to_ = std::max(synced_up_to_, generation);
+    }
+  }
+}
+
+bool DataDir::StateOnDisk() const {
+  std::lock_guard lock(sync_mu_);
+  return synced_up_to_ >= state_generation_;
+}
+
+Status DataDir::BackgroundSyncError() const {
+  std::lock_guard lock(sync_mu_);
+  return sync_error_;
+}
+
+Status DataDir::SyncNow() {
+  if (::fdatasync(state_fd_) != 0) {
+    return Status::IOError(Errno("cannot sync " + (dir_ / kStateFile).string()));
+  }
+  std::lock_guard lock(sync_mu_);
+  synced_up_to_ = std::max(synced_up_to_, state_generation_);
+  return Status::Ok();
+}
 
 DataDir::~DataDir() {
+  {
+    std::lock_guard lock(sync_mu_);
+    stopping_ = true;  // a sync asked for still runs: a clean stop leaves the state on the disk
+  }
+  const std::uint64_t one = 1;
+  (void)!::write(sync_wake_fd_, &one, sizeof(one));
+  sync_thread_.join();
+  ::close(sync_wake_fd_);
   // Closing the descriptor releases the flock; the pid stays in the file for the curious.
   if (state_fd_ >= 0) ::close(state_fd_);
   ::close(lock_fd_);
@@ -139,6 +203,7 @@ std::string EncodeState(const failover::DurableState& s) {
   o["voted_round"] = s.voted_round;
   o["voted_for"] = s.voted_for;
   o["boots"] = s.boots;
+  o["reserved_epoch"] = s.reserved_epoch;
   return json::serialize(o);
 }
 
@@ -158,6 +223,10 @@ std::string DecodeState(const std::string& text, failover::DurableState* out) {
     s.voted_round = json::value_to<std::uint64_t>(o.at("voted_round"));
     s.voted_for = json::value_to<std::string>(o.at("voted_for"));
     s.boots = json::value_to<std::uint64_t>(o.at("boots"));
+    // Absent in files written before epochs were reserved: nothing was reserved then.
+    if (const json::value* reserved = o.if_contains("reserved_epoch")) {
+      s.reserved_epoch = json::value_to<std::uint64_t>(*reserved);
+    }
   } catch (const std::exception& e) {
     return std::string("a field is missing or of the wrong type (") + e.what() + ")";
   }
@@ -268,10 +337,24 @@ Status DataDir::SaveState(const failover::DurableState& s, bool sync) {
     if (Status synced = SyncDirectory(dir_); !synced.ok()) return synced;
     state_fd_ = ::open(file.c_str(), O_RDWR | O_CLOEXEC);
     if (state_fd_ < 0) return Status::IOError(Errno("cannot open " + file.string()));
+    std::lock_guard lock(sync_mu_);
     state_generation_ = generation;
+    synced_up_to_ = generation;
     return Status::Ok();
   }
   const std::uint64_t generation = state_generation_ + 1;
+  bool previous_on_disk = false;
+  {
+    std::lock_guard lock(sync_mu_);
+    if (!sync_error_.ok()) return sync_error_;
+    previous_on_disk = synced_up_to_ >= state_generation_;
+  }
+  // This save overwrites the older slot, which may be the only synced one: the newer slot is
+  // made durable first, or a power loss tearing this write could leave neither (or a state
+  // from before both).
+  if (!previous_on_disk) {
+    if (Status st = SyncNow(); !st.ok()) return st;
+  }
   const std::string slot = EncodeSlot(generation, text);
   const off_t offset = static_cast<off_t>((generation % 2) * kSlotBytes);
   std::size_t done = 0;
@@ -285,7 +368,15 @@ Status DataDir::SaveState(const failover::DurableState& s, bool sync) {
   if (sync && ::fdatasync(state_fd_) != 0) {
     return Status::IOError(Errno("cannot sync " + file.string()));
   }
+  std::lock_guard lock(sync_mu_);
   state_generation_ = generation;
+  if (sync) {
+    synced_up_to_ = generation;
+  } else {
+    sync_asked_ = generation;
+    const std::uint64_t one = 1;
+    (void)!::write(sync_wake_fd_, &one, sizeof(one));
+  }
   return Status::Ok();
 }
 

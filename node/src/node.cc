@@ -141,6 +141,11 @@ class Node::Impl {
                          [this](const replication::ReplicationEvent& e) { OnReplicationEvent(e); });
     if (!plane.ok()) return plane.status();
     data_plane_ = std::move(plane).value();
+    const DataPlaneStatus loaded = data_plane_->status();
+    std::string reconciled;
+    durable = failover::ReconcileWithStore(config_.ToClusterConfig(), durable.value(),
+                                           std::max(loaded.applied, loaded.persisted), &reconciled);
+    if (!reconciled.empty()) spdlog::warn("{}", reconciled);
     std::random_device seed;
     core_ = std::make_unique<failover::FailoverCore>(
         config_.ToClusterConfig(), durable.value(),
@@ -192,6 +197,10 @@ class Node::Impl {
         if (Clock::now() - links_polled_ >= config_.heartbeat_interval) PollLinks();
         Execute(core_->Tick(Now()));
         AimRemoteChecks();
+        if (Status synced = data_dir_->BackgroundSyncError(); !synced.ok() && failure_.ok()) {
+          spdlog::critical("cannot save the HA state: {}", synced.ToString());
+          failure_ = synced;
+        }
         next_tick += kTickInterval;
         if (next_tick < Clock::now()) next_tick = Clock::now() + kTickInterval;
       }
@@ -369,13 +378,19 @@ class Node::Impl {
 
   void Do(const failover::PersistState& p) {
     const auto started = Clock::now();
-    // Always synced: a vote or an epoch forgotten in a power loss could elect two primaries
-    // in one round. Two slots overwritten in place make it one fdatasync, 1-5 ms on an idle
-    // disk (more under a busy one: docs/BENCHMARKS.md).
-    const Status st = data_dir_->SaveState(p.state);
-    spdlog::debug(
-        "HA state saved in {} us",
-        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started).count());
+    // Synced unless the core says the disk holds what a power loss must keep (a lone
+    // promotion into a reserved epoch): a vote or an epoch forgotten in a power loss could elect
+    // two primaries in one round. Two slots overwritten in place make it one fdatasync, 1-5 ms
+    // on an idle disk, 100-300 ms while the store flushes much (docs/BENCHMARKS.md).
+    const Status st = data_dir_->SaveState(p.state, p.sync);
+    const auto took =
+        std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - started).count();
+    if (p.sync) {
+      spdlog::debug("HA state saved in {} us", took);
+    } else {
+      spdlog::info("HA state saved in {} us, synced in the background (epoch {} was reserved)",
+                   took, p.state.epoch);
+    }
     if (!st.ok()) {
       // Going on would let the node act in an epoch it might forget: stop instead.
       spdlog::critical("cannot save the HA state: {}", st.ToString());

@@ -287,7 +287,8 @@ class Runner {
       const DurableState& last = persisted_[node];
       if (p->state.epoch == last.epoch && p->state.planned_stop == last.planned_stop) return;
       text = "persist epoch " + std::to_string(p->state.epoch) +
-             (p->state.planned_stop ? ", planned stop" : "");
+             (p->state.planned_stop ? ", planned stop" : "") +
+             (p->sync ? "" : ", not synced");
       persisted_[node] = p->state;
     } else if (const auto* rc = std::get_if<RoleChange>(&action)) {
       text = std::string(RoleName(rc->from)) + " -> " + std::string(RoleName(rc->to)) + " (epoch " +

@@ -88,13 +88,15 @@ Outcome RunSeed(std::uint64_t seed, bool verbose) {
                 std::string(OnFailureName(config.on_failure)).c_str(), options.faults.drop);
     cluster.SetObserver([](Millis now, const NodeId& node, const Action& action) {
       if (const auto* p = std::get_if<PersistState>(&action)) {
-        std::printf("%8.3f %-3s   persist epoch %llu role %s%s vote %llu:%s boots %llu\n",
-                    now.count() / 1000.0, node.c_str(),
-                    static_cast<unsigned long long>(p->state.epoch),
-                    std::string(RoleName(p->state.role)).c_str(),
-                    p->state.planned_stop ? " (planned stop)" : "",
-                    static_cast<unsigned long long>(p->state.voted_round),
-                    p->state.voted_for.c_str(), static_cast<unsigned long long>(p->state.boots));
+        std::printf(
+            "%8.3f %-3s   persist epoch %llu role %s%s vote %llu:%s boots %llu reserved %llu%s\n",
+            now.count() / 1000.0, node.c_str(), static_cast<unsigned long long>(p->state.epoch),
+            std::string(RoleName(p->state.role)).c_str(),
+            p->state.planned_stop ? " (planned stop)" : "",
+            static_cast<unsigned long long>(p->state.voted_round), p->state.voted_for.c_str(),
+            static_cast<unsigned long long>(p->state.boots),
+            static_cast<unsigned long long>(p->state.reserved_epoch),
+            p->sync ? "" : " (not synced)");
       }
       if (const auto* rc = std::get_if<RoleChange>(&action)) {
         std::printf("%8.3f %-3s %s -> %s (epoch %llu): %s\n", now.count() / 1000.0, node.c_str(),
@@ -134,7 +136,11 @@ Outcome RunSeed(std::uint64_t seed, bool verbose) {
     switch (uniform(0, 11)) {
       case 0:
         if (cluster.Running(node)) {
-          cluster.Crash(node);
+          if (chance(0.5)) {
+            cluster.Crash(node);
+          } else {
+            cluster.PowerLoss(node);
+          }
           reboots.push_back({cluster.now() + Millis{uniform(200, 4'000)}, node});
         }
         break;
@@ -193,7 +199,7 @@ Outcome RunSeed(std::uint64_t seed, bool verbose) {
       }
       case 10:  // dies part-way through the next list of actions it carries out
         if (cluster.Running(node)) {
-          cluster.CrashAfterActions(node, static_cast<int>(uniform(0, 3)));
+          cluster.CrashAfterActions(node, static_cast<int>(uniform(0, 3)), chance(0.5));
           reboots.push_back({cluster.now() + Millis{uniform(200, 4'000)}, node});
         }
         break;

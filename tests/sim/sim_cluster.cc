@@ -11,6 +11,11 @@ struct SimCluster::Node {
   ConfiguredRole configured = ConfiguredRole::kSecondary;
   ClusterConfig config;
   DurableState disk;
+  DurableState synced_disk;  // what a power loss leaves
+  bool last_save_unsynced = false;
+  std::uint64_t boots = 0;
+  std::uint64_t power_losses = 0;
+  bool power_loss_armed = false;  // the armed crash (crash_after_actions) is a power loss
   std::unique_ptr<FailoverCore> core;
   std::mt19937_64 random;
   Millis clock_offset{0};
@@ -75,8 +80,11 @@ Instant SimCluster::LocalNow(const Node& node) const {
 void SimCluster::Boot(const NodeId& id) {
   Node& node = Find(id);
   std::mt19937_64* random = &node.random;
+  std::string reconciled;
+  node.disk = ReconcileWithStore(node.config, node.disk, node.applied, &reconciled);
   node.core =
       std::make_unique<FailoverCore>(node.config, node.disk, [random] { return (*random)(); });
+  ++node.boots;
   node.awaiting = false;
   node.following.clear();
   const Instant local = LocalNow(node);
@@ -88,6 +96,14 @@ void SimCluster::Boot(const NodeId& id) {
 
 void SimCluster::Crash(const NodeId& id) {
   Find(id).core.reset();
+}
+
+void SimCluster::PowerLoss(const NodeId& id) {
+  Node& node = Find(id);
+  node.core.reset();
+  node.disk = node.synced_disk;
+  node.last_save_unsynced = false;
+  ++node.power_losses;
 }
 
 void SimCluster::Kill(const NodeId& id) {
@@ -108,8 +124,9 @@ void SimCluster::CloseConnection(LinkIndex link, const NodeId& a, const NodeId& 
   }
 }
 
-void SimCluster::CrashAfterActions(const NodeId& id, int actions) {
+void SimCluster::CrashAfterActions(const NodeId& id, int actions, bool power_loss) {
   Find(id).crash_after_actions = actions;
+  Find(id).power_loss_armed = power_loss;
 }
 
 void SimCluster::DisarmCrashes() {
@@ -229,7 +246,11 @@ void SimCluster::Execute(Node& node, Actions actions) {
     if (!node.core) return;
     if (node.crash_after_actions == 0) {
       node.crash_after_actions = -1;
-      node.core.reset();
+      if (node.power_loss_armed) {
+        PowerLoss(node.id);
+      } else {
+        node.core.reset();
+      }
       return;
     }
     if (node.crash_after_actions > 0) --node.crash_after_actions;
@@ -238,6 +259,12 @@ void SimCluster::Execute(Node& node, Actions actions) {
       Transmit(node.id, *send);
     } else if (const auto* persist = std::get_if<PersistState>(&action)) {
       node.disk = persist->state;
+      if (persist->sync || node.last_save_unsynced) {
+        node.synced_disk = persist->state;
+        node.last_save_unsynced = false;
+      } else {
+        node.last_save_unsynced = true;
+      }
     } else if (const auto* await = std::get_if<AwaitState>(&action)) {
       node.awaiting = true;
       node.await_up_to = await->up_to;
@@ -280,6 +307,8 @@ NodeView SimCluster::View(const NodeId& id) const {
   v.running = node.core != nullptr;
   v.applied = node.applied;
   v.epoch = node.disk.epoch;
+  v.boots = node.boots;
+  v.power_losses = node.power_losses;
   if (node.core) {
     v.role = node.core->role();
     v.epoch = node.core->epoch();
@@ -296,6 +325,11 @@ std::string SafetyChecker::Check(Millis now, const std::vector<NodeView>& views)
     if (v.configured == ConfiguredRole::kWitness && v.role == EffectiveRole::kPrimary) {
       return "witness '" + v.id + "' is primary" + at;
     }
+    std::uint64_t& losses = power_losses_[v.id];
+    if (losses != v.power_losses) {
+      losses = v.power_losses;
+      last_epoch_.erase(v.id);  // back to what was synced, which may be older
+    }
     auto [it, fresh] = last_epoch_.try_emplace(v.id, v.epoch);
     if (!fresh) {
       if (v.epoch < it->second) {
@@ -305,10 +339,15 @@ std::string SafetyChecker::Check(Millis now, const std::vector<NodeView>& views)
       it->second = v.epoch;
     }
     if (v.role == EffectiveRole::kPrimary && v.ready) {
-      auto [w, first] = writer_of_epoch_.try_emplace(v.epoch, v.id);
-      if (!first && w->second != v.id) {
+      auto [w, first] = writer_of_epoch_.try_emplace(v.epoch, v.id, v.boots);
+      if (!first && w->second.first != v.id) {
         return "two primaries accepted writes in epoch " + std::to_string(v.epoch) + ": '" +
-               w->second + "' and '" + v.id + "'" + at;
+               w->second.first + "' and '" + v.id + "'" + at;
+      }
+      if (!first && w->second.second != v.boots) {
+        return "'" + v.id + "' accepted writes in epoch " + std::to_string(v.epoch) +
+               " in two of its runs (boots " + std::to_string(w->second.second) + " and " +
+               std::to_string(v.boots) + ")" + at;
       }
     }
   }

@@ -50,6 +50,8 @@ struct NodeView {
   bool ready = false;
   Position applied;
   NodeId following;
+  std::uint64_t boots = 0;         // how many times it started (Boot)
+  std::uint64_t power_losses = 0;  // how many of its stops lost what was not on the disk
 };
 
 class SimCluster {
@@ -67,6 +69,9 @@ class SimCluster {
 
   void Boot(const NodeId& id);   // start, or start again from what the node persisted
   void Crash(const NodeId& id);  // the process dies at once
+  // The host loses power: the process dies and the disk keeps only what was synced, as the
+  // adapter does it (DataDir: a save not synced is synced by the next one).
+  void PowerLoss(const NodeId& id);
   // The process dies and its kernel closes its connections: every running node that can reach
   // it on a link sees its connection to it close there (ConnectionChanged), at once.
   void Kill(const NodeId& id);
@@ -74,7 +79,7 @@ class SimCluster {
   void CloseConnection(LinkIndex link, const NodeId& a, const NodeId& b);
   // The process dies after carrying out `actions` more actions: in the middle of a list, so
   // that whatever the core handed out after those is never done ("persist before acting").
-  void CrashAfterActions(const NodeId& id, int actions);
+  void CrashAfterActions(const NodeId& id, int actions, bool power_loss = false);
   void DisarmCrashes();  // forget every CrashAfterActions not yet fired
   // PlannedRestart and Shutdown stop the node once its actions are carried out.
   void Command(const NodeId& id, OperatorCommand command);
@@ -126,8 +131,10 @@ class SimCluster {
 };
 
 // The safety properties, checked after every step:
-//   - never two primaries accepting writes (ready) in the same epoch, at the same time or ever;
-//   - a node's epoch never goes backwards, across restarts too;
+//   - never two primaries accepting writes (ready) in the same epoch, at the same time or ever,
+//     nor one node in two of its runs (a power loss must not make it take an epoch again);
+//   - a node's epoch never goes backwards, across restarts too (a power loss may take it back
+//     to what was synced);
 //   - a witness is never primary.
 class SafetyChecker {
  public:
@@ -135,8 +142,9 @@ class SafetyChecker {
   std::string Check(Millis now, const std::vector<NodeView>& views);
 
  private:
-  std::map<Epoch, NodeId> writer_of_epoch_;
+  std::map<Epoch, std::pair<NodeId, std::uint64_t>> writer_of_epoch_;  // node and its boots
   std::map<NodeId, Epoch> last_epoch_;
+  std::map<NodeId, std::uint64_t> power_losses_;
 };
 
 // Liveness: exactly one ready primary, and every other running data node a secondary that

@@ -3,7 +3,9 @@
 // Facts go in (Tick, a received message, a monitor result, the replication side's progress, an
 // operator command), each with the time it happened; decisions come out as an ordered list of
 // Actions (messages to send, state to persist, role changes, alerts, "claim the service"). The
-// adapter carries them out in order: a PersistState is on disk before the next action runs.
+// adapter carries them out in order: a PersistState is on disk before the next action runs
+// (one marked sync = false is in the file, and on the disk soon after: what a power loss must
+// keep of it was synced before).
 //
 // It is pure: no sockets, clock, threads or random source. Randomness (the jitter that keeps
 // two candidates from campaigning at the same instant) comes from the injected `random`.
@@ -43,6 +45,14 @@ struct PeerView {
   std::optional<Millis> since_heard;  // since its newest accepted heartbeat; none if never
   std::optional<Heartbeat> last;      // its newest heartbeat
 };
+
+// The state a node starts from, given the newest position its store holds. A power loss can
+// take the HA state's newest save (a promotion's, whose sync was left to the background) and
+// keep records the node wrote after it: an epoch the store holds is one this node took or
+// followed, and one in this node's slot is one it served in as primary, not stopped as
+// planned. `why` says what was taken from the store (empty when nothing).
+DurableState ReconcileWithStore(const ClusterConfig& config, DurableState durable, Position stored,
+                                std::string* why);
 
 class FailoverCore {
  public:
@@ -136,7 +146,10 @@ class FailoverCore {
   void ChangeRole(Instant now, EffectiveRole to, const std::string& reason, Actions& out);
   void SetFollowing(const NodeId& primary, Actions& out);
   void AdoptEpoch(Epoch epoch, Actions& out);
+  // Writes durable_, synced, after reserving the epoch of the next lone promotion in it.
   void Persist(Actions& out);
+  // The highest epoch a node starting from `durable` counts as seen: it takes only newer ones.
+  static Epoch FloorAfterRestart(const DurableState& durable);
   void Send(const NodeId& to, Message message, Actions& out);
 
   void OnHeartbeat(Instant now, Peer& peer, LinkIndex link, const Heartbeat& hb, Actions& out);
@@ -188,6 +201,9 @@ class FailoverCore {
   Instant last_progress_announce_{-1'000'000};  // a moved position announced during an election
 
   Epoch highest_epoch_seen_ = 0;
+  // FloorAfterRestart of the last synced persist: a promotion to an epoch at or below it need
+  // not wait for the disk.
+  Epoch synced_floor_ = 0;
   NodeId following_;
   Position applied_;
   bool in_sync_ = false;

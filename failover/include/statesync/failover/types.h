@@ -97,6 +97,10 @@ struct DurableState {
   std::uint64_t voted_round = 0;  // the election round (epoch / kEpochSlots) of its last vote
   NodeId voted_for;
   std::uint64_t boots = 0;  // how many times the core started; orders heartbeats across restarts
+  // The epoch this node's next promotion without a vote will take, made durable ahead of it: a
+  // node never takes an epoch at or below it after a restart (a power loss included), so that
+  // promotion need not wait for the disk (FailoverCore::Persist).
+  Epoch reserved_epoch = 0;
   bool operator==(const DurableState&) const = default;
 };
 
@@ -171,6 +175,10 @@ struct SendMessage {
 };
 struct PersistState {  // write before carrying out the actions that follow
   DurableState state;
+  // false: in the file is enough before going on (it survives a crash of the process); what a
+  // power loss must keep of it is on the disk already (a reserved epoch). Sync it soon, off the
+  // critical path. true: on the disk before going on.
+  bool sync = true;
 };
 struct RoleChange {
   EffectiveRole from = EffectiveRole::kOff;

@@ -6,11 +6,13 @@
 // ticks the core, and it feeds it what arrived on the heartbeat links, the data plane's
 // progress and operator commands; it carries out the core's actions in order: a PersistState
 // is on disk before the next action runs (so a message of a new epoch never leaves before the
-// epoch is durable), then messages go out, then the data plane and the hook are told. Nothing
-// there waits for RocksDB or a peer: the data plane works on its own thread and reports back.
+// epoch is durable: a lone promotion's save may leave its sync to the background, because the
+// epoch was reserved on the disk before), then messages go out, then the data plane and the
+// hook are told. Nothing there waits for RocksDB or a peer: the data plane works on its own
+// thread and reports back.
 //
 // Threads: the event loop; ss-data (DataPlane); ss-control and one per control connection;
-// ss-hook; the replication adapters' and ZeroMQ's own.
+// ss-hook; ss-state-sync (DataDir); the replication adapters' and ZeroMQ's own.
 //
 // Thread-safety: Open and Run from one thread; RequestStop from any thread (a signal-waiting
 // thread, a control connection).
