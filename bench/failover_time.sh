@@ -6,7 +6,8 @@
 #   bench/failover_time.sh [--runs N] [--sessions N] [--mode kill|silent|both] [--catch-up S]
 #                          [--build DIR]
 #
-#   kill:    the primary's process is killed with SIGKILL (its connections close at once);
+#   kill:    the primary's process is killed with SIGKILL (its connections close once it has
+#            exited; the JSON's victim_exited_ms says when the shell reaped it);
 #   silent:  every link of the primary is cut (`ip link set … down`): nothing closes, the
 #            secondary hears the heartbeats stop;
 #   --catch-up S: afterwards, the secondary is killed, the primary takes writes at 100k/s for S
@@ -146,6 +147,7 @@ log "loading $sessions sessions into a"
 wait_for 120 in_sync b || { log "b did not catch up"; exit 1; }
 
 declare -A times
+exited=()
 primary=a
 modes=(kill silent)
 [ "$mode" = kill ] && modes=(kill)
@@ -157,8 +159,14 @@ for m in "${modes[@]}"; do
     wait_for 120 in_sync $secondary || { log "$secondary not in sync before run $run"; exit 1; }
     sleep 0.3
     t0=$(now_ms)
+    note=""
     if [ $m = kill ]; then
       kill -KILL "${pid[$primary]}"
+      # The peer sees the connections close when the killed process has finished exiting
+      # (its memory freed, any of its threads in a disk sync done): timed here, for reading.
+      wait "${pid[$primary]}" 2>/dev/null || true
+      exited+=($(( $(now_ms) - t0 )))
+      note=" (the killed process exited after ${exited[-1]} ms)"
     else
       set_links $primary down
     fi
@@ -166,7 +174,7 @@ for m in "${modes[@]}"; do
     t=$(ready_event_after $secondary "$t0")
     ms=$((t - t0))
     times[$m]="${times[$m]} $ms"
-    log "$m run $run: $secondary ready after $ms ms"
+    log "$m run $run: $secondary ready after $ms ms$note"
     # Bring the old primary back as a secondary.
     kill -KILL "${pid[$primary]}" 2>/dev/null || true
     wait "${pid[$primary]}" 2>/dev/null || true
@@ -194,7 +202,8 @@ if [ "$catch_up" -gt 0 ]; then
   log "catch-up: $behind records in $((t2 - t1)) ms after the start ($((t1 - t0)) ms)"
 fi
 
-python3 - "$sessions" "$runs" "$catch_json" "${times[kill]:-}" "${times[silent]:-}" <<'EOF'
+python3 - "$sessions" "$runs" "$catch_json" "${times[kill]:-}" "${times[silent]:-}" \
+  "${exited[*]:-}" <<'EOF'
 import json, math, sys
 sessions, runs, catch = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
 out = {"sessions": sessions, "runs": runs, "heartbeat": "100 ms x 3", "modes": {}}
@@ -205,6 +214,8 @@ for name, text in (("kill", sys.argv[4]), ("silent", sys.argv[5])):
     s = sorted(values)
     rank = lambda q: s[max(0, math.ceil(q * len(s)) - 1)]
     out["modes"][name] = {"ms": values, "p50": rank(0.5), "p99": rank(0.99), "max": s[-1]}
+if "kill" in out["modes"] and sys.argv[6].split():
+    out["modes"]["kill"]["victim_exited_ms"] = [int(v) for v in sys.argv[6].split()]
 out["catch_up"] = catch
 print(json.dumps(out))
 EOF
