@@ -158,8 +158,7 @@ int Replicate(int master_port, int replica_port, std::uint64_t records, std::uin
   }
   const auto written = Clock::now();
   const long long target = InfoField(master.get(), "replication", "master_repl_offset");
-  long long offset = 0;
-  while ((offset = InfoField(replica.get(), "replication", "slave_repl_offset")) < target) {
+  while (InfoField(replica.get(), "replication", "slave_repl_offset") < target) {
     std::this_thread::sleep_for(std::chrono::microseconds(500));
   }
   const auto replicated = Clock::now();
