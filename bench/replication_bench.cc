@@ -15,6 +15,11 @@
 //              state, after 4M sessions (lag_half_rate_steady; not with --quick)
 //   catchup    catch-up time by CONTINUE (at once after the writes, and from a primary that has
 //              materialized them) and by SNAPSHOT
+//   limits     (only with --case limits; issue 6) the machine's limits with the same 1M records
+//              (STATESYNC_BENCH_A_RECORDS sets another count), encoded before each clock starts:
+//              ZeroMQ PUSH/PULL between two processes with no processing, and RocksDB WriteBatch
+//              (default options, WAL on) with no network; then the naive pipeline and case (a),
+//              all interleaved; statesync's rate as a fraction of each
 // Repetitions of `baseline` and `a` are interleaved; medians are reported. Every case but the
 // lag's normal-class runs uses the replication options' defaults (`io_scheduling` in the JSON
 // says what the default scheduling came to).
@@ -313,6 +318,65 @@ std::vector<FirewallSession> Sessions(std::uint64_t from, std::size_t n, TimePoi
 // The sender encodes 500 FirewallSession records (key and value, as our batches carry them) per
 // message and PUSHes them; the receiver PULLs each into a RocksDB WriteBatch with default
 // options and the WAL on.
+// Appends records [from, min(n, from + 500)) to `msg`: key and value lengths, then the bytes.
+void AppendMessageRecords(std::string& msg, std::uint64_t from, std::uint64_t n, TimePoint now) {
+  for (std::uint64_t j = from; j < std::min(n, from + 500); ++j) {
+    const FirewallSession s = workload::Ipv4Session(j, now);
+    const std::string k = FirewallKey(s.orig, s.zone);
+    const std::string v = EncodeFirewallSession(s);
+    const std::uint32_t kl = k.size(), vl = v.size();
+    msg.append(reinterpret_cast<const char*>(&kl), 4);
+    msg.append(reinterpret_cast<const char*>(&vl), 4);
+    msg += k;
+    msg += v;
+  }
+}
+
+// Puts a message's records into `batch`; returns how many.
+std::uint64_t PutMessageRecords(rocksdb::WriteBatch& batch, const char* p, std::size_t size) {
+  const char* end = p + size;
+  std::uint64_t records = 0;
+  while (p + 8 <= end) {
+    std::uint32_t kl, vl;
+    std::memcpy(&kl, p, 4);
+    std::memcpy(&vl, p + 4, 4);
+    p += 8;
+    batch.Put(rocksdb::Slice(p, kl), rocksdb::Slice(p + kl, vl));
+    p += kl + vl;
+    ++records;
+  }
+  return records;
+}
+
+// A receiver: this program run again with `args`, which writes a byte to the pipe's end named
+// by its last argument once it has everything.
+struct Receiver {
+  pid_t pid = -1;
+  int done = -1;
+};
+Receiver StartReceiver(std::vector<std::string> args) {
+  int fds[2];
+  if (::pipe(fds) != 0) std::exit(1);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(fds[0]);
+    args.push_back(std::to_string(fds[1]));
+    std::vector<char*> argv{const_cast<char*>(g_self)};
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(g_self, argv.data());
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  return Receiver{pid, fds[0]};
+}
+void AwaitReceiver(const Receiver& r) {
+  char byte = 0;
+  if (::read(r.done, &byte, 1) != 1) std::exit(1);
+  ::close(r.done);
+  ::waitpid(r.pid, nullptr, 0);
+}
+
 int RunNaiveReceiver(const char* dir, const char* endpoint, const char* count_arg,
                      const char* done_fd) {
   const std::uint64_t expect = std::stoull(count_arg);
@@ -329,17 +393,7 @@ int RunNaiveReceiver(const char* dir, const char* endpoint, const char* count_ar
     zmq::message_t m;
     if (!pull.recv(m)) return 4;
     rocksdb::WriteBatch batch;
-    const char* p = static_cast<const char*>(m.data());
-    const char* end = p + m.size();
-    while (p + 8 <= end) {
-      std::uint32_t kl, vl;
-      std::memcpy(&kl, p, 4);
-      std::memcpy(&vl, p + 4, 4);
-      p += 8;
-      batch.Put(rocksdb::Slice(p, kl), rocksdb::Slice(p + kl, vl));
-      p += kl + vl;
-      ++got;
-    }
+    got += PutMessageRecords(batch, static_cast<const char*>(m.data()), m.size());
     if (!db->Write(rocksdb::WriteOptions(), &batch).ok()) return 5;
   }
   const char byte = 1;
@@ -352,41 +406,79 @@ double RunNaive(std::uint64_t n) {
   zmq::socket_t push(ctx, zmq::socket_type::push);
   push.bind("tcp://127.0.0.1:*");
   const std::string endpoint = push.get(zmq::sockopt::last_endpoint);
-  int fds[2];
-  if (::pipe(fds) != 0) std::exit(1);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    ::close(fds[0]);
-    const std::string count = std::to_string(n);
-    const std::string fd = std::to_string(fds[1]);
-    ::execl(g_self, g_self, "--naive-receiver", (dir.path() / "db").c_str(), endpoint.c_str(),
-            count.c_str(), fd.c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  ::close(fds[1]);
+  const Receiver receiver = StartReceiver(
+      {"--naive-receiver", (dir.path() / "db").string(), endpoint, std::to_string(n)});
   const TimePoint now = WallNow();
   const auto t0 = Clock::now();
   std::string msg;
   for (std::uint64_t i = 0; i < n; i += 500) {
     msg.clear();
-    for (std::uint64_t j = i; j < std::min(n, i + 500); ++j) {
-      const FirewallSession s = workload::Ipv4Session(j, now);
-      const std::string k = FirewallKey(s.orig, s.zone);
-      const std::string v = EncodeFirewallSession(s);
-      const std::uint32_t kl = k.size(), vl = v.size();
-      msg.append(reinterpret_cast<const char*>(&kl), 4);
-      msg.append(reinterpret_cast<const char*>(&vl), 4);
-      msg += k;
-      msg += v;
-    }
+    AppendMessageRecords(msg, i, n, now);
     push.send(zmq::buffer(msg), zmq::send_flags::none);
   }
-  char byte = 0;
-  if (::read(fds[0], &byte, 1) != 1) std::exit(1);
-  const double s = Seconds(Clock::now() - t0);
-  ::close(fds[0]);
-  ::waitpid(pid, nullptr, 0);
-  return n / s;
+  AwaitReceiver(receiver);
+  return n / Seconds(Clock::now() - t0);
+}
+
+// ---- the machine's limits (issue 6): each component alone, with the records encoded first ----
+// The same 500-record messages as the naive baseline's, made before the clock starts.
+std::vector<std::string> EncodedMessages(std::uint64_t n) {
+  const TimePoint now = WallNow();
+  std::vector<std::string> messages;
+  for (std::uint64_t i = 0; i < n; i += 500) {
+    std::string msg;
+    AppendMessageRecords(msg, i, n, now);
+    messages.push_back(std::move(msg));
+  }
+  return messages;
+}
+
+// Receives `count` messages and does nothing with them.
+int RunCountReceiver(const char* endpoint, const char* count_arg, const char* done_fd) {
+  const std::uint64_t expect = std::stoull(count_arg);
+  zmq::context_t ctx;
+  zmq::socket_t pull(ctx, zmq::socket_type::pull);
+  pull.connect(endpoint);
+  for (std::uint64_t got = 0; got < expect; ++got) {
+    zmq::message_t m;
+    if (!pull.recv(m)) return 4;
+  }
+  const char byte = 1;
+  return ::write(std::atoi(done_fd), &byte, 1) == 1 ? 0 : 6;
+}
+
+// ZeroMQ PUSH/PULL of the messages between two processes on loopback, no processing.
+double RunRawZmq(std::uint64_t n) {
+  const std::vector<std::string> messages = EncodedMessages(n);
+  zmq::context_t ctx;
+  zmq::socket_t push(ctx, zmq::socket_type::push);
+  push.bind("tcp://127.0.0.1:*");
+  const std::string endpoint = push.get(zmq::sockopt::last_endpoint);
+  const Receiver receiver =
+      StartReceiver({"--count-receiver", endpoint, std::to_string(messages.size())});
+  const auto t0 = Clock::now();
+  for (const std::string& m : messages) push.send(zmq::buffer(m), zmq::send_flags::none);
+  AwaitReceiver(receiver);
+  return n / Seconds(Clock::now() - t0);
+}
+
+// RocksDB WriteBatch of the messages' records, one batch per message, default options, the WAL
+// on, in this process: no network.
+double RunRawRocks(std::uint64_t n) {
+  const std::vector<std::string> messages = EncodedMessages(n);
+  ScratchDir dir("rawrocks");
+  rocksdb::Options options;
+  options.create_if_missing = true;
+  rocksdb::DB* raw = nullptr;
+  if (!rocksdb::DB::Open(options, (dir.path() / "db").string(), &raw).ok()) std::exit(3);
+  std::unique_ptr<rocksdb::DB> db(raw);
+  const auto t0 = Clock::now();
+  for (const std::string& m : messages) {
+    rocksdb::WriteBatch batch;
+    PutMessageRecords(batch, m.data(), m.size());
+    if (!db->Write(rocksdb::WriteOptions(), &batch).ok()) std::exit(5);
+  }
+  return n / Seconds(Clock::now() - t0);
 }
 
 // ---- the cases ----
@@ -759,7 +851,7 @@ int Main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: replication_bench [--quick] [--repetitions N] [--case "
-                   "a|b|c|lag|catchup|all] [--out FILE]\n");
+                   "a|b|c|lag|catchup|limits|all] [--out FILE]\n");
       return 2;
     }
   }
@@ -781,6 +873,33 @@ int Main(int argc, char** argv) {
                                      : "\"normal class (SCHED_FIFO refused here)\"");
 
   double a_rate = 0;
+  if (which == "limits") {  // issue 6: the machine's limits, the naive pipeline and statesync
+    const char* n_env = std::getenv("STATESYNC_BENCH_A_RECORDS");
+    const std::uint64_t n = n_env ? std::stoull(n_env) : 1'000'000;
+    std::vector<double> zmq_rates, rocks_rates, naive_rates, ours;
+    for (int r = 0; r < reps; ++r) {  // interleaved, so that a slow phase hits every case
+      zmq_rates.push_back(RunRawZmq(n));
+      rocks_rates.push_back(RunRawRocks(n));
+      naive_rates.push_back(RunNaive(n));
+      ours.push_back(RunA(n).records_per_s);
+      std::fprintf(stderr, "rep %d: zmq %.0f, rocksdb %.0f, naive %.0f, statesync %.0f rec/s\n", r,
+                   zmq_rates.back(), rocks_rates.back(), naive_rates.back(), ours.back());
+    }
+    const double z = Median(zmq_rates), k = Median(rocks_rates), b = Median(naive_rates),
+                 a = Median(ours);
+    json.Add("records", static_cast<double>(n));
+    json.Raw("limits", Obj({{"zmq_push_pull_records_per_s", z},
+                            {"rocksdb_write_batch_records_per_s", k},
+                            {"naive_pipeline_records_per_s", b},
+                            {"statesync_records_per_s", a},
+                            {"statesync_fraction_of_zmq", a / z},
+                            {"statesync_fraction_of_rocksdb", a / k},
+                            {"statesync_over_naive", a / b}}));
+    const std::string doc = json.str();
+    std::fputs(doc.c_str(), stdout);
+    if (!out.empty()) std::ofstream(out) << doc;
+    return 0;
+  }
   if (which == "a-only") {  // for profiling: statesync's case (a) alone, 4M records
     const char* n = std::getenv("STATESYNC_BENCH_A_RECORDS");
     const CaseA x = RunA(n ? std::stoull(n) : 4'000'000);
@@ -947,6 +1066,9 @@ int main(int argc, char** argv) {
   }
   if (argc == 6 && std::string(argv[1]) == "--subordinate") {
     return statesync::bench::RunSubordinate(argv[2], argv[3], argv[4], std::atoi(argv[5]));
+  }
+  if (argc == 5 && std::string(argv[1]) == "--count-receiver") {
+    return statesync::bench::RunCountReceiver(argv[2], argv[3], argv[4]);
   }
   if (argc == 6 && std::string(argv[1]) == "--naive-receiver") {
     return statesync::bench::RunNaiveReceiver(argv[2], argv[3], argv[4], argv[5]);
