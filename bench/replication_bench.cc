@@ -20,6 +20,9 @@
 //              ZeroMQ PUSH/PULL between two processes with no processing, and RocksDB WriteBatch
 //              (default options, WAL on) with no network; then the naive pipeline and case (a),
 //              all interleaved; statesync's rate as a fraction of each
+//   lag-curve  (only with --case lag-curve; issue 6) case (a)'s rate with 1M records (median of
+//              the repetitions), then the lag (as `lag`, in sync mode, the default scheduling) at
+//              10, 50 and 90 % of it, for STATESYNC_BENCH_LAG_SECONDS (5) after the warm-up
 // Repetitions of `baseline` and `a` are interleaved; medians are reported. Every case but the
 // lag's normal-class runs uses the replication options' defaults (`io_scheduling` in the JSON
 // says what the default scheduling came to).
@@ -851,7 +854,7 @@ int Main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: replication_bench [--quick] [--repetitions N] [--case "
-                   "a|b|c|lag|catchup|limits|all] [--out FILE]\n");
+                   "a|b|c|lag|catchup|limits|lag-curve|all] [--out FILE]\n");
       return 2;
     }
   }
@@ -895,6 +898,32 @@ int Main(int argc, char** argv) {
                             {"statesync_fraction_of_zmq", a / z},
                             {"statesync_fraction_of_rocksdb", a / k},
                             {"statesync_over_naive", a / b}}));
+    const std::string doc = json.str();
+    std::fputs(doc.c_str(), stdout);
+    if (!out.empty()) std::ofstream(out) << doc;
+    return 0;
+  }
+  if (which == "lag-curve") {  // issue 6: lag at 10, 50 and 90 % of case (a)'s rate
+    std::vector<double> rates;
+    for (int r = 0; r < reps; ++r) rates.push_back(RunA(1'000'000).records_per_s);
+    const double max_rate = Median(rates);
+    double secs = 5;
+    if (const char* s = std::getenv("STATESYNC_BENCH_LAG_SECONDS")) secs = std::stod(s);
+    std::string points = "[";
+    for (const double fraction : {0.1, 0.5, 0.9}) {
+      const Lag l = RunLag(fraction * max_rate, secs, false, replication::kIoRealtimeWhenPermitted);
+      std::fprintf(stderr, "lag at %.0f %% (%.0f rec/s): p50 %.2f, p99 %.2f, p99.9 %.2f ms\n",
+                   fraction * 100, l.rate, l.p50_ms, l.p99_ms, l.p999_ms);
+      points += std::string(points.size() > 1 ? ", " : "") + Obj({{"fraction", fraction},
+                                                                  {"records_per_s", l.rate},
+                                                                  {"p50_ms", l.p50_ms},
+                                                                  {"p99_ms", l.p99_ms},
+                                                                  {"p999_ms", l.p999_ms},
+                                                                  {"samples", l.samples}});
+    }
+    json.Add("max_records_per_s", max_rate);
+    json.Add("seconds_per_point", secs);
+    json.Raw("lag", points + "]");
     const std::string doc = json.str();
     std::fputs(doc.c_str(), stdout);
     if (!out.empty()) std::ofstream(out) << doc;
