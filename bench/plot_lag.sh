@@ -17,8 +17,8 @@ max=$(python3 -c "import json,sys; print(round(json.load(open(sys.argv[1]))['max
 gnuplot <<GP
 set terminal pngcairo size 800,500 font ",10"
 set output "$2"
-set title "statesync delta lag (write -> subordinate's durable commit -> ack), sync mode; case (a) max ${max}k records/s"
-set xlabel "write rate asked, as a % of case (a)'s maximum (x: achieved k records/s)"
+set title "statesync delta lag (write -> subordinate's durable commit -> ack), sync mode; sustained max ${max}k records/s"
+set xlabel "write rate asked, as a % of the sustained sync-mode maximum (achieved k records/s)"
 set ylabel "lag (ms, log scale)"
 set logscale y
 set grid
