@@ -421,7 +421,7 @@ double RunNaive(std::uint64_t n) {
     push.send(zmq::buffer(msg), zmq::send_flags::none);
   }
   AwaitReceiver(receiver);
-  return n / Seconds(Clock::now() - t0);
+  return static_cast<double>(n) / Seconds(Clock::now() - t0);
 }
 
 // ---- the machine's limits (issue 6): each component alone, with the records encoded first ----
@@ -463,7 +463,7 @@ double RunRawZmq(std::uint64_t n) {
   const auto t0 = Clock::now();
   for (const std::string& m : messages) push.send(zmq::buffer(m), zmq::send_flags::none);
   AwaitReceiver(receiver);
-  return n / Seconds(Clock::now() - t0);
+  return static_cast<double>(n) / Seconds(Clock::now() - t0);
 }
 
 // RocksDB WriteBatch of the messages' records, one batch per message, default options, the WAL
@@ -482,7 +482,7 @@ double RunRawRocks(std::uint64_t n) {
     PutMessageRecords(batch, m.data(), m.size());
     if (!db->Write(rocksdb::WriteOptions(), &batch).ok()) std::exit(5);
   }
-  return n / Seconds(Clock::now() - t0);
+  return static_cast<double>(n) / Seconds(Clock::now() - t0);
 }
 
 // ---- the cases ----
