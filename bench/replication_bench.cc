@@ -24,6 +24,9 @@
 //              case's writer asked for twice case (a)'s rate with 1M records; medians of the
 //              repetitions), then the lag (as `lag`: sync mode, the default scheduling) at 10, 50
 //              and 90 % of it, for STATESYNC_BENCH_LAG_SECONDS (5) after the warm-up
+//   scaling    (only with --case scaling; issue 6) case (a) with 100k, 1M (repetitions, medians)
+//              and 10M sessions (once): the rate, and the primary's resident memory grown per
+//              session
 // Repetitions of `baseline` and `a` are interleaved; medians are reported. Every case but the
 // lag's normal-class runs uses the replication options' defaults (`io_scheduling` in the JSON
 // says what the default scheduling came to).
@@ -490,6 +493,9 @@ struct CaseA {
   double records_per_s = 0;       // until the subordinate persisted the last record
   double materialized_per_s = 0;  // until its tables held them all
   double mb_per_s = 0;
+  // The primary process's resident memory grown while it took the n sessions, per session
+  // (the table, its change log and the store's caches; the generated input is made before).
+  double primary_bytes_per_session = 0;
 };
 
 CaseA RunA(std::uint64_t n) {
@@ -497,6 +503,7 @@ CaseA RunA(std::uint64_t n) {
   SubordinateProcess sub(p.sub_dir(), p.primary->endpoint());
   sub.WaitFor([](const SubStatus& s) { return s.state != 0; });  // connected
   const auto sessions = Sessions(1, n, WallNow());
+  const std::uint64_t resident_before = ResidentBytes();
   PerfControl("enable");
   const auto t0 = Clock::now();
   for (std::size_t i = 0; i < sessions.size(); i += 500) {
@@ -514,6 +521,8 @@ CaseA RunA(std::uint64_t n) {
   r.records_per_s = n / t_persisted;
   r.materialized_per_s = n / t_materialized;
   r.mb_per_s = p.primary->stats().bytes / t_persisted / 1e6;
+  r.primary_bytes_per_session =
+      static_cast<double>(ResidentBytes() - resident_before) / static_cast<double>(n);
   return r;
 }
 
@@ -855,7 +864,7 @@ int Main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: replication_bench [--quick] [--repetitions N] [--case "
-                   "a|b|c|lag|catchup|limits|lag-curve|all] [--out FILE]\n");
+                   "a|b|c|lag|catchup|limits|lag-curve|scaling|all] [--out FILE]\n");
       return 2;
     }
   }
@@ -935,6 +944,29 @@ int Main(int argc, char** argv) {
     json.Add("max_records_per_s", max_rate);
     json.Add("seconds_per_point", secs);
     json.Raw("lag", points + "]");
+    const std::string doc = json.str();
+    std::fputs(doc.c_str(), stdout);
+    if (!out.empty()) std::ofstream(out) << doc;
+    return 0;
+  }
+  if (which == "scaling") {  // issue 6: end-to-end rate and memory as the table grows
+    std::string points = "[";
+    for (const std::uint64_t n : {100'000ULL, 1'000'000ULL, 10'000'000ULL}) {
+      std::vector<double> rates, bytes;
+      for (int r = 0; r < (n >= 10'000'000 ? 1 : reps); ++r) {
+        const CaseA x = RunA(n);
+        rates.push_back(x.records_per_s);
+        bytes.push_back(x.primary_bytes_per_session);
+      }
+      std::fprintf(stderr, "scaling %llu sessions: %.0f rec/s, %.0f bytes/session\n",
+                   static_cast<unsigned long long>(n), Median(rates), Median(bytes));
+      points += std::string(points.size() > 1 ? ", " : "") +
+                Obj({{"sessions", static_cast<double>(n)},
+                     {"records_per_s", Median(rates)},
+                     {"primary_bytes_per_session", Median(bytes)},
+                     {"runs", static_cast<double>(rates.size())}});
+    }
+    json.Raw("scaling", points + "]");
     const std::string doc = json.str();
     std::fputs(doc.c_str(), stdout);
     if (!out.empty()) std::ofstream(out) << doc;
