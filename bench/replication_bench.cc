@@ -847,6 +847,14 @@ std::string Obj(const std::map<std::string, double>& m) {
   return s.str();
 }
 
+// Prints the document, and writes it to `out` when given.
+int Emit(const Json& json, const std::string& out) {
+  const std::string doc = json.str();
+  std::fputs(doc.c_str(), stdout);
+  if (!out.empty()) std::ofstream(out) << doc;
+  return 0;
+}
+
 int Main(int argc, char** argv) {
   bool quick = false;
   int reps = 3;
@@ -908,10 +916,7 @@ int Main(int argc, char** argv) {
                             {"statesync_fraction_of_zmq", a / z},
                             {"statesync_fraction_of_rocksdb", a / k},
                             {"statesync_over_naive", a / b}}));
-    const std::string doc = json.str();
-    std::fputs(doc.c_str(), stdout);
-    if (!out.empty()) std::ofstream(out) << doc;
-    return 0;
+    return Emit(json, out);
   }
   if (which == "lag-curve") {  // issue 6: lag at 10, 50 and 90 % of case (a)'s rate
     std::vector<double> rates;
@@ -944,10 +949,7 @@ int Main(int argc, char** argv) {
     json.Add("max_records_per_s", max_rate);
     json.Add("seconds_per_point", secs);
     json.Raw("lag", points + "]");
-    const std::string doc = json.str();
-    std::fputs(doc.c_str(), stdout);
-    if (!out.empty()) std::ofstream(out) << doc;
-    return 0;
+    return Emit(json, out);
   }
   if (which == "scaling") {  // issue 6: end-to-end rate and memory as the table grows
     std::string points = "[";
@@ -967,10 +969,7 @@ int Main(int argc, char** argv) {
                      {"runs", static_cast<double>(rates.size())}});
     }
     json.Raw("scaling", points + "]");
-    const std::string doc = json.str();
-    std::fputs(doc.c_str(), stdout);
-    if (!out.empty()) std::ofstream(out) << doc;
-    return 0;
+    return Emit(json, out);
   }
   if (which == "a-only") {  // for profiling: statesync's case (a) alone, 4M records
     const char* n = std::getenv("STATESYNC_BENCH_A_RECORDS");
@@ -1116,10 +1115,7 @@ int Main(int argc, char** argv) {
                     {"snapshot_per_s", c.records / c.snapshot_s}}));
     }
   }
-  const std::string doc = json.str();
-  std::fputs(doc.c_str(), stdout);
-  if (!out.empty()) std::ofstream(out) << doc;
-  return 0;
+  return Emit(json, out);
 }
 
 }  // namespace

@@ -97,11 +97,10 @@ void DataDir::SyncInBackground() {
       (void)!::read(sync_wake_fd_, &wakes, sizeof(wakes));
       continue;
     }
-    const bool ok = ::fdatasync(state_fd_) == 0;
-    const std::string why = ok ? "" : Errno("cannot sync " + (dir_ / kStateFile).string());
+    const Status st = SyncStateFile();
     std::lock_guard lock(sync_mu_);
-    if (!ok) {
-      sync_error_ = Status::IOError(why);
+    if (!st.ok()) {
+      sync_error_ = st;
       sync_asked_ = synced_up_to_;  // not retried: the node stops on the error
     } else {
       synced_up_to_ = std::max(synced_up_to_, generation);
@@ -119,10 +118,15 @@ Status DataDir::BackgroundSyncError() const {
   return sync_error_;
 }
 
-Status DataDir::SyncNow() {
+Status DataDir::SyncStateFile() const {
   if (::fdatasync(state_fd_) != 0) {
     return Status::IOError(Errno("cannot sync " + (dir_ / kStateFile).string()));
   }
+  return Status::Ok();
+}
+
+Status DataDir::SyncNow() {
+  if (Status st = SyncStateFile(); !st.ok()) return st;
   std::lock_guard lock(sync_mu_);
   synced_up_to_ = std::max(synced_up_to_, state_generation_);
   return Status::Ok();
@@ -365,8 +369,8 @@ Status DataDir::SaveState(const failover::DurableState& s, bool sync) {
     if (n < 0) return Status::IOError(Errno("cannot write " + file.string()));
     done += static_cast<std::size_t>(n);
   }
-  if (sync && ::fdatasync(state_fd_) != 0) {
-    return Status::IOError(Errno("cannot sync " + file.string()));
+  if (sync) {
+    if (Status st = SyncStateFile(); !st.ok()) return st;
   }
   std::lock_guard lock(sync_mu_);
   state_generation_ = generation;

@@ -71,7 +71,8 @@ class DataDir {
   // The background sync. The owner thread is realtime in a node: the mutex lends priority, and
   // the thread is woken through an eventfd, since a condition variable's own lock would not.
   void SyncInBackground();
-  Status SyncNow();  // the owner's sync of everything saved so far
+  Status SyncStateFile() const;  // fdatasync of ha-state, the error naming the file
+  Status SyncNow();              // the owner's sync of everything saved so far
   mutable PriorityInheritanceMutex sync_mu_;
   int sync_wake_fd_ = -1;           // eventfd: a save asked for a sync, or the stop
   std::uint64_t sync_asked_ = 0;    // the newest generation a save asked to sync (sync_mu_)
