@@ -26,7 +26,12 @@
 //              and 90 % of it, for STATESYNC_BENCH_LAG_SECONDS (5) after the warm-up
 //   scaling    (only with --case scaling; issue 6) case (a) with 100k, 1M (repetitions, medians)
 //              and 10M sessions (once): the rate, and the primary's resident memory grown per
-//              session
+//              session; then the rate at each size, the table settled first: 1M updates spread
+//              over the table, once each (deltas/s)
+//   fan-out    (only with --case fan-out; issue 6) case (a) with 1, 2 and 3 subordinate
+//              processes, until all persisted the last record (repetitions interleaved, medians)
+//   rejoin     (only with --case rejoin; issue 6) a subordinate with 1M sessions stops, misses
+//              100k-10M new ones, restarts: the time until it has them (CONTINUE), once each
 // Repetitions of `baseline` and `a` are interleaved; medians are reported. Every case but the
 // lag's normal-class runs uses the replication options' defaults (`io_scheduling` in the JSON
 // says what the default scheduling came to).
@@ -75,6 +80,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <numeric>
 #include <random>
 #include <sstream>
 #include <string>
@@ -172,7 +178,7 @@ SharedStatus* MapStatus(int fd) {
 }
 
 int RunSubordinate(const char* dir, const char* endpoint, const char* status_fd,
-                   int io_realtime_priority) {
+                   int io_realtime_priority, const char* node_id) {
   static std::atomic<bool> stop{false};
   ::signal(SIGTERM, [](int) { stop = true; });
   // Stops with the benchmark: a run interrupted with SIGKILL left this child polling for its
@@ -187,7 +193,7 @@ int RunSubordinate(const char* dir, const char* endpoint, const char* status_fd,
       std::make_unique<SessionTable>(SessionTableOptions{.writable = false, .pages = pages});
   if (!store->LoadInto(*table).ok()) return 3;
   replication::SubordinateOptions o;
-  o.node_id = "sub";
+  o.node_id = node_id;
   o.cluster_id = kCluster;
   o.primary_endpoint = endpoint;
   o.io_realtime_priority = io_realtime_priority;
@@ -216,8 +222,10 @@ struct SubStatus {
 
 class SubordinateProcess {
  public:
+  // `node_id` must differ between subordinates of one primary (it is their routing id).
   SubordinateProcess(const fs::path& dir, const std::string& endpoint,
-                     int io_realtime_priority = replication::kIoRealtimeWhenPermitted) {
+                     int io_realtime_priority = replication::kIoRealtimeWhenPermitted,
+                     const std::string& node_id = "sub") {
     const int fd = ::memfd_create("statesync-bench-status", 0);  // inherited across exec
     if (fd < 0 || ::ftruncate(fd, sizeof(SharedStatus)) != 0) {
       std::perror("memfd for the subordinate's status");
@@ -229,7 +237,7 @@ class SubordinateProcess {
       const std::string fd_arg = std::to_string(fd);
       const std::string realtime_arg = std::to_string(io_realtime_priority);
       ::execl(g_self, g_self, "--subordinate", dir.c_str(), endpoint.c_str(), fd_arg.c_str(),
-              realtime_arg.c_str(), static_cast<char*>(nullptr));
+              realtime_arg.c_str(), node_id.c_str(), static_cast<char*>(nullptr));
       ::_exit(127);
     }
     ::close(fd);
@@ -498,10 +506,20 @@ struct CaseA {
   double primary_bytes_per_session = 0;
 };
 
-CaseA RunA(std::uint64_t n) {
-  PrimarySide p("a");
-  SubordinateProcess sub(p.sub_dir(), p.primary->endpoint());
-  sub.WaitFor([](const SubStatus& s) { return s.state != 0; });  // connected
+// With `subordinates` subordinate processes (fan-out); the rate is then until every one of them
+// persisted the last record (min_acks = all).
+CaseA RunA(std::uint64_t n, int subordinates = 1) {
+  replication::PrimaryOptions o;
+  o.min_acks = subordinates;
+  PrimarySide p("a", o);
+  std::vector<std::unique_ptr<SubordinateProcess>> subs;
+  for (int i = 0; i < subordinates; ++i) {
+    const std::string suffix = i == 0 ? "" : std::to_string(i + 1);
+    subs.push_back(std::make_unique<SubordinateProcess>(
+        p.sub_dir().string() + suffix, p.primary->endpoint(),
+        replication::kIoRealtimeWhenPermitted, "sub" + suffix));
+  }
+  for (const auto& sub : subs) sub->WaitFor([](const SubStatus& s) { return s.state != 0; });
   const auto sessions = Sessions(1, n, WallNow());
   const std::uint64_t resident_before = ResidentBytes();
   PerfControl("enable");
@@ -514,8 +532,11 @@ CaseA RunA(std::uint64_t n) {
   const double t_persisted = Seconds(Clock::now() - t0);
   PerfControl("disable");
   const Seq head = p.head();
-  if (!std::getenv("STATESYNC_BENCH_NO_MATERIALIZE"))
-    sub.WaitFor([&](const SubStatus& s) { return s.materialized >= head; });
+  if (!std::getenv("STATESYNC_BENCH_NO_MATERIALIZE")) {
+    for (const auto& sub : subs) {
+      sub->WaitFor([&](const SubStatus& s) { return s.materialized >= head; });
+    }
+  }
   const double t_materialized = Seconds(Clock::now() - t0);
   CaseA r;
   r.records_per_s = n / t_persisted;
@@ -523,6 +544,101 @@ CaseA RunA(std::uint64_t n) {
   r.mb_per_s = p.primary->stats().bytes / t_persisted / 1e6;
   r.primary_bytes_per_session =
       static_cast<double>(ResidentBytes() - resident_before) / static_cast<double>(n);
+  return r;
+}
+
+// The rate at a table size: `sessions` written and settled first (persisted by the subordinate,
+// and both stores' tables materialized, as on a node that has been running), then `window`
+// updates of those sessions, spread over the whole table, timed until the subordinate persisted
+// the last. The rate counts the deltas sent, so that updates folded into a pending one are not
+// counted (with the updates `sessions / window` apart, few are).
+struct AtSize {
+  double deltas_per_s = 0;
+  double coalesced = 0;
+};
+
+AtSize RunAtSize(std::uint64_t sessions, std::uint64_t window) {
+  PrimarySide p("at-size");
+  SubordinateProcess sub(p.sub_dir(), p.primary->endpoint());
+  sub.WaitFor([](const SubStatus& s) { return s.state != 0; });
+  const TimePoint now = WallNow();
+  for (std::uint64_t i = 0; i < sessions; i += 100'000) {
+    p.Upsert(Sessions(i, std::min<std::uint64_t>(100'000, sessions - i), now));
+  }
+  p.primary->Flush(p.table);
+  const Seq loaded = p.head();
+  sub.WaitFor([&](const SubStatus& s) { return s.materialized >= loaded; });
+  if (!p.store->WaitMaterialized(p.store->applied(), std::chrono::minutes(10))) std::exit(1);
+  // A stride coprime with `sessions` visits every session before any twice.
+  std::uint64_t stride = sessions / 2 + 1;
+  while (std::gcd(stride, sessions) != 1) ++stride;
+  std::vector<FirewallSession> updates;
+  updates.reserve(window);
+  for (std::uint64_t i = 0; i < window; ++i) {
+    FirewallSession s = workload::Ipv4Session(i * stride % sessions, now);
+    s.expiry = now + std::chrono::hours(2);
+    s.orig_packets = i + 1;
+    updates.push_back(s);
+  }
+  const std::uint64_t deltas_before = p.primary->stats().deltas;
+  const std::uint64_t coalesced_before = p.table.stats().coalesced;
+  const auto t0 = Clock::now();
+  for (std::size_t i = 0; i < updates.size(); i += 500) {
+    p.Upsert(std::span(updates).subspan(i, std::min<std::size_t>(500, updates.size() - i)));
+  }
+  p.primary->Flush(p.table);
+  while (p.acked() < p.head()) std::this_thread::sleep_for(200us);
+  const double seconds = Seconds(Clock::now() - t0);
+  AtSize r;
+  r.deltas_per_s = static_cast<double>(p.primary->stats().deltas - deltas_before) / seconds;
+  r.coalesced = static_cast<double>(p.table.stats().coalesced - coalesced_before);
+  return r;
+}
+
+// A subordinate rejoins after missing `missed` records: it persisted (and materialized) `base`
+// sessions, stopped, the primary took `missed` new sessions (its journal keeps them all), and
+// the subordinate restarted from its data directory. Timed from the restart until it has
+// persisted the primary's head (CONTINUE); `restart_s` is until it was connected again (its
+// start-up: the store opened and its tables loaded).
+struct Rejoin {
+  double restart_s = 0;
+  double catch_up_s = 0;
+};
+
+Rejoin RunRejoin(std::uint64_t base, std::uint64_t missed) {
+  replication::PrimaryOptions o;
+  o.journal.max_bytes = 64ull << 30;
+  PrimarySide p("rejoin", o);
+  const TimePoint now = WallNow();
+  const auto write = [&](std::uint64_t from, std::uint64_t n) {
+    for (std::uint64_t i = from; i < from + n; i += 100'000) {
+      p.Upsert(Sessions(i, std::min<std::uint64_t>(100'000, from + n - i), now));
+    }
+    p.primary->Flush(p.table);
+  };
+  {
+    SubordinateProcess sub(p.sub_dir(), p.primary->endpoint());
+    sub.WaitFor([](const SubStatus& s) { return s.state != 0; });
+    write(0, base);
+    const Seq head = p.head();
+    sub.WaitFor([&](const SubStatus& s) { return s.materialized >= head; });
+  }  // stopped
+  write(base, missed);
+  while (p.primary->stats().journaled.seq < p.head()) std::this_thread::sleep_for(1ms);
+  // The primary settled, as after writes spread over the outage.
+  if (!p.store->WaitMaterialized(p.store->applied(), std::chrono::minutes(10))) std::exit(1);
+  Rejoin r;
+  const auto t0 = Clock::now();
+  SubordinateProcess sub(p.sub_dir(), p.primary->endpoint());
+  sub.WaitFor([](const SubStatus& s) { return s.state != 0; });
+  r.restart_s = Seconds(Clock::now() - t0);
+  const Seq head = p.head();
+  sub.WaitFor([&](const SubStatus& s) { return s.persisted >= head; });
+  r.catch_up_s = Seconds(Clock::now() - t0);
+  if (sub.status().snapshots != 0) {
+    std::fprintf(stderr, "rejoin: the subordinate took a snapshot, not CONTINUE\n");
+    std::exit(1);
+  }
   return r;
 }
 
@@ -872,7 +988,7 @@ int Main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: replication_bench [--quick] [--repetitions N] [--case "
-                   "a|b|c|lag|catchup|limits|lag-curve|scaling|all] [--out FILE]\n");
+                   "a|b|c|lag|catchup|limits|lag-curve|scaling|fan-out|rejoin|all] [--out FILE]\n");
       return 2;
     }
   }
@@ -953,6 +1069,9 @@ int Main(int argc, char** argv) {
   }
   if (which == "scaling") {  // issue 6: end-to-end rate and memory as the table grows
     std::string points = "[";
+    // The resident growth from the previous size to this one, per session added: the cost of a
+    // session once the bounded buffers (change log, rings, memtables) are full.
+    double previous_sessions = 0, previous_bytes = 0;
     for (const std::uint64_t n : {100'000ULL, 1'000'000ULL, 10'000'000ULL}) {
       std::vector<double> rates, bytes;
       for (int r = 0; r < (n >= 10'000'000 ? 1 : reps); ++r) {
@@ -962,13 +1081,71 @@ int Main(int argc, char** argv) {
       }
       std::fprintf(stderr, "scaling %llu sessions: %.0f rec/s, %.0f bytes/session\n",
                    static_cast<unsigned long long>(n), Median(rates), Median(bytes));
-      points += std::string(points.size() > 1 ? ", " : "") +
-                Obj({{"sessions", static_cast<double>(n)},
-                     {"records_per_s", Median(rates)},
-                     {"primary_bytes_per_session", Median(bytes)},
-                     {"runs", static_cast<double>(rates.size())}});
+      const double grown = Median(bytes) * static_cast<double>(n);
+      std::map<std::string, double> fields{{"sessions", static_cast<double>(n)},
+                                           {"records_per_s", Median(rates)},
+                                           {"primary_bytes_per_session", Median(bytes)},
+                                           {"runs", static_cast<double>(rates.size())}};
+      if (previous_sessions > 0) {
+        fields["marginal_bytes_per_session"] =
+            (grown - previous_bytes) / (static_cast<double>(n) - previous_sessions);
+      }
+      previous_sessions = static_cast<double>(n);
+      previous_bytes = grown;
+      points += std::string(points.size() > 1 ? ", " : "") + Obj(fields);
+    }
+    // The rate at each size, the table settled first (RunAtSize): 1M updates each, once.
+    std::string at_size = "[";
+    for (const std::uint64_t n : {100'000ULL, 1'000'000ULL, 10'000'000ULL}) {
+      const AtSize x = RunAtSize(n, 1'000'000);
+      std::fprintf(stderr, "at %llu sessions: %.0f deltas/s (%.0f coalesced)\n",
+                   static_cast<unsigned long long>(n), x.deltas_per_s, x.coalesced);
+      at_size += std::string(at_size.size() > 1 ? ", " : "") +
+                 Obj({{"sessions", static_cast<double>(n)},
+                      {"updates", 1e6},
+                      {"deltas_per_s", x.deltas_per_s},
+                      {"coalesced", x.coalesced}});
     }
     json.Raw("scaling", points + "]");
+    json.Raw("at_size", at_size + "]");
+    return Emit(json, out);
+  }
+  if (which == "fan-out") {  // issue 6: case (a) with 1, 2 and 3 subordinates
+    const char* n_env = std::getenv("STATESYNC_BENCH_A_RECORDS");
+    const std::uint64_t n = n_env ? std::stoull(n_env) : 1'000'000;
+    std::map<int, std::vector<double>> rates;
+    for (int r = 0; r < reps; ++r) {  // interleaved
+      for (const int subs : {1, 2, 3}) rates[subs].push_back(RunA(n, subs).records_per_s);
+      std::fprintf(stderr, "rep %d: 1 subordinate %.0f, 2: %.0f, 3: %.0f rec/s\n", r,
+                   rates[1].back(), rates[2].back(), rates[3].back());
+    }
+    std::string points = "[";
+    for (const auto& [subs, v] : rates) {
+      points += std::string(points.size() > 1 ? ", " : "") +
+                Obj({{"subordinates", subs},
+                     {"records_per_s", Median(v)},
+                     {"fraction_of_one", Median(v) / Median(rates[1])}});
+    }
+    json.Add("records", static_cast<double>(n));
+    json.Raw("fan_out", points + "]");
+    return Emit(json, out);
+  }
+  if (which == "rejoin") {  // issue 6: catch-up time against the amount missed
+    constexpr std::uint64_t kBase = 1'000'000;
+    std::string points = "[";
+    for (const std::uint64_t missed : {100'000ULL, 300'000ULL, 1'000'000ULL, 3'000'000ULL,
+                                       10'000'000ULL}) {
+      const Rejoin x = RunRejoin(kBase, missed);
+      std::fprintf(stderr, "rejoin after %llu missed: connected in %.2f s, caught up in %.2f s\n",
+                   static_cast<unsigned long long>(missed), x.restart_s, x.catch_up_s);
+      points += std::string(points.size() > 1 ? ", " : "") +
+                Obj({{"missed", static_cast<double>(missed)},
+                     {"restart_s", x.restart_s},
+                     {"catch_up_s", x.catch_up_s},
+                     {"missed_per_s", static_cast<double>(missed) / x.catch_up_s}});
+    }
+    json.Add("base_sessions", static_cast<double>(kBase));
+    json.Raw("rejoin", points + "]");
     return Emit(json, out);
   }
   if (which == "a-only") {  // for profiling: statesync's case (a) alone, 4M records
@@ -1132,8 +1309,9 @@ int main(int argc, char** argv) {
   if (tune) {
     statesync::TuneProcessAllocator();
   }
-  if (argc == 6 && std::string(argv[1]) == "--subordinate") {
-    return statesync::bench::RunSubordinate(argv[2], argv[3], argv[4], std::atoi(argv[5]));
+  if (argc == 7 && std::string(argv[1]) == "--subordinate") {
+    return statesync::bench::RunSubordinate(argv[2], argv[3], argv[4], std::atoi(argv[5]),
+                                            argv[6]);
   }
   if (argc == 5 && std::string(argv[1]) == "--count-receiver") {
     return statesync::bench::RunCountReceiver(argv[2], argv[3], argv[4]);

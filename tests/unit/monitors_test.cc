@@ -282,7 +282,10 @@ TEST(RemoteMonitor, CountsFailedRoundsInARow) {
   const std::string runs = dir + "/runs";
   NodeConfig config;
   config.check_interval = 30ms;
-  config.check_timeout = 25ms;
+  // Far above a run's few milliseconds: a run stopped at its timeout counts as failed, and
+  // 25 ms was exceeded twice in a row once while the machine compiled on both cores, which
+  // broke the count the test asserts.
+  config.check_timeout = 5s;
   config.check_fail_after = 3;
   RemoteCheckConfig failing = Check("CMD", CheckKind::kCommand);
   failing.command = "echo run >> " + runs + "; exit 1";
