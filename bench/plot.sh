@@ -31,8 +31,9 @@ if kind == "lag":
 elif kind == "scaling":
     at = {p["sessions"]: p["deltas_per_s"] for p in doc.get("at_size", [])}
     for p in doc["scaling"]:
+        grown_mb = p["primary_bytes_per_session"] * p["sessions"] / 1e6
         rows.append(f'{p["sessions"]:.0f} {p["records_per_s"] / 1000:.1f} '
-                    f'{p["primary_bytes_per_session"]:.1f} {at.get(p["sessions"], float("nan")) / 1000:.1f}')
+                    f'{grown_mb:.1f} {at.get(p["sessions"], float("nan")) / 1000:.1f}')
 elif kind == "fan-out":
     for p in doc["fan_out"]:
         rows.append(f'{p["subordinates"]:.0f} {p["records_per_s"] / 1000:.1f}')
@@ -85,15 +86,16 @@ set title "statesync end to end as the session table grows"
 set xlabel "sessions (log scale)"
 set logscale x
 set ylabel "k records/s"
-set y2label "primary's resident bytes per session"
+set y2label "primary's resident memory grown (MB, log scale)"
 set ytics nomirror
 set y2tics
+set logscale y2
 set yrange [0:*]
-set y2range [0:*]
-set key bottom left
+set key bottom right
 plot "$data" using 1:2 axes x1y1 with linespoints lw 2 title "filling the table from empty (k records/s)", \
      "" using 1:4 axes x1y1 with linespoints lw 2 title "1M updates at this size (k deltas/s)", \
-     "" using 1:3 axes x1y2 with linespoints lw 2 dt 2 title "bytes per session (right axis)"
+     "" using 1:3 axes x1y2 with linespoints lw 2 dt 2 title "memory grown (MB, right axis; linear = slope 1)", \
+     "" using 1:3:(sprintf("%.0f MB", \$3)) axes x1y2 with labels offset 0,1 notitle
 GP
 )
     ;;

@@ -1151,7 +1151,8 @@ int Main(int argc, char** argv) {
   if (which == "a-only") {  // for profiling: statesync's case (a) alone, 4M records
     const char* n = std::getenv("STATESYNC_BENCH_A_RECORDS");
     const CaseA x = RunA(n ? std::stoull(n) : 4'000'000);
-    std::printf("%.0f rec/s (tables %.0f)\n", x.records_per_s, x.materialized_per_s);
+    std::printf("%.0f rec/s (tables %.0f), primary grew %.1f bytes/session\n", x.records_per_s,
+                x.materialized_per_s, x.primary_bytes_per_session);
     return 0;
   }
   if (want("a")) {
