@@ -13,7 +13,7 @@
 #   bench/plot.sh compare  DATE.json     OUT.png   the limits, Redis and keepalived side by side
 #                                                  (scripts/bench compare's merged JSON)
 set -euo pipefail
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2; }
 [ $# -eq 3 ] || usage
 kind=$1 json=$2 png=$3
 data=$(mktemp)
@@ -63,9 +63,11 @@ else:
 print("\n".join(rows))
 PY
 
+# A field of the JSON, for a title.
+field() { python3 -c 'import json, sys; print(eval(sys.argv[2], {}, json.load(open(sys.argv[1]))))' "$json" "$1"; }
 case "$kind" in
   lag)
-    max=$(python3 -c "import json,sys; print(round(json.load(open(sys.argv[1]))['max_records_per_s'] / 1000))" "$json")
+    max=$(field 'round(max_records_per_s / 1000)')
     body=$(cat <<GP
 set title "statesync delta lag (write -> subordinate's durable commit -> ack), sync mode; sustained max ${max}k records/s"
 set xlabel "write rate asked, as a % of the sustained sync-mode maximum (achieved k records/s)" offset 0,-1
@@ -100,8 +102,9 @@ GP
 )
     ;;
   fan-out)
+    records=$(field 'f"{records / 1e6:g}M"')
     body=$(cat <<GP
-set title "statesync end to end with 1, 2 and 3 subordinates (until all persisted; 1M sessions)"
+set title "statesync end to end with 1, 2 and 3 subordinates (until all persisted; ${records} sessions)"
 set xlabel "subordinates"
 set xtics 1
 set xrange [0.5:3.5]
@@ -114,18 +117,22 @@ GP
 )
     ;;
   rejoin)
+    base=$(field 'f"{base_sessions / 1e6:g}M"')
     body=$(cat <<GP
-set title "a subordinate (1M sessions) rejoins after missing N new ones: CONTINUE from the journal"
+set title "a subordinate (${base} sessions) rejoins after missing N new ones: CONTINUE from the journal"
 set xlabel "records missed (log scale)"
 set logscale xy
 set ylabel "seconds from its restart (log scale)"
 set key top left
 plot "$data" using 1:2 with linespoints lw 2 title "caught up", \
-     "" using 1:3 with linespoints lw 2 title "connected (start-up: store opened, tables loaded)"
+     "" using 1:3 with linespoints lw 2 title "started (store opened, tables loaded)"
 GP
 )
     ;;
   compare)
+    failover_title="failover after SIGKILL, 100 ms adverts/heartbeats (20 runs)"
+    skipped=$(field 'versus_keepalived.get("skipped", "")')
+    [ -z "$skipped" ] || failover_title="failover: not run ($skipped)"
     body=$(cat <<GP
 set multiplot layout 2,2 title "statesync and the alternatives, one run on one machine"
 set style data histograms
@@ -149,7 +156,7 @@ plot "$data" index 1 using 2:xtic(1), "" index 1 using 0:2:(sprintf("%.0fk", \$2
 set title "full catch-up of 1M records"
 set ylabel "seconds"
 plot "$data" index 2 using 2:xtic(1), "" index 2 using 0:2:(sprintf("%.2f s", \$2)) with labels offset 0,0.7
-set title "failover after SIGKILL, 100 ms adverts/heartbeats (20 runs)"
+set title "$failover_title"
 set ylabel "ms"
 set key top left
 plot "$data" index 3 using 2:xtic(1) title "p50", "" index 3 using 3 title "p99"

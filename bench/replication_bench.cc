@@ -146,6 +146,9 @@ std::unique_ptr<Store> OpenStore(const fs::path& dir, bool materialize = true) {
 // the stream being measured (bpftrace, docs/BENCHMARKS.md).
 struct SharedStatus {
   std::atomic<std::uint64_t> persisted{0}, materialized{0}, blob_seq{0}, state{0}, snapshots{0};
+  // When the subordinate had started (store opened, tables loaded), on the steady clock in ns:
+  // the same clock (CLOCK_MONOTONIC) in both processes.
+  std::atomic<std::int64_t> started_ns{0};
 };
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
@@ -199,6 +202,7 @@ int RunSubordinate(const char* dir, const char* endpoint, const char* status_fd,
   o.io_realtime_priority = io_realtime_priority;
   auto sub = replication::Subordinate::Start(o, *store, std::move(table));
   if (!sub.ok()) return 4;
+  shared->started_ns = Clock::now().time_since_epoch() / std::chrono::nanoseconds(1);
   while (!stop) {
     const auto st = (*sub)->status();
     shared->persisted = store->applied().seq;
@@ -218,7 +222,16 @@ struct SubStatus {
   std::uint64_t blob_seq = 0;
   int state = 0;
   std::uint64_t snapshots = 0;
+  Clock::time_point started;  // epoch of the clock until it has started
 };
+
+// How long any wait of a case may take before the benchmark gives up (a stuck child, a stream
+// that stopped): far above the slowest case (the 10M fills, tens of seconds).
+constexpr auto kWaitLimit = std::chrono::minutes(10);
+[[noreturn]] void GiveUp(const std::string& what) {
+  std::fprintf(stderr, "replication_bench: %s\n", what.c_str());
+  std::exit(1);
+}
 
 class SubordinateProcess {
  public:
@@ -254,17 +267,40 @@ class SubordinateProcess {
     s.blob_seq = shared_->blob_seq;
     s.state = static_cast<int>(shared_->state.load());
     s.snapshots = shared_->snapshots;
+    s.started = Clock::time_point(std::chrono::nanoseconds(shared_->started_ns.load()));
     return s;
   }
+  // Gives up if the child exits or kWaitLimit passes first.
   template <typename Pred>
   void WaitFor(Pred pred) const {
-    while (!pred(status())) std::this_thread::sleep_for(1ms);
+    const auto deadline = Clock::now() + kWaitLimit;
+    while (!pred(status())) {
+      int wstatus = 0;
+      if (::waitpid(pid_, &wstatus, WNOHANG) == pid_) {
+        GiveUp("the subordinate process exited (status " + std::to_string(wstatus) +
+               ") before the case was done");
+      }
+      if (Clock::now() > deadline) GiveUp("the subordinate did not get there in 10 minutes");
+      std::this_thread::sleep_for(1ms);
+    }
   }
 
  private:
   SharedStatus* shared_ = nullptr;
   pid_t pid_;
 };
+
+// Sessions [from, from + n), stamped `now`, expiring in 2 hours.
+std::vector<FirewallSession> Sessions(std::uint64_t from, std::size_t n, TimePoint now) {
+  std::vector<FirewallSession> v;
+  v.reserve(n);
+  for (std::uint64_t i = from; i < from + n; ++i) {
+    FirewallSession s = workload::Ipv4Session(i, now);
+    s.expiry = now + std::chrono::hours(2);
+    v.push_back(s);
+  }
+  return v;
+}
 
 // ---- the primary side ----
 struct PrimarySide {
@@ -306,8 +342,29 @@ struct PrimarySide {
       if (!r.status.ok() && r.applied == 0) std::this_thread::sleep_for(50us);
     }
   }
+  // Upserts sessions [from, from + n), stamped `now`, in rounds of 100k, and closes the batch.
+  void Fill(std::uint64_t from, std::uint64_t n, TimePoint now) {
+    for (std::uint64_t i = from; i < from + n; i += 100'000) {
+      Upsert(Sessions(i, std::min<std::uint64_t>(100'000, from + n - i), now));
+    }
+    primary->Flush(table);
+  }
+  // Waits until the store's tables hold all it applied (its materializer idle).
+  void Settle() const {
+    if (!store->WaitMaterialized(store->applied(), kWaitLimit)) {
+      GiveUp("the primary's store did not materialize in 10 minutes");
+    }
+  }
+  // Waits until the head is durable as min_acks asks (the subordinates persisted it).
+  void AwaitAcked() const {
+    const auto deadline = Clock::now() + kWaitLimit;
+    while (acked() < head()) {
+      if (Clock::now() > deadline) GiveUp("the head was not acknowledged in 10 minutes");
+      std::this_thread::sleep_for(200us);
+    }
+  }
   Seq head() const { return table.last_position().seq; }
-  // The highest seq the subordinate has acknowledged as persisted.
+  // The highest seq the subordinates have acknowledged as persisted (by min_acks of them).
   Seq acked() const { return primary->durable().seq; }
 };
 
@@ -318,16 +375,6 @@ void PerfControl(const char* command) {
   }
 }
 
-std::vector<FirewallSession> Sessions(std::uint64_t from, std::size_t n, TimePoint now) {
-  std::vector<FirewallSession> v;
-  v.reserve(n);
-  for (std::uint64_t i = from; i < from + n; ++i) {
-    FirewallSession s = workload::Ipv4Session(i, now);
-    s.expiry = now + std::chrono::hours(2);
-    v.push_back(s);
-  }
-  return v;
-}
 
 // ---- the naive baseline ----
 // The sender encodes 500 FirewallSession records (key and value, as our batches carry them) per
@@ -528,7 +575,7 @@ CaseA RunA(std::uint64_t n, int subordinates = 1) {
     p.Upsert(std::span(sessions).subspan(i, std::min<std::size_t>(500, sessions.size() - i)));
   }
   p.primary->Flush(p.table);
-  while (p.acked() < p.head()) std::this_thread::sleep_for(200us);
+  p.AwaitAcked();
   const double t_persisted = Seconds(Clock::now() - t0);
   PerfControl("disable");
   const Seq head = p.head();
@@ -551,7 +598,7 @@ CaseA RunA(std::uint64_t n, int subordinates = 1) {
 // and both stores' tables materialized, as on a node that has been running), then `window`
 // updates of those sessions, spread over the whole table, timed until the subordinate persisted
 // the last. The rate counts the deltas sent, so that updates folded into a pending one are not
-// counted (with the updates `sessions / window` apart, few are).
+// counted (a session is updated again only `sessions` updates later, so none should be).
 struct AtSize {
   double deltas_per_s = 0;
   double coalesced = 0;
@@ -562,15 +609,14 @@ AtSize RunAtSize(std::uint64_t sessions, std::uint64_t window) {
   SubordinateProcess sub(p.sub_dir(), p.primary->endpoint());
   sub.WaitFor([](const SubStatus& s) { return s.state != 0; });
   const TimePoint now = WallNow();
-  for (std::uint64_t i = 0; i < sessions; i += 100'000) {
-    p.Upsert(Sessions(i, std::min<std::uint64_t>(100'000, sessions - i), now));
-  }
-  p.primary->Flush(p.table);
+  p.Fill(0, sessions, now);
   const Seq loaded = p.head();
   sub.WaitFor([&](const SubStatus& s) { return s.materialized >= loaded; });
-  if (!p.store->WaitMaterialized(p.store->applied(), std::chrono::minutes(10))) std::exit(1);
-  // A stride coprime with `sessions` visits every session before any twice.
-  std::uint64_t stride = sessions / 2 + 1;
+  p.Settle();
+  // A stride coprime with `sessions` visits every session before any twice; near the golden
+  // ratio of it, consecutive updates land far apart all over the table (half of it would make
+  // two dense bands).
+  auto stride = static_cast<std::uint64_t>(static_cast<double>(sessions) * 0.6180339887);
   while (std::gcd(stride, sessions) != 1) ++stride;
   std::vector<FirewallSession> updates;
   updates.reserve(window);
@@ -587,7 +633,7 @@ AtSize RunAtSize(std::uint64_t sessions, std::uint64_t window) {
     p.Upsert(std::span(updates).subspan(i, std::min<std::size_t>(500, updates.size() - i)));
   }
   p.primary->Flush(p.table);
-  while (p.acked() < p.head()) std::this_thread::sleep_for(200us);
+  p.AwaitAcked();
   const double seconds = Seconds(Clock::now() - t0);
   AtSize r;
   r.deltas_per_s = static_cast<double>(p.primary->stats().deltas - deltas_before) / seconds;
@@ -598,8 +644,8 @@ AtSize RunAtSize(std::uint64_t sessions, std::uint64_t window) {
 // A subordinate rejoins after missing `missed` records: it persisted (and materialized) `base`
 // sessions, stopped, the primary took `missed` new sessions (its journal keeps them all), and
 // the subordinate restarted from its data directory. Timed from the restart until it has
-// persisted the primary's head (CONTINUE); `restart_s` is until it was connected again (its
-// start-up: the store opened and its tables loaded).
+// persisted the primary's head (CONTINUE); `restart_s` is until it had started (the process,
+// its store opened, its tables loaded, the subordinate started: stamped by the child).
 struct Rejoin {
   double restart_s = 0;
   double catch_up_s = 0;
@@ -610,35 +656,25 @@ Rejoin RunRejoin(std::uint64_t base, std::uint64_t missed) {
   o.journal.max_bytes = 64ull << 30;
   PrimarySide p("rejoin", o);
   const TimePoint now = WallNow();
-  const auto write = [&](std::uint64_t from, std::uint64_t n) {
-    for (std::uint64_t i = from; i < from + n; i += 100'000) {
-      p.Upsert(Sessions(i, std::min<std::uint64_t>(100'000, from + n - i), now));
-    }
-    p.primary->Flush(p.table);
-  };
   {
     SubordinateProcess sub(p.sub_dir(), p.primary->endpoint());
     sub.WaitFor([](const SubStatus& s) { return s.state != 0; });
-    write(0, base);
+    p.Fill(0, base, now);
     const Seq head = p.head();
     sub.WaitFor([&](const SubStatus& s) { return s.materialized >= head; });
   }  // stopped
-  write(base, missed);
+  p.Fill(base, missed, now);
   while (p.primary->stats().journaled.seq < p.head()) std::this_thread::sleep_for(1ms);
-  // The primary settled, as after writes spread over the outage.
-  if (!p.store->WaitMaterialized(p.store->applied(), std::chrono::minutes(10))) std::exit(1);
+  p.Settle();  // as after writes spread over the outage
   Rejoin r;
   const auto t0 = Clock::now();
   SubordinateProcess sub(p.sub_dir(), p.primary->endpoint());
-  sub.WaitFor([](const SubStatus& s) { return s.state != 0; });
-  r.restart_s = Seconds(Clock::now() - t0);
   const Seq head = p.head();
   sub.WaitFor([&](const SubStatus& s) { return s.persisted >= head; });
   r.catch_up_s = Seconds(Clock::now() - t0);
-  if (sub.status().snapshots != 0) {
-    std::fprintf(stderr, "rejoin: the subordinate took a snapshot, not CONTINUE\n");
-    std::exit(1);
-  }
+  const SubStatus done = sub.status();
+  r.restart_s = Seconds(done.started - t0);
+  if (done.snapshots != 0) GiveUp("rejoin: the subordinate took a snapshot, not CONTINUE");
   return r;
 }
 
@@ -712,7 +748,7 @@ CaseB RunB(std::uint64_t sessions) {
     p.primary->Pump(p.table);  // after every round, about every 3000 mutations
   }
   p.primary->Flush(p.table);
-  while (p.acked() < p.head()) std::this_thread::sleep_for(200us);
+  p.AwaitAcked();
   CaseB r;
   r.mutations_per_s = mutations / Seconds(Clock::now() - t0);
   PerfControl("disable");
@@ -768,6 +804,10 @@ Lag RunLag(double rate, double seconds, bool with_blobs, int io_realtime_priorit
   replication::PrimaryOptions o;
   o.durability[TableId::kFwSessions] = replication::Durability::kSync;
   o.min_acks = 1;
+  // A write slower than the sync timeout is part of what is measured, not a failure: the base
+  // rate's run asks for more than the stream takes, and on a slower machine (fresh-debian's
+  // container) its writes waited past 1 s, which failed them and stopped the benchmark.
+  o.on_sync_timeout = replication::SyncFailure::kBlock;
   o.io_realtime_priority = io_realtime_priority;
   PrimarySide p(with_blobs ? "lag-blobs" : "lag", o);
   SubordinateProcess sub(p.sub_dir(), p.primary->endpoint(), io_realtime_priority);
@@ -777,7 +817,7 @@ Lag RunLag(double rate, double seconds, bool with_blobs, int io_realtime_priorit
   if (warm_sessions > 0) {
     for (; i < warm_sessions; i += 1000) p.Upsert(Sessions(i, 1000, WallNow()));
     p.primary->Flush(p.table);
-    while (p.acked() < p.head()) std::this_thread::sleep_for(1ms);
+    p.AwaitAcked();
     std::this_thread::sleep_for(std::chrono::seconds(2));
   }
   const std::uint64_t i0 = i;
@@ -884,11 +924,7 @@ CatchUp RunCatchUp(std::uint64_t n) {
   replication::PrimaryOptions o;
   o.journal.max_bytes = 64ull << 30;  // the whole history stays in the journal: CONTINUE
   PrimarySide p("catchup", o);
-  for (std::uint64_t i = 0; i < n; i += 100'000) {
-    const auto s = Sessions(i, std::min<std::uint64_t>(100'000, n - i), WallNow());
-    p.Upsert(s);
-  }
-  p.primary->Flush(p.table);
+  p.Fill(0, n, WallNow());
   while (p.primary->stats().journaled.seq < p.head()) std::this_thread::sleep_for(1ms);
   const auto continue_from_the_start = [&] {
     double seconds = 0;
@@ -907,7 +943,7 @@ CatchUp RunCatchUp(std::uint64_t n) {
   // from a primary whose tables hold them, as after writes spread over time (and as the
   // SNAPSHOT case below starts).
   r.continue_busy_primary_s = continue_from_the_start();
-  if (!p.store->WaitMaterialized(p.store->applied(), std::chrono::minutes(10))) std::exit(1);
+  p.Settle();
   r.continue_s = continue_from_the_start();
   // SNAPSHOT: the same history with the journal trimmed away (a snapshot is read from the
   // tables, which hold everything by now).
@@ -961,6 +997,11 @@ std::string Obj(const std::map<std::string, double>& m) {
   }
   s << '}';
   return s.str();
+}
+
+// Appends an item to a JSON list being built ("[" at first; close it with "]").
+void Append(std::string& list, const std::string& item) {
+  list += (list.size() > 1 ? ", " : "") + item;
 }
 
 // Prints the document, and writes it to `out` when given.
@@ -1054,12 +1095,12 @@ int Main(int argc, char** argv) {
       const Lag l = RunLag(fraction * max_rate, secs, false, replication::kIoRealtimeWhenPermitted);
       std::fprintf(stderr, "lag at %.0f %% (%.0f rec/s): p50 %.2f, p99 %.2f, p99.9 %.2f ms\n",
                    fraction * 100, l.rate, l.p50_ms, l.p99_ms, l.p999_ms);
-      points += std::string(points.size() > 1 ? ", " : "") + Obj({{"fraction", fraction},
+      Append(points, Obj({{"fraction", fraction},
                                                                   {"records_per_s", l.rate},
                                                                   {"p50_ms", l.p50_ms},
                                                                   {"p99_ms", l.p99_ms},
                                                                   {"p999_ms", l.p999_ms},
-                                                                  {"samples", l.samples}});
+                                                                  {"samples", l.samples}}));
     }
     json.Add("async_case_a_records_per_s", async_rate);
     json.Add("max_records_per_s", max_rate);
@@ -1092,7 +1133,7 @@ int Main(int argc, char** argv) {
       }
       previous_sessions = static_cast<double>(n);
       previous_bytes = grown;
-      points += std::string(points.size() > 1 ? ", " : "") + Obj(fields);
+      Append(points, Obj(fields));
     }
     // The rate at each size, the table settled first (RunAtSize): 1M updates each, once.
     std::string at_size = "[";
@@ -1100,11 +1141,10 @@ int Main(int argc, char** argv) {
       const AtSize x = RunAtSize(n, 1'000'000);
       std::fprintf(stderr, "at %llu sessions: %.0f deltas/s (%.0f coalesced)\n",
                    static_cast<unsigned long long>(n), x.deltas_per_s, x.coalesced);
-      at_size += std::string(at_size.size() > 1 ? ", " : "") +
-                 Obj({{"sessions", static_cast<double>(n)},
+      Append(at_size, Obj({{"sessions", static_cast<double>(n)},
                       {"updates", 1e6},
                       {"deltas_per_s", x.deltas_per_s},
-                      {"coalesced", x.coalesced}});
+                      {"coalesced", x.coalesced}}));
     }
     json.Raw("scaling", points + "]");
     json.Raw("at_size", at_size + "]");
@@ -1121,10 +1161,9 @@ int Main(int argc, char** argv) {
     }
     std::string points = "[";
     for (const auto& [subs, v] : rates) {
-      points += std::string(points.size() > 1 ? ", " : "") +
-                Obj({{"subordinates", subs},
+      Append(points, Obj({{"subordinates", subs},
                      {"records_per_s", Median(v)},
-                     {"fraction_of_one", Median(v) / Median(rates[1])}});
+                     {"fraction_of_one", Median(v) / Median(rates[1])}}));
     }
     json.Add("records", static_cast<double>(n));
     json.Raw("fan_out", points + "]");
@@ -1136,13 +1175,14 @@ int Main(int argc, char** argv) {
     for (const std::uint64_t missed : {100'000ULL, 300'000ULL, 1'000'000ULL, 3'000'000ULL,
                                        10'000'000ULL}) {
       const Rejoin x = RunRejoin(kBase, missed);
-      std::fprintf(stderr, "rejoin after %llu missed: connected in %.2f s, caught up in %.2f s\n",
+      std::fprintf(stderr, "rejoin after %llu missed: started in %.2f s, caught up in %.2f s\n",
                    static_cast<unsigned long long>(missed), x.restart_s, x.catch_up_s);
-      points += std::string(points.size() > 1 ? ", " : "") +
-                Obj({{"missed", static_cast<double>(missed)},
+      Append(points, Obj({{"missed", static_cast<double>(missed)},
                      {"restart_s", x.restart_s},
                      {"catch_up_s", x.catch_up_s},
-                     {"missed_per_s", static_cast<double>(missed) / x.catch_up_s}});
+                     // the rate once started: what the catch-up itself moves
+                     {"missed_per_s_after_start",
+                      static_cast<double>(missed) / (x.catch_up_s - x.restart_s)}}));
     }
     json.Add("base_sessions", static_cast<double>(kBase));
     json.Raw("rejoin", points + "]");

@@ -281,11 +281,11 @@ TEST(RemoteMonitor, CountsFailedRoundsInARow) {
   const std::string dir = ::mkdtemp(dir_template);
   const std::string runs = dir + "/runs";
   NodeConfig config;
-  config.check_interval = 30ms;
-  // Far above a run's few milliseconds: a run stopped at its timeout counts as failed, and
-  // 25 ms was exceeded twice in a row once while the machine compiled on both cores, which
-  // broke the count the test asserts.
-  config.check_timeout = 5s;
+  // The timeout far above a run's few milliseconds: a run stopped at its timeout counts as
+  // failed, and 25 ms was exceeded twice in a row once while the machine compiled on both
+  // cores, which broke the count the test asserts. Not above the interval, as config.cc asks.
+  config.check_interval = 250ms;
+  config.check_timeout = 250ms;
   config.check_fail_after = 3;
   RemoteCheckConfig failing = Check("CMD", CheckKind::kCommand);
   failing.command = "echo run >> " + runs + "; exit 1";
