@@ -47,6 +47,8 @@ elif kind == "compare":
              f'"naive pipeline" {lim["naive_pipeline_records_per_s"] / 1000:.0f}',
              f'"statesync" {lim["statesync_records_per_s"] / 1000:.0f}', "", "",
              f'"statesync" {red["statesync_end_to_end_records_per_s"]["median"] / 1000:.0f}',
+             *([f'"statesync via a node" {red["statesync_node_ingest_records_per_s"]["median_records_per_s"] / 1000:.0f}']
+               if "statesync_node_ingest_records_per_s" in red else []),
              f'"Redis replica" {red["redis_replica_memory_records_per_s"] / 1000:.0f}',
              f'"Redis replica, AOF" {red["redis_replica_aof_everysec_records_per_s"] / 1000:.0f}',
              "", "",
