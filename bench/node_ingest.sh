@@ -39,7 +39,11 @@ status_is() {  # NODE PYTHON-CONDITION-ON-s
 wait_until() {  # SECONDS NODE CONDITION
   local deadline=$((SECONDS + $1))
   until status_is "$2" "$3"; do
-    [ $SECONDS -lt $deadline ] || { echo "bench/node_ingest.sh: $2 never got to: $3" >&2; exit 1; }
+    if [ $SECONDS -ge $deadline ]; then
+      echo "bench/node_ingest.sh: $2 never got to: $3; the ends of the nodes' logs:" >&2
+      tail -n 15 "$dir"/n*/statesyncd.log >&2 || true
+      exit 1
+    fi
     sleep 0.1
   done
 }
@@ -48,8 +52,12 @@ rates=()
 for run in $(seq 1 "$reps"); do
   dir=$(mktemp -d /tmp/statesync-bench-ingest-XXXXXX)
   "$ctl" cluster up --nodes 2 --sync-mode sync --dir "$dir" --base-port 7640 >/dev/null
-  wait_until 30 n1 "s['ready']"
-  wait_until 30 n2 "s['effective_role'] == 'secondary' and s['sync']['state'] == 'in_sync'"
+  # Generous: right after the other benchmarks the disk may still be writing back (and
+  # discarding) gigabytes, and a node's start syncs its files.
+  started=$SECONDS
+  wait_until 120 n1 "s['ready']"
+  wait_until 120 n2 "s['effective_role'] == 'secondary' and s['sync']['state'] == 'in_sync'"
+  echo "node_ingest: run $run: the pair was ready and in sync after $((SECONDS - started)) s" >&2
   summary=$("$ctl" --socket "$dir/n1/control.sock" load --quiet --sessions "$records" --wait-acked)
   rate=$(python3 -c '
 import json, sys
