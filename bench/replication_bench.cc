@@ -40,7 +40,8 @@
 // that it persisted it arrives back (so it includes the ack's return trip on loopback).
 //
 // Diagnostics: `--case a-only` runs statesync's case (a) alone with 4M records (for perf; env
-// STATESYNC_BENCH_A_RECORDS sets another count), STATESYNC_BENCH_LAG_RATE=R runs the lag case at
+// STATESYNC_BENCH_A_RECORDS sets another count), `--case at-size-only` the scaling case's 1M
+// updates at a table of 10M (STATESYNC_BENCH_A_RECORDS sets another size), STATESYNC_BENCH_LAG_RATE=R runs the lag case at
 // R records/s instead of half of (a)'s measured rate, STATESYNC_BENCH_LAG_DUMP=PATH writes every
 // lag sample ("seconds since start,lag ms") to PATH.csv and PATH.blobs.csv (PATH.rt.csv and
 // PATH.rt.blobs.csv for the io_realtime runs) and the blob lane's rate after each blob ("seconds
@@ -59,9 +60,9 @@
 // keeps statesync's processes on the C library's defaults. STATESYNC_BENCH_NO_PREFAULT=1 gives the
 // tables no PrefaultedPages (their memory faulted in on the owner's thread, for A/B runs), and
 // STATESYNC_BENCH_PAGES_STATS=1 prints how each table's supplier served it (ready and cold takes).
-// STATESYNC_BENCH_PERF_CTL=FIFO writes "enable" to FIFO when the timing of case (a) or (b)
-// starts and "disable" when it ends, for `perf record -D -1 --control fifo:FIFO`: a profile of
-// the timed part alone, without the baseline's processes or the generation of the records.
+// STATESYNC_BENCH_PERF_CTL=FIFO writes "enable" to FIFO when the timing of case (a), case (b) or
+// the at-size updates starts and "disable" when it ends, for `perf record -D -1 --control
+// fifo:FIFO`: a profile of the timed part alone, without the baseline's processes or the generation of the records.
 #include <pthread.h>
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
@@ -628,6 +629,7 @@ AtSize RunAtSize(std::uint64_t sessions, std::uint64_t window) {
   }
   const std::uint64_t deltas_before = p.primary->stats().deltas;
   const std::uint64_t coalesced_before = p.table.stats().coalesced;
+  PerfControl("enable");
   const auto t0 = Clock::now();
   for (std::size_t i = 0; i < updates.size(); i += 500) {
     p.Upsert(std::span(updates).subspan(i, std::min<std::size_t>(500, updates.size() - i)));
@@ -635,6 +637,7 @@ AtSize RunAtSize(std::uint64_t sessions, std::uint64_t window) {
   p.primary->Flush(p.table);
   p.AwaitAcked();
   const double seconds = Seconds(Clock::now() - t0);
+  PerfControl("disable");
   AtSize r;
   r.deltas_per_s = static_cast<double>(p.primary->stats().deltas - deltas_before) / seconds;
   r.coalesced = static_cast<double>(p.table.stats().coalesced - coalesced_before);
@@ -1187,6 +1190,12 @@ int Main(int argc, char** argv) {
     json.Add("base_sessions", static_cast<double>(kBase));
     json.Raw("rejoin", points + "]");
     return Emit(json, out);
+  }
+  if (which == "at-size-only") {  // for profiling: RunAtSize alone, 1M updates
+    const char* n = std::getenv("STATESYNC_BENCH_A_RECORDS");
+    const AtSize x = RunAtSize(n ? std::stoull(n) : 10'000'000, 1'000'000);
+    std::printf("%.0f deltas/s (%.0f coalesced)\n", x.deltas_per_s, x.coalesced);
+    return 0;
   }
   if (which == "a-only") {  // for profiling: statesync's case (a) alone, 4M records
     const char* n = std::getenv("STATESYNC_BENCH_A_RECORDS");
