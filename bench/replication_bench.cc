@@ -303,6 +303,13 @@ std::vector<FirewallSession> Sessions(std::uint64_t from, std::size_t n, TimePoi
   return v;
 }
 
+// Diagnostics: tells a `perf record --control fifo:...` waiting on STATESYNC_BENCH_PERF_CTL.
+void PerfControl(const char* command) {
+  if (const char* fifo = std::getenv("STATESYNC_BENCH_PERF_CTL")) {
+    std::ofstream(fifo) << command << std::endl;
+  }
+}
+
 // ---- the primary side ----
 struct PrimarySide {
   ScratchDir dir;
@@ -364,17 +371,25 @@ struct PrimarySide {
       std::this_thread::sleep_for(200us);
     }
   }
+  // The timed part of a case: upserts `sessions` 500 a call, as a firewall's batches come, until
+  // the subordinates acknowledged the last; returns the seconds (and tells a waiting `perf`).
+  double TimedWrite(std::span<const FirewallSession> sessions) {
+    PerfControl("enable");
+    const auto t0 = Clock::now();
+    for (std::size_t i = 0; i < sessions.size(); i += 500) {
+      Upsert(sessions.subspan(i, std::min<std::size_t>(500, sessions.size() - i)));
+    }
+    primary->Flush(table);
+    AwaitAcked();
+    const double seconds = Seconds(Clock::now() - t0);
+    PerfControl("disable");
+    return seconds;
+  }
   Seq head() const { return table.last_position().seq; }
   // The highest seq the subordinates have acknowledged as persisted (by min_acks of them).
   Seq acked() const { return primary->durable().seq; }
 };
 
-// Diagnostics: tells a `perf record --control fifo:...` waiting on STATESYNC_BENCH_PERF_CTL.
-void PerfControl(const char* command) {
-  if (const char* fifo = std::getenv("STATESYNC_BENCH_PERF_CTL")) {
-    std::ofstream(fifo) << command << std::endl;
-  }
-}
 
 
 // ---- the naive baseline ----
@@ -570,15 +585,8 @@ CaseA RunA(std::uint64_t n, int subordinates = 1) {
   for (const auto& sub : subs) sub->WaitFor([](const SubStatus& s) { return s.state != 0; });
   const auto sessions = Sessions(1, n, WallNow());
   const std::uint64_t resident_before = ResidentBytes();
-  PerfControl("enable");
   const auto t0 = Clock::now();
-  for (std::size_t i = 0; i < sessions.size(); i += 500) {
-    p.Upsert(std::span(sessions).subspan(i, std::min<std::size_t>(500, sessions.size() - i)));
-  }
-  p.primary->Flush(p.table);
-  p.AwaitAcked();
-  const double t_persisted = Seconds(Clock::now() - t0);
-  PerfControl("disable");
+  const double t_persisted = p.TimedWrite(sessions);
   const Seq head = p.head();
   if (!std::getenv("STATESYNC_BENCH_NO_MATERIALIZE")) {
     for (const auto& sub : subs) {
@@ -629,15 +637,7 @@ AtSize RunAtSize(std::uint64_t sessions, std::uint64_t window) {
   }
   const std::uint64_t deltas_before = p.primary->stats().deltas;
   const std::uint64_t coalesced_before = p.table.stats().coalesced;
-  PerfControl("enable");
-  const auto t0 = Clock::now();
-  for (std::size_t i = 0; i < updates.size(); i += 500) {
-    p.Upsert(std::span(updates).subspan(i, std::min<std::size_t>(500, updates.size() - i)));
-  }
-  p.primary->Flush(p.table);
-  p.AwaitAcked();
-  const double seconds = Seconds(Clock::now() - t0);
-  PerfControl("disable");
+  const double seconds = p.TimedWrite(updates);
   AtSize r;
   r.deltas_per_s = static_cast<double>(p.primary->stats().deltas - deltas_before) / seconds;
   r.coalesced = static_cast<double>(p.table.stats().coalesced - coalesced_before);
