@@ -41,13 +41,13 @@
 //
 // Diagnostics: `--case a-only` runs statesync's case (a) alone with 4M records (for perf; env
 // STATESYNC_BENCH_A_RECORDS sets another count), `--case at-size-only` the scaling case's 1M
-// updates at a table of 10M (STATESYNC_BENCH_A_RECORDS sets another size), STATESYNC_BENCH_LAG_RATE=R runs the lag case at
-// R records/s instead of half of (a)'s measured rate, STATESYNC_BENCH_LAG_DUMP=PATH writes every
-// lag sample ("seconds since start,lag ms") to PATH.csv and PATH.blobs.csv (PATH.rt.csv and
-// PATH.rt.blobs.csv for the io_realtime runs) and the blob lane's rate after each blob ("seconds
-// since start,MB/s") to PATH.lane.csv, and the start on the steady clock in ns to PATH.t0 and
-// PATH.blobs.t0, STATESYNC_BENCH_LAG_SECONDS=S measures each lag run for S seconds after its
-// warm-up (default 8, 3 with --quick),
+// updates at a table of 10M (STATESYNC_BENCH_A_RECORDS sets another size),
+// STATESYNC_BENCH_LAG_RATE=R runs the lag case at R records/s instead of half of (a)'s measured
+// rate, STATESYNC_BENCH_LAG_DUMP=PATH writes every lag sample ("seconds since start,lag ms") to
+// PATH.csv and PATH.blobs.csv (PATH.rt.csv and PATH.rt.blobs.csv for the io_realtime runs) and the
+// blob lane's rate after each blob ("seconds since start,MB/s") to PATH.lane.csv, and the start on
+// the steady clock in ns to PATH.t0 and PATH.blobs.t0, STATESYNC_BENCH_LAG_SECONDS=S measures each
+// lag run for S seconds after its warm-up (default 8, 3 with --quick),
 // STATESYNC_BENCH_CATCHUP_RECORDS=N runs the catch-up case for N records only,
 // STATESYNC_BENCH_BATCH_DELTAS=N sets the primaries' batch_max_deltas (for A/B runs),
 // STATESYNC_BENCH_LAG_WARM=N writes N sessions at full speed before the lag case starts (its
@@ -62,7 +62,8 @@
 // STATESYNC_BENCH_PAGES_STATS=1 prints how each table's supplier served it (ready and cold takes).
 // STATESYNC_BENCH_PERF_CTL=FIFO writes "enable" to FIFO when the timing of case (a), case (b) or
 // the at-size updates starts and "disable" when it ends, for `perf record -D -1 --control
-// fifo:FIFO`: a profile of the timed part alone, without the baseline's processes or the generation of the records.
+// fifo:FIFO`: a profile of the timed part alone, without the baseline's processes or the generation
+// of the records.
 #include <pthread.h>
 #include <rocksdb/db.h>
 #include <rocksdb/write_batch.h>
@@ -226,6 +227,12 @@ struct SubStatus {
   Clock::time_point started;  // epoch of the clock until it has started
 };
 
+// STATESYNC_BENCH_A_RECORDS, for the cases whose record count it sets, else `otherwise`.
+std::uint64_t RecordsFromEnv(std::uint64_t otherwise) {
+  const char* n = std::getenv("STATESYNC_BENCH_A_RECORDS");
+  return n != nullptr ? std::stoull(n) : otherwise;
+}
+
 // How long any wait of a case may take before the benchmark gives up (a stuck child, a stream
 // that stopped): far above the slowest case (the 10M fills, tens of seconds).
 constexpr auto kWaitLimit = std::chrono::minutes(10);
@@ -270,6 +277,10 @@ class SubordinateProcess {
     s.snapshots = shared_->snapshots;
     s.started = Clock::time_point(std::chrono::nanoseconds(shared_->started_ns.load()));
     return s;
+  }
+  // Until the subordinate has said HELLO and been answered.
+  void WaitConnected() const {
+    WaitFor([](const SubStatus& s) { return s.state != 0; });
   }
   // Gives up if the child exits or kWaitLimit passes first.
   template <typename Pred>
@@ -357,6 +368,14 @@ struct PrimarySide {
     }
     primary->Flush(table);
   }
+  // Waits until the journal holds the head (with no subordinate, nothing else says so).
+  void AwaitJournaled() const {
+    const auto deadline = Clock::now() + kWaitLimit;
+    while (primary->stats().journaled.seq < head()) {
+      if (Clock::now() > deadline) GiveUp("the head was not journaled in 10 minutes");
+      std::this_thread::sleep_for(1ms);
+    }
+  }
   // Waits until the store's tables hold all it applied (its materializer idle).
   void Settle() const {
     if (!store->WaitMaterialized(store->applied(), kWaitLimit)) {
@@ -389,8 +408,6 @@ struct PrimarySide {
   // The highest seq the subordinates have acknowledged as persisted (by min_acks of them).
   Seq acked() const { return primary->durable().seq; }
 };
-
-
 
 // ---- the naive baseline ----
 // The sender encodes 500 FirewallSession records (key and value, as our batches carry them) per
@@ -579,10 +596,10 @@ CaseA RunA(std::uint64_t n, int subordinates = 1) {
   for (int i = 0; i < subordinates; ++i) {
     const std::string suffix = i == 0 ? "" : std::to_string(i + 1);
     subs.push_back(std::make_unique<SubordinateProcess>(
-        p.sub_dir().string() + suffix, p.primary->endpoint(),
-        replication::kIoRealtimeWhenPermitted, "sub" + suffix));
+        p.sub_dir().string() + suffix, p.primary->endpoint(), replication::kIoRealtimeWhenPermitted,
+        "sub" + suffix));
   }
-  for (const auto& sub : subs) sub->WaitFor([](const SubStatus& s) { return s.state != 0; });
+  for (const auto& sub : subs) sub->WaitConnected();
   const auto sessions = Sessions(1, n, WallNow());
   const std::uint64_t resident_before = ResidentBytes();
   const auto t0 = Clock::now();
@@ -616,7 +633,7 @@ struct AtSize {
 AtSize RunAtSize(std::uint64_t sessions, std::uint64_t window) {
   PrimarySide p("at-size");
   SubordinateProcess sub(p.sub_dir(), p.primary->endpoint());
-  sub.WaitFor([](const SubStatus& s) { return s.state != 0; });
+  sub.WaitConnected();
   const TimePoint now = WallNow();
   p.Fill(0, sessions, now);
   const Seq loaded = p.head();
@@ -661,13 +678,13 @@ Rejoin RunRejoin(std::uint64_t base, std::uint64_t missed) {
   const TimePoint now = WallNow();
   {
     SubordinateProcess sub(p.sub_dir(), p.primary->endpoint());
-    sub.WaitFor([](const SubStatus& s) { return s.state != 0; });
+    sub.WaitConnected();
     p.Fill(0, base, now);
     const Seq head = p.head();
     sub.WaitFor([&](const SubStatus& s) { return s.materialized >= head; });
   }  // stopped
   p.Fill(base, missed, now);
-  while (p.primary->stats().journaled.seq < p.head()) std::this_thread::sleep_for(1ms);
+  p.AwaitJournaled();
   p.Settle();  // as after writes spread over the outage
   Rejoin r;
   const auto t0 = Clock::now();
@@ -732,7 +749,7 @@ std::vector<LifecycleRound> LifecycleRounds(std::uint64_t sessions, TimePoint no
 CaseB RunB(std::uint64_t sessions) {
   PrimarySide p("b");
   SubordinateProcess sub(p.sub_dir(), p.primary->endpoint());
-  sub.WaitFor([](const SubStatus& s) { return s.state != 0; });
+  sub.WaitConnected();
   const std::vector<LifecycleRound> rounds = LifecycleRounds(sessions, WallNow());
   std::uint64_t mutations = 0;
   PerfControl("enable");
@@ -768,7 +785,7 @@ struct CaseC {
 CaseC RunC(int blobs) {
   PrimarySide p("c");
   SubordinateProcess sub(p.sub_dir(), p.primary->endpoint());
-  sub.WaitFor([](const SubStatus& s) { return s.state != 0; });
+  sub.WaitConnected();
   std::string data(1 << 20, '\0');
   std::mt19937_64 rng(2);
   for (auto& c : data) c = static_cast<char>(rng());
@@ -814,7 +831,7 @@ Lag RunLag(double rate, double seconds, bool with_blobs, int io_realtime_priorit
   o.io_realtime_priority = io_realtime_priority;
   PrimarySide p(with_blobs ? "lag-blobs" : "lag", o);
   SubordinateProcess sub(p.sub_dir(), p.primary->endpoint(), io_realtime_priority);
-  sub.WaitFor([](const SubStatus& s) { return s.state != 0; });
+  sub.WaitConnected();
   std::uint64_t i = 0;
   if (const char* w = std::getenv("STATESYNC_BENCH_LAG_WARM")) warm_sessions = std::stoull(w);
   if (warm_sessions > 0) {
@@ -928,7 +945,7 @@ CatchUp RunCatchUp(std::uint64_t n) {
   o.journal.max_bytes = 64ull << 30;  // the whole history stays in the journal: CONTINUE
   PrimarySide p("catchup", o);
   p.Fill(0, n, WallNow());
-  while (p.primary->stats().journaled.seq < p.head()) std::this_thread::sleep_for(1ms);
+  p.AwaitJournaled();
   const auto continue_from_the_start = [&] {
     double seconds = 0;
     {
@@ -1055,8 +1072,7 @@ int Main(int argc, char** argv) {
 
   double a_rate = 0;
   if (which == "limits") {  // issue 6: the machine's limits, the naive pipeline and statesync
-    const char* n_env = std::getenv("STATESYNC_BENCH_A_RECORDS");
-    const std::uint64_t n = n_env ? std::stoull(n_env) : 1'000'000;
+    const std::uint64_t n = RecordsFromEnv(1'000'000);
     std::vector<double> zmq_rates, rocks_rates, naive_rates, ours;
     for (int r = 0; r < reps; ++r) {  // interleaved, so that a slow phase hits every case
       zmq_rates.push_back(RunRawZmq(n));
@@ -1099,11 +1115,11 @@ int Main(int argc, char** argv) {
       std::fprintf(stderr, "lag at %.0f %% (%.0f rec/s): p50 %.2f, p99 %.2f, p99.9 %.2f ms\n",
                    fraction * 100, l.rate, l.p50_ms, l.p99_ms, l.p999_ms);
       Append(points, Obj({{"fraction", fraction},
-                                                                  {"records_per_s", l.rate},
-                                                                  {"p50_ms", l.p50_ms},
-                                                                  {"p99_ms", l.p99_ms},
-                                                                  {"p999_ms", l.p999_ms},
-                                                                  {"samples", l.samples}}));
+                          {"records_per_s", l.rate},
+                          {"p50_ms", l.p50_ms},
+                          {"p99_ms", l.p99_ms},
+                          {"p999_ms", l.p999_ms},
+                          {"samples", l.samples}}));
     }
     json.Add("async_case_a_records_per_s", async_rate);
     json.Add("max_records_per_s", max_rate);
@@ -1145,17 +1161,16 @@ int Main(int argc, char** argv) {
       std::fprintf(stderr, "at %llu sessions: %.0f deltas/s (%.0f coalesced)\n",
                    static_cast<unsigned long long>(n), x.deltas_per_s, x.coalesced);
       Append(at_size, Obj({{"sessions", static_cast<double>(n)},
-                      {"updates", 1e6},
-                      {"deltas_per_s", x.deltas_per_s},
-                      {"coalesced", x.coalesced}}));
+                           {"updates", 1e6},
+                           {"deltas_per_s", x.deltas_per_s},
+                           {"coalesced", x.coalesced}}));
     }
     json.Raw("scaling", points + "]");
     json.Raw("at_size", at_size + "]");
     return Emit(json, out);
   }
   if (which == "fan-out") {  // issue 6: case (a) with 1, 2 and 3 subordinates
-    const char* n_env = std::getenv("STATESYNC_BENCH_A_RECORDS");
-    const std::uint64_t n = n_env ? std::stoull(n_env) : 1'000'000;
+    const std::uint64_t n = RecordsFromEnv(1'000'000);
     std::map<int, std::vector<double>> rates;
     for (int r = 0; r < reps; ++r) {  // interleaved
       for (const int subs : {1, 2, 3}) rates[subs].push_back(RunA(n, subs).records_per_s);
@@ -1165,8 +1180,8 @@ int Main(int argc, char** argv) {
     std::string points = "[";
     for (const auto& [subs, v] : rates) {
       Append(points, Obj({{"subordinates", subs},
-                     {"records_per_s", Median(v)},
-                     {"fraction_of_one", Median(v) / Median(rates[1])}}));
+                          {"records_per_s", Median(v)},
+                          {"fraction_of_one", Median(v) / Median(rates[1])}}));
     }
     json.Add("records", static_cast<double>(n));
     json.Raw("fan_out", points + "]");
@@ -1175,31 +1190,29 @@ int Main(int argc, char** argv) {
   if (which == "rejoin") {  // issue 6: catch-up time against the amount missed
     constexpr std::uint64_t kBase = 1'000'000;
     std::string points = "[";
-    for (const std::uint64_t missed : {100'000ULL, 300'000ULL, 1'000'000ULL, 3'000'000ULL,
-                                       10'000'000ULL}) {
+    for (const std::uint64_t missed :
+         {100'000ULL, 300'000ULL, 1'000'000ULL, 3'000'000ULL, 10'000'000ULL}) {
       const Rejoin x = RunRejoin(kBase, missed);
       std::fprintf(stderr, "rejoin after %llu missed: started in %.2f s, caught up in %.2f s\n",
                    static_cast<unsigned long long>(missed), x.restart_s, x.catch_up_s);
       Append(points, Obj({{"missed", static_cast<double>(missed)},
-                     {"restart_s", x.restart_s},
-                     {"catch_up_s", x.catch_up_s},
-                     // the rate once started: what the catch-up itself moves
-                     {"missed_per_s_after_start",
-                      static_cast<double>(missed) / (x.catch_up_s - x.restart_s)}}));
+                          {"restart_s", x.restart_s},
+                          {"catch_up_s", x.catch_up_s},
+                          // the rate once started: what the catch-up itself moves
+                          {"missed_per_s_after_start",
+                           static_cast<double>(missed) / (x.catch_up_s - x.restart_s)}}));
     }
     json.Add("base_sessions", static_cast<double>(kBase));
     json.Raw("rejoin", points + "]");
     return Emit(json, out);
   }
   if (which == "at-size-only") {  // for profiling: RunAtSize alone, 1M updates
-    const char* n = std::getenv("STATESYNC_BENCH_A_RECORDS");
-    const AtSize x = RunAtSize(n ? std::stoull(n) : 10'000'000, 1'000'000);
+    const AtSize x = RunAtSize(RecordsFromEnv(10'000'000), 1'000'000);
     std::printf("%.0f deltas/s (%.0f coalesced)\n", x.deltas_per_s, x.coalesced);
     return 0;
   }
   if (which == "a-only") {  // for profiling: statesync's case (a) alone, 4M records
-    const char* n = std::getenv("STATESYNC_BENCH_A_RECORDS");
-    const CaseA x = RunA(n ? std::stoull(n) : 4'000'000);
+    const CaseA x = RunA(RecordsFromEnv(4'000'000));
     std::printf("%.0f rec/s (tables %.0f), primary grew %.1f bytes/session\n", x.records_per_s,
                 x.materialized_per_s, x.primary_bytes_per_session);
     return 0;
@@ -1360,8 +1373,7 @@ int main(int argc, char** argv) {
     statesync::TuneProcessAllocator();
   }
   if (argc == 7 && std::string(argv[1]) == "--subordinate") {
-    return statesync::bench::RunSubordinate(argv[2], argv[3], argv[4], std::atoi(argv[5]),
-                                            argv[6]);
+    return statesync::bench::RunSubordinate(argv[2], argv[3], argv[4], std::atoi(argv[5]), argv[6]);
   }
   if (argc == 5 && std::string(argv[1]) == "--count-receiver") {
     return statesync::bench::RunCountReceiver(argv[2], argv[3], argv[4]);
